@@ -1,0 +1,391 @@
+"""The adapter base every non-HF model shares: lm-eval's request API on top of our samplers and scorers.
+
+A family adapter (evo, llada, mdlm, bd3lm, ard) only says how to load its network and tokenizer and
+which sampler and scorer it uses; this base does the rest the same way for all of them:
+
+* tokenisation and lm-eval's context/continuation split (inherited from ``TemplateLM``);
+* ``generate_until``: ``until`` strings and EOS become the sampler's ``stop`` callable, the answer is
+  cut at the first stop string, ``max_gen_toks`` caps the length;
+* ``loglikelihood`` / ``loglikelihood_rolling`` through the family's scorer, with lm-eval's own
+  rolling windows;
+* chat templates through the tokenizer, exactly as lm-eval's HF backend applies them;
+* data parallelism under ``accelerate launch``: rank is the *global* process index (lm-eval's HF
+  backend uses the node-local one, which collides across nodes), and gathers go through
+  ``torch.distributed``;
+* one seeded generator per request, derived from the seed and the request itself, so a result does
+  not depend on request order, batch composition, rank or resumption;
+* a stats record per request (NFE, tokens, wall time, estimator) that ``run`` stores in results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+from tqdm import tqdm
+
+from ..cards import ModelCard, get_card
+from ..decoding.base import Sampler, SamplerConfig, make_generator
+from ..errors import CheckpointError
+from ..scoring.base import Scorer, ScorerConfig
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        # bfloat16 matmuls are slow or unsupported on many CPUs; the card's dtype is for accelerators.
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype '{name}'; choose one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class RequestRecord:
+    """What one request cost; stored per request in the results so tables can sum NFE and time."""
+
+    request_type: str
+    task: str | None
+    doc_id: int | None
+    nfe: int = 0
+    new_tokens: int = 0
+    prompt_tokens: int = 0
+    wall_s: float = 0.0
+    method: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def request_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed from the run seed and the request's content (order-, batch- and rank-free)."""
+    blob = json.dumps([seed, *parts], sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") & ((1 << 63) - 1)
+
+
+class EvalAdapter(TemplateLM):
+    """lm-eval ``LM`` for models that are not run by lm-eval's HF backend."""
+
+    family: ClassVar[str]
+    sampler_cls: ClassVar[type[Sampler]]
+    scorer_cls: ClassVar[type[Scorer]]
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        card: str | ModelCard | None = None,
+        revision: str | None = None,
+        tokenizer: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | str | None = 1,
+        max_length: int | None = None,
+        seed: int = 1234,
+        max_gen_toks: int = 256,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        self.card = get_card(card) if isinstance(card, str) else card
+        checkpoint = pretrained or (self.card.checkpoint if self.card else None)
+        if not checkpoint:
+            name = self.card.name if self.card else self.family
+            raise CheckpointError(
+                f"model '{name}' has no public checkpoint",
+                "pass --checkpoint DIR (or pretrained=DIR in model_args) with a save_pretrained folder",
+            )
+        self.checkpoint = str(checkpoint)
+        self.revision = revision if revision is not None else (self.card.revision if self.card else None)
+        self._setup_distributed(device)
+        self.dtype = resolve_dtype(dtype if dtype is not None else None, self._device)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
+        self._max_gen_toks = int(max_gen_toks)
+
+        self.model, self.tokenizer = self.load(self.checkpoint, self.revision, tokenizer, self._device, self.dtype)
+        self.model.eval()
+        self._max_length = int(max_length) if max_length else self._default_max_length()
+
+        settings = self.card.decoding_for(None) if self.card else {}
+        settings.update(overrides)
+        self.sampler_config, self.scorer_config = self._split_settings(settings)
+        self.sampler = self.sampler_cls()
+        self.scorer = self.scorer_cls()
+        self.benchmark: str | None = None  # set by run.py so per-benchmark card settings apply
+        self.records: list[RequestRecord] = []
+
+    # ---- what a family provides -------------------------------------------------------------------
+
+    @abstractmethod
+    def load(self, checkpoint: str, revision: str | None, tokenizer: str | None, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+        """Load the network (on ``device`` in ``dtype``) and its tokenizer, raising CheckpointError
+        with one clear line for a missing path or a checkpoint that does not fit the architecture."""
+
+    def _default_max_length(self) -> int:
+        config = getattr(self.model, "config", None)
+        for name in ("max_position_embeddings", "max_seq_len", "model_length", "n_positions"):
+            value = getattr(config, name, None)
+            if value:
+                return int(value)
+        return 2048
+
+    # ---- settings --------------------------------------------------------------------------------
+
+    def _split_settings(self, settings: dict[str, Any]) -> tuple[SamplerConfig, ScorerConfig]:
+        """Route each setting to the sampler or the scorer config; an unknown key is an error."""
+        sampler_keys = {f.name for f in fields(self.sampler_cls.Config)}
+        scorer_keys = {f.name for f in fields(self.scorer_cls.Config)}
+        unknown = sorted(set(settings) - sampler_keys - scorer_keys - {"sampler"})
+        if unknown:
+            raise ValueError(
+                f"{self.family} has no setting(s) {', '.join(unknown)}; sampler settings: "
+                f"{', '.join(sorted(sampler_keys))}; likelihood settings: {', '.join(sorted(scorer_keys))}"
+            )
+        eos = self.eot_token_id
+        sampler_values = {k: v for k, v in settings.items() if k in sampler_keys}
+        scorer_values = {k: v for k, v in settings.items() if k in scorer_keys}
+        sampler_values.setdefault("eos_token_id", eos)
+        sampler_values.setdefault("seed", self.seed)
+        scorer_values.setdefault("seed", self.seed)
+        if self.card and self.card.likelihood:
+            for key, value in self.card.likelihood.items():
+                if key in scorer_keys and key not in scorer_values:
+                    scorer_values[key] = value
+        return self.sampler_cls.Config.from_dict(sampler_values), self.scorer_cls.Config.from_dict(scorer_values)
+
+    def sampler_config_for(self, gen_kwargs: dict[str, Any]) -> SamplerConfig:
+        """The sampler config for one request: card default, card per-benchmark, model_args, request."""
+        values = asdict(self.sampler_config)
+        if self.card and self.benchmark:
+            values.update(self.card.decoding_for(self.benchmark))
+            values.pop("sampler", None)
+        known = set(values)
+        values["max_new_tokens"] = int(gen_kwargs.get("max_gen_toks", values.get("max_new_tokens", self._max_gen_toks)))
+        for key in ("temperature", "top_p", "top_k"):
+            if key in gen_kwargs and key in known:
+                values[key] = gen_kwargs[key]
+        return type(self.sampler_config).from_dict({k: v for k, v in values.items() if k in known})
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """Everything in force, for the results' provenance."""
+        return {
+            "sampler": self.sampler_cls.name,
+            "sampler_config": asdict(self.sampler_config),
+            "likelihood": self.scorer_cls.method,
+            "likelihood_config": asdict(self.scorer_config),
+        }
+
+    # ---- lm-eval's tokenisation API ----------------------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        return int(bos) if bos is not None else self.eot_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(getattr(self.tokenizer, "name_or_path", self.checkpoint)).replace("/", "__")
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+
+    def tok_decode(self, tokens: list[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        if isinstance(tokens, torch.Tensor):
+            tokens = tokens.tolist()
+        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+
+    # ---- data parallelism --------------------------------------------------------------------------
+
+    def _setup_distributed(self, device: str | None) -> None:
+        self._rank, self._world_size = 0, 1
+        self._device = resolve_device(device)
+        try:
+            from accelerate import PartialState
+        except ImportError:  # accelerate is a dependency; keep single-process use working without it
+            return
+        state = PartialState()
+        if state.num_processes > 1:
+            self._rank, self._world_size = state.process_index, state.num_processes
+            self._device = state.device if device in (None, "auto") or "cuda" in str(device) else self._device
+            self._state = state
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self._world_size == 1:
+            return tensor
+        import torch.distributed as dist
+
+        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
+        out = [torch.zeros_like(tensor) for _ in range(self._world_size)]
+        dist.all_gather(out, tensor)
+        return torch.cat(out)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        if self._world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self._world_size if self._rank == dst else None
+        dist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        if self._world_size > 1:
+            self._state.wait_for_everyone()
+
+    # ---- requests ----------------------------------------------------------------------------------
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        results = []
+        for (context, continuation), context_ids, continuation_ids in tqdm(
+            requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} loglikelihood"
+        ):
+            results.append(self._score_one(context_ids, continuation_ids, (context, continuation)))
+        return results
+
+    def _score_one(self, context_ids: list[int], continuation_ids: list[int], key: Any,
+                   request: Any = None) -> tuple[float, bool]:
+        # Left-truncate the context so context + continuation fits, as lm-eval's HF backend does.
+        budget = self.max_length - len(continuation_ids)
+        context_ids = context_ids[-budget:] if budget > 0 else context_ids[-1:]
+        ctx = torch.tensor(context_ids, dtype=torch.long, device=self.device)
+        cont = torch.tensor(continuation_ids, dtype=torch.long, device=self.device)
+        generator = make_generator(request_seed(self.seed, "ll", context_ids, continuation_ids), self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.scorer.score(self.model, ctx, cont, self.scorer_config, generator=generator)
+        self.records.append(RequestRecord(
+            "loglikelihood", getattr(request, "task_name", None), getattr(request, "doc_id", None),
+            nfe=out.nfe, prompt_tokens=len(context_ids), wall_s=time.perf_counter() - start, method=out.method,
+            extra={"stderr": out.stderr} if out.stderr is not None else {},
+        ))
+        result = (float(out.logprob), bool(out.is_greedy))
+        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key):
+            self.cache_hook.add_partial("loglikelihood", key, result)
+        return result
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        # Same encoding as TemplateLM.loglikelihood, kept per request so records carry task/doc ids.
+        results = []
+        for request in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} loglikelihood"):
+            context, continuation = request.args
+            if context == "":
+                cont = self.tok_encode(continuation, add_special_tokens=False)
+                ctx_ids, cont_ids = ([self.prefix_token_id], cont) if cont[:1] != [self.prefix_token_id] else (cont[:1], cont[1:])
+            else:
+                ctx_ids, cont_ids = self._encode_pair(context, continuation)
+            results.append(self._score_one(ctx_ids, cont_ids, (context, continuation), request))
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        results = []
+        for request in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} rolling"):
+            (string,) = request.args
+            windows = map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1,
+                ),
+            )
+            total = sum(self._score_one(list(ctx), list(cont), None, request)[0] for ctx, cont in windows)
+            results.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
+        return results
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        results = []
+        eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        for request in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} generate"):
+            context, gen_kwargs = request.args
+            kwargs = normalize_gen_kwargs(dict(gen_kwargs), default_max_gen_toks=self._max_gen_toks)
+            until = handle_stop_sequences(kwargs.get("until"), eos_text)
+            config = self.sampler_config_for(kwargs)
+            budget = max(1, self.max_length - config.max_new_tokens)
+            prompt = self.tok_encode(context, add_special_tokens=self._add_bos())[-budget:]
+            prompt_ids = torch.tensor(prompt, dtype=torch.long, device=self.device)
+            stop = self._stop_fn(until)
+            generator = make_generator(request_seed(self.seed, "gen", context, kwargs), self.device)
+            out = self.sampler.sample(self.model, prompt_ids, config, generator=generator, stop=stop)
+            text = cut_at_stop(self.tok_decode(out.tokens), until)
+            self.records.append(RequestRecord(
+                "generate_until", getattr(request, "task_name", None), getattr(request, "doc_id", None),
+                nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
+                wall_s=out.stats.wall_s, method=self.sampler_cls.name,
+                extra={"active_token_steps": out.stats.active_token_steps, **out.stats.extra},
+            ))
+            results.append(text)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return results
+
+    def _add_bos(self) -> bool:
+        return getattr(self.tokenizer, "bos_token_id", None) is not None
+
+    def _stop_fn(self, until: list[str]):
+        """Stop once the decoded text so far contains any stop string (checked on committed ids)."""
+        if not until:
+            return None
+
+        def stop(tokens: torch.Tensor) -> bool:
+            text = self.tok_decode(tokens)
+            return any(s and s in text for s in until)
+
+        return stop
+
+
+def cut_at_stop(text: str, until: list[str]) -> str:
+    """The text before the earliest stop string, as lm-eval's backends return it."""
+    cut = len(text)
+    for s in until:
+        if s:
+            index = text.find(s)
+            if index != -1:
+                cut = min(cut, index)
+    return text[:cut]

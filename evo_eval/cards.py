@@ -1,0 +1,138 @@
+"""Model cards: one YAML per (system, stage) in ``baselines/``, looked up by name.
+
+A card says everything the harness needs to run or time a model without reading code: which
+adapter family runs it, where its checkpoint is (a hub id with revision, or none where no public
+weights exist and the user must pass ``--checkpoint``), its dtype, the architecture's shape (enough
+to build it with random weights for timing), decoding defaults per benchmark, how it scores
+likelihoods, and the paper's column header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UnknownNameError, UserError
+from .paths import cards_dir
+
+STAGES = ("base", "instruct")
+# Families that lm-eval's own HF backend runs; everything else goes through adapters/base.py.
+HF_FAMILIES = ("hf",)
+FAMILIES = ("hf", "evo", "llada", "mdlm", "bd3lm", "ard")
+DTYPES = ("float32", "bfloat16", "float16")
+
+_REQUIRED = ("name", "system", "stage", "family", "column", "dtype", "shape")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    system: str  # groups a system's base and post-trained cards, e.g. "llada"
+    stage: str  # "base" or "instruct"
+    family: str  # adapter family, one of FAMILIES
+    column: str  # the paper's column header, e.g. "LLaDA 8B"
+    dtype: str
+    shape: dict[str, Any]
+    checkpoint: str | None = None  # hub id or local path; None: user must pass --checkpoint
+    revision: str | None = None
+    tokenizer: str | None = None  # defaults to the checkpoint's own
+    decoding: dict[str, Any] = field(default_factory=dict)  # {"default": {...}, "tasks": {bench: {...}}}
+    likelihood: dict[str, Any] = field(default_factory=dict)
+    chat_template: bool = False  # post-trained cards render prompts through the chat template
+    paper: dict[str, Any] = field(default_factory=dict)  # paper facts: params, order, post-training
+    sources: list[str] = field(default_factory=list)
+    notes: str = ""
+    path: Path | None = None
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        return self.checkpoint is None
+
+    @property
+    def is_hf(self) -> bool:
+        return self.family in HF_FAMILIES
+
+    def decoding_for(self, benchmark: str | None = None) -> dict[str, Any]:
+        """Decoding settings in force for a benchmark: the card's default, then its per-task entry."""
+        merged = dict(self.decoding.get("default", {}))
+        if benchmark is not None:
+            merged.update(self.decoding.get("tasks", {}).get(benchmark, {}))
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "path"}
+        out["path"] = str(self.path) if self.path else None
+        return out
+
+
+def _bad_card(path: Path, problem: str) -> UserError:
+    return UserError(f"model card {path.name} is invalid: {problem}", f"fix the YAML in {path}")
+
+
+def load_card(path: Path) -> ModelCard:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise _bad_card(path, f"not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise _bad_card(path, "not UTF-8 text") from None
+    if not isinstance(raw, dict):
+        raise _bad_card(path, "expected a mapping of fields at the top level")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise _bad_card(path, f"missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(raw) - (set(ModelCard.__dataclass_fields__) - {"path"}))
+    if unknown:
+        raise _bad_card(path, f"unknown field(s) {', '.join(unknown)}")
+    if raw["stage"] not in STAGES:
+        raise _bad_card(path, f"stage '{raw['stage']}' is not one of {', '.join(STAGES)}")
+    if raw["family"] not in FAMILIES:
+        raise _bad_card(path, f"family '{raw['family']}' is not one of {', '.join(FAMILIES)}")
+    if raw["dtype"] not in DTYPES:
+        raise _bad_card(path, f"dtype '{raw['dtype']}' is not one of {', '.join(DTYPES)}")
+    if not isinstance(raw["shape"], dict) or not raw["shape"]:
+        raise _bad_card(path, "shape must be a non-empty mapping")
+    if path.stem != raw["name"]:
+        raise _bad_card(path, f"file name must match its name field '{raw['name']}'")
+    return ModelCard(**raw, path=path)
+
+
+@lru_cache(maxsize=None)
+def _all_cards(directory: str) -> dict[str, ModelCard]:
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserError(f"model card folder {root} does not exist", "set EVO_EVAL_CARDS to a folder of card YAMLs")
+    cards = {}
+    for path in sorted(root.glob("*.yaml")):
+        card = load_card(path)
+        cards[card.name] = card
+    return cards
+
+
+def all_cards() -> dict[str, ModelCard]:
+    return _all_cards(str(cards_dir()))
+
+
+def card_names() -> list[str]:
+    return list(all_cards())
+
+
+def get_card(name: str) -> ModelCard:
+    cards = all_cards()
+    if name not in cards:
+        raise UnknownNameError("model", name, list(cards), hint="`evo-eval models` lists them")
+    return cards[name]
+
+
+def paper_order() -> list[str]:
+    """Systems in the paper's column order (Table 1): the order key in each card's paper block."""
+    systems = {}
+    for card in all_cards().values():
+        systems.setdefault(card.system, card.paper.get("order", 99))
+    return sorted(systems, key=lambda s: systems[s])

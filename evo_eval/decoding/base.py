@@ -1,0 +1,139 @@
+"""The one sampler interface every decoding algorithm implements.
+
+``sample(model, prompt_ids, config) -> SampleOutput(tokens, stats)``: ``tokens`` are the generated
+ids only (never the prompt), cut at the first end-of-sequence; ``stats`` counts the work done, so
+that ``run`` can store it per request and ``speed`` can report NFE and tokens per forward. Samplers
+never import lm-eval: ``stop`` is a plain callable the adapter builds from lm-eval's ``until``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import torch
+
+# Given the ids committed so far (generated part only), say whether generation may stop early.
+StopFn = Callable[[torch.Tensor], bool]
+
+
+@dataclass
+class DecodeStats:
+    nfe: int = 0  # network function evaluations (forward passes), CFG counted twice
+    new_tokens: int = 0  # generated tokens returned, after EOS truncation
+    active_token_steps: int = 0  # sum over forwards of the positions actually computed
+    prompt_tokens: int = 0
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.new_tokens / self.nfe if self.nfe else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tokens_per_forward"] = self.tokens_per_forward
+        return out
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.Tensor  # 1-D LongTensor of generated ids, prompt excluded
+    stats: DecodeStats
+
+
+class Settings:
+    """Mixin for the config dataclasses of samplers and scorers: typed construction from loose dicts."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build from card/lm-eval settings, casting types and rejecting unknown keys.
+
+        lm-eval's ``model_args`` parser turns "0.5" into floats and "true" into bools, and a card
+        may write ints where floats are meant; casting here keeps every sampler honest about types.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known) - {"sampler"})
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        kwargs = {}
+        for name, value in values.items():
+            if name == "sampler":
+                continue
+            default = getattr(cls(), name)
+            kwargs[name] = _cast(value, default)
+        return cls(**kwargs)
+
+
+@dataclass
+class SamplerConfig(Settings):
+    """Settings shared by every sampler; each algorithm subclasses it with its own knobs."""
+
+    max_new_tokens: int = 256
+    eos_token_id: int | None = None
+    seed: int = 1234
+
+
+def _cast(value: Any, default: Any) -> Any:
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    return value
+
+
+def truncate_at_eos(tokens: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """Generated ids up to (not including) the first end-of-sequence."""
+    if eos_token_id is None or tokens.numel() == 0:
+        return tokens
+    hits = (tokens == eos_token_id).nonzero()
+    return tokens[: int(hits[0])] if hits.numel() else tokens
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Sampler(ABC):
+    """A decoding algorithm. Stateless apart from its config; one instance may serve many requests."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[SamplerConfig]] = SamplerConfig
+
+    @abstractmethod
+    def _sample(self, model: torch.nn.Module, prompt_ids: torch.Tensor, config: SamplerConfig,
+                stats: DecodeStats, generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
+        """Return the generated ids (1-D, prompt excluded), counting work into ``stats``."""
+
+    @torch.inference_mode()
+    def sample(self, model: torch.nn.Module, prompt_ids: torch.Tensor, config: SamplerConfig, *,
+               generator: torch.Generator | None = None, stop: StopFn | None = None) -> SampleOutput:
+        if prompt_ids.dim() == 2:
+            if prompt_ids.shape[0] != 1:
+                raise ValueError("samplers decode one request at a time (batch 1)")
+            prompt_ids = prompt_ids[0]
+        stats = DecodeStats(prompt_tokens=int(prompt_ids.numel()))
+        device = prompt_ids.device
+        synchronize(device)
+        start = time.perf_counter()
+        tokens = self._sample(model, prompt_ids, config, stats, generator, stop)
+        synchronize(device)
+        stats.wall_s = time.perf_counter() - start
+        tokens = truncate_at_eos(tokens.reshape(-1), config.eos_token_id)
+        stats.new_tokens = int(tokens.numel())
+        return SampleOutput(tokens=tokens, stats=stats)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen

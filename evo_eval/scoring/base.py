@@ -1,0 +1,47 @@
+"""The one log-likelihood interface every estimator implements.
+
+``score(model, context_ids, continuation_ids, config) -> ScoreOutput``: the (estimated) log-probability
+of the continuation given the context, whether greedy decoding would produce it, the estimator's name
+(recorded in results, so a table can tell an exact AR score from a Monte-Carlo ELBO) and its cost.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..decoding.base import Settings
+
+
+@dataclass
+class ScoreOutput:
+    logprob: float
+    is_greedy: bool
+    method: str
+    nfe: int = 0
+    stderr: float | None = None  # Monte-Carlo standard error of the estimate, where there is one
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScorerConfig(Settings):
+    """Estimator settings; each estimator subclasses it with its own knobs."""
+
+    mc_num: int = 1
+    batch: int = 1
+    seed: int = 1234
+
+
+class Scorer(ABC):
+    method: ClassVar[str]
+    Config: ClassVar[type[ScorerConfig]] = ScorerConfig
+
+    @abstractmethod
+    def score(self, model: torch.nn.Module, context_ids: torch.Tensor, continuation_ids: torch.Tensor,
+              config: ScorerConfig, *, generator: torch.Generator | None = None) -> ScoreOutput:
+        ...

@@ -1,0 +1,91 @@
+"""Tiny local models for the embedded default and the tests: real architectures, random weights.
+
+Nothing here is downloaded: a byte-level BPE tokenizer is trained on a few lines, and a Llama- or
+Qwen2-architecture model of a few hundred thousand parameters is initialised from a fixed seed and
+written with ``save_pretrained``, so every loader in the harness reads it exactly as it reads a real
+checkpoint folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# A handful of lines in the benchmarks' registers (English prose, arithmetic, code, Chinese), so the
+# byte-level merges are not all wasted on one script.
+TRAINING_LINES = [
+    "Question: Janet has 16 eggs and eats 3. How many are left? Answer: 16 - 3 = 13. The answer is 13.",
+    "The quick brown fox jumps over the lazy dog. A man is sitting on a roof and removing shingles.",
+    "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5",
+    "for i in range(10):\n    if i % 2 == 0:\n        print(i)",
+    "Which of the following is the best answer? A. red B. blue C. green D. yellow Answer: B",
+    "Let x be a real number such that 2x + 3 = 7. Then x = 2, so the final answer is $\\boxed{2}$.",
+    "在农业生产中，土地是最主要的基本生产资料。下列关于税法基本原则的表述中，不正确的是。答案：D",
+    "Sarah was a much better surgeon than Maria so Maria always got the easier cases.",
+    "How do I ready a guinea pig cage? Provide bedding, a water bottle and a food dish.",
+    "Q: Is the following sentence plausible? A: Let's think step by step. So the answer is yes.",
+]
+
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|mask|>", "<|user|>", "<|assistant|>"]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}</s>\n"
+    "{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, lines: list[str] | None = None):
+    """Train a byte-level BPE on ``lines`` and save it as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(lines or TRAINING_LINES, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", mask_token="<|mask|>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out)
+    return fast
+
+
+TINY_SHAPES = {
+    "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=2048),
+    "qwen2": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=2048),
+}
+
+
+def build_tiny_ar(out_dir: str | Path, arch: str = "llama", seed: int = 0, tokenizer_dir: str | Path | None = None):
+    """A random-weight Llama or Qwen2 causal LM plus tokenizer, saved with ``save_pretrained``."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else build_tokenizer(out)
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    if arch not in classes:
+        raise ValueError(f"unknown tiny architecture '{arch}'; choose one of {', '.join(classes)}")
+    config_cls, model_cls = classes[arch]
+    config = config_cls(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **TINY_SHAPES[arch],
+    )
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
