@@ -37,6 +37,7 @@ from ..cards import ModelCard, get_card
 from ..decoding.base import Sampler, SamplerConfig, make_generator
 from ..errors import CheckpointError
 from ..scoring.base import Scorer, ScorerConfig
+from .distributed import DistributedMixin
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def request_seed(seed: int, *parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") & ((1 << 63) - 1)
 
 
-class EvalAdapter(TemplateLM):
+class EvalAdapter(DistributedMixin, TemplateLM):
     """lm-eval ``LM`` for models that are not run by lm-eval's HF backend."""
 
     family: ClassVar[str]
@@ -234,51 +235,13 @@ class EvalAdapter(TemplateLM):
             continue_final_message=not add_generation_prompt,
         )
 
-    # ---- data parallelism --------------------------------------------------------------------------
+    # ---- data parallelism (DistributedMixin supplies rank, world_size and the collectives) ------------
 
     def _setup_distributed(self, device: str | None) -> None:
         self._rank, self._world_size = 0, 1
         self._device = resolve_device(device)
-        try:
-            from accelerate import PartialState
-        except ImportError:  # accelerate is a dependency; keep single-process use working without it
-            return
-        state = PartialState()
-        if state.num_processes > 1:
-            self._rank, self._world_size = state.process_index, state.num_processes
-            self._device = state.device if device in (None, "auto") or "cuda" in str(device) else self._device
-            self._state = state
-
-    @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def world_size(self) -> int:
-        return self._world_size
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self._world_size == 1:
-            return tensor
-        import torch.distributed as dist
-
-        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
-        out = [torch.zeros_like(tensor) for _ in range(self._world_size)]
-        dist.all_gather(out, tensor)
-        return torch.cat(out)
-
-    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
-        if self._world_size == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self._world_size if self._rank == dst else None
-        dist.gather_object(obj, out, dst=dst)
-        return out
-
-    def barrier(self) -> None:
-        if self._world_size > 1:
-            self._state.wait_for_everyone()
+        if self.setup_distributed() and (device in (None, "auto") or "cuda" in str(device)):
+            self._device = self._dist_state.device
 
     # ---- requests ----------------------------------------------------------------------------------
 
