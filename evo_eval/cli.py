@@ -26,7 +26,6 @@ data_app = typer.Typer(no_args_is_help=True, help="Local benchmark mirrors: impo
 app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
-out = Console()
 _state = {"debug": False, "verbose": False}
 
 # ---- shared options (lighteval style: one Annotated definition, many commands) ----------------------
@@ -122,7 +121,7 @@ def models() -> None:
         ckpt = card.checkpoint or "[yellow]--checkpoint DIR[/yellow]"
         table.add_row(card.name, card.column, card.stage, card.family, ckpt, card.dtype, dims,
                       str(card.decoding_for(None).get("sampler", "—")))
-    out.print(table)
+    Console().print(table)
 
 
 @app.command()
@@ -138,7 +137,7 @@ def suites(stage: StageOpt = None) -> None:
         for entry in resolve("all", st):
             table.add_row(entry.key, entry.task, str(entry.shots), entry.mode,
                           entry.benchmark.metric[st], entry.benchmark.section)
-        out.print(table)
+        Console().print(table)
 
 
 # ---- run ----------------------------------------------------------------------------------------------
@@ -199,8 +198,10 @@ def execute_run(options):
     from .run import plan, run as run_api
 
     card, stage, entries, _, _ = plan(options)
+    # Under accelerate launch every process runs this; only the first one talks.
+    quiet = int(os.environ.get("RANK", "0")) != 0
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console, transient=False)
+                        TimeElapsedColumn(), console=Console(stderr=True, quiet=quiet), transient=False)
     status = {"skipped": "[dim]done earlier[/dim]", "missing": "[yellow]no data[/yellow]",
               "opt-in": "[yellow]needs --allow-code-exec[/yellow]"}
 

@@ -16,11 +16,17 @@ import torch
 
 def process_state():
     """accelerate's PartialState when launched with several processes, else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
     try:
         from accelerate import PartialState
     except ImportError:
         return None
-    state = PartialState()
+    # accelerate only forms a CPU process group (gloo) when asked for cpu=True; without it two CPU
+    # processes each believe they are alone and both evaluate everything.
+    state = PartialState(cpu=not torch.cuda.is_available())
     return state if state.num_processes > 1 else None
 
 

@@ -14,5 +14,8 @@ from .distributed import DistributedMixin
 
 class RankedHFLM(DistributedMixin, HFLM):
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        # The process group must exist before HFLM builds its Accelerator, which would otherwise
+        # initialise accelerate's shared state as a single process on CPU machines.
         self.setup_distributed()
+        super().__init__(*args, **kwargs)
+        self.setup_distributed()  # HFLM resets rank/world size in its __init__

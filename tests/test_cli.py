@@ -1,0 +1,61 @@
+"""The CLI through Typer's runner: bad input is one line on stderr and exit status 2."""
+
+import pytest
+from typer.testing import CliRunner
+
+from evo_eval.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--model", "gpt-5"], "error: unknown model 'gpt-5'"),
+    (["run", "--model", "llama3-8b", "--suite", "everything"], "error: unknown suite 'everything'"),
+    (["run", "--model", "llama3-8b", "--tasks", "gsm9k"], "error: unknown task 'gsm9k' — did you mean gsm8k?"),
+    (["run", "--model", "llama3-8b", "--stage", "chat"], "error: unknown stage 'chat'"),
+    (["run", "--model", "llama3-8b", "--stage", "instruct"], "use --model llama3-8b-instruct"),
+    (["run", "--model", "llama3-8b", "--tasks", "mmlu_pro"], "stage(s) instruct"),
+    (["run", "--model", "evo-8b"], "error: model 'evo-8b' has no public weights — pass --checkpoint DIR"),
+    (["run", "--model", "llama3-8b", "--checkpoint", "/no/such/dir"], "checkpoint folder /no/such/dir does not exist"),
+    (["run", "--model", "llama3-8b", "--batch-size", "many"], "--batch-size must be a positive integer or auto"),
+    (["run", "--model", "llama3-8b", "--shots", "-1"], "--shots must be 0 or more"),
+    (["run", "--model", "llama3-8b", "--data-dir", "/no/such/mirror"], "data folder /no/such/mirror does not exist"),
+    (["table", "--format", "html"], "error: unknown format 'html'"),
+    (["table", "--stage", "post"], "error: unknown stage 'post'"),
+    (["suites", "--stage", "mid"], "error: unknown stage 'mid'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    code, out, err = invoke(*args)
+    assert code == 2, (out, err)
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_checkpoint_without_config_is_refused(tmp_path):
+    code, _, err = invoke("run", "--model", "llama3-8b", "--checkpoint", str(tmp_path))
+    assert code == 2 and "has no config.json" in err
+
+
+def test_models_and_suites_listings(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = invoke("models")
+    assert code == 0
+    for name in ("evo-8b", "llada-8b-instruct", "GSAI-ML/LLaDA-8B-Base", "--checkpoint DIR"):
+        assert name in out
+    code, out, _ = invoke("suites", "--stage", "instruct")
+    assert code == 0 and "evo_mmlu_pro" in out and "generation" in out
+
+
+def test_corrupt_results_file_stops_table_without_touching_it(tmp_path):
+    bad = tmp_path / "base" / "llama3-8b" / "mmlu.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema_version": 1, "kind": "evo-eval/benchmark-result", "model"')
+    code, _, err = invoke("table", "--results", str(tmp_path))
+    assert code == 2 and "truncated JSON" in err and len(err.strip().splitlines()) == 1
+    assert bad.read_text().endswith('"model"')
