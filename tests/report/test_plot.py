@@ -1,0 +1,63 @@
+"""Accuracy-vs-speed figure: the Pareto frontier, the labels on the figure, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evo_eval.errors import UnknownNameError, UserError
+from evo_eval.report.plot import Point, draw, pareto_front, plot_accuracy_vs_speed
+
+
+def test_pareto_front():
+    points = [Point("a", 10, 50), Point("b", 20, 40), Point("c", 15, 45), Point("d", 12, 44), Point("e", 20, 40),
+              Point("f", 5, 50)]
+    # d is beaten by c on both axes; f ties a on accuracy but is slower; b and e tie each other.
+    assert [points[i].label for i in pareto_front(points)] == ["a", "c", "b", "e"]
+    assert pareto_front([Point("x", 1, 1)]) == [0]
+
+
+def test_draw_writes_the_notes_onto_the_figure(tmp_path):
+    fig = draw([Point("A", 10, 50), Point("B", 20, 40)], tmp_path / "f.png", title="t", xlabel="x", ylabel="y",
+               notes=["speed: synthetic weights"])
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert any("synthetic weights" in t.get_text() for t in fig.texts)
+
+
+def _speed_record(model, tps, synthetic=True):
+    from evo_eval.speed import SpeedResult
+
+    blank = {name: None for name in SpeedResult.__dataclass_fields__}
+    result = SpeedResult(**{**blank, "model": model, "tokens_per_s": tps, "synthetic": synthetic,
+                            "device": "NVIDIA H100 80GB HBM3", "comparable_to_paper": True})
+    return result.to_record()
+
+
+def test_measured_speed_against_paper_accuracy(tmp_path, monkeypatch):
+    speed_dir = tmp_path / "speed"
+    speed_dir.mkdir()
+    for model, tps in (("llama3-8b", 180.0), ("qwen2.5-7b", 190.0), ("evo-8b", 60.0)):
+        (speed_dir / f"{model}.json").write_text(json.dumps(_speed_record(model, tps)))
+    captured = {}
+    from evo_eval.report import plot
+
+    monkeypatch.setattr(plot, "draw", lambda points, output, **kw: captured.update(points=points, **kw))
+    plot_accuracy_vs_speed(stage="base", task="gsm8k", accuracy="paper", speed="measured", speed_dir=speed_dir,
+                           output=tmp_path / "fig.png")
+    got = {p.label: (p.speed, p.accuracy) for p in captured["points"]}
+    assert got == {"Evo 8B": (60.0, 86.4), "LLaMA3 8B": (180.0, 52.7), "Qwen2.5 7B": (190.0, 85.8)}
+    notes = "\n".join(captured["notes"])
+    assert "synthetic weights" in notes and "H100" in notes and "not shown" in notes and "paper" in notes
+
+
+def test_paper_on_both_axes_and_bad_input(tmp_path):
+    out = plot_accuracy_vs_speed(stage="instruct", task="mean", accuracy="paper", speed="paper",
+                                 results=tmp_path, output=tmp_path / "paper.png")
+    assert out.is_file()
+    with pytest.raises(UnknownNameError, match="unknown task 'gsm9k'"):
+        plot_accuracy_vs_speed(task="gsm9k", output=tmp_path / "x.png")
+    with pytest.raises(UnknownNameError, match="accuracy source"):
+        plot_accuracy_vs_speed(accuracy="guess", output=tmp_path / "x.png")
+    with pytest.raises(UserError, match="nothing to plot"):
+        plot_accuracy_vs_speed(results=tmp_path, speed_dir=tmp_path / "none", output=tmp_path / "x.png")

@@ -1,0 +1,202 @@
+"""The timing protocol on the CPU at tiny shapes: what is timed, what is counted, what is written."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from evo_eval import speed
+from evo_eval.decoding.ar import ARSampler
+from evo_eval.errors import ResultsError, UserError
+from evo_eval.speed import (SYNTHETIC_LABEL, SpeedOptions, SpeedResult, Skip, format_result, load_speed_results,
+                            percentile, run_speed, speed_command, summarise)
+
+GEN = 8
+
+
+def _options(tmp_path: Path, benchdata: Path, **kw) -> SpeedOptions:
+    base = dict(models=["llama3-8b"], gen_len=GEN, repeats=3, warmup=1, output=tmp_path / "speed", device="cpu",
+                data_dir=benchdata)
+    base.update(kw)
+    return SpeedOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def ar_results(tmp_path_factory, benchdata):
+    out = tmp_path_factory.mktemp("speed")
+    return run_speed(_options(out, benchdata, models=["llama3-8b", "qwen2.5-7b"])), out / "speed"
+
+
+def test_counts_generated_tokens_never_the_prompt(ar_results):
+    results, _ = ar_results
+    for result in results:
+        assert result.synthetic and result.weights_label == SYNTHETIC_LABEL
+        assert len(result.requests) == 3 and len(result.warmup_requests) == 1
+        for request in result.requests:
+            assert request["new_tokens"] == GEN  # fixed length with synthetic weights
+            assert request["prompt_tokens"] > 300  # 4-shot GSM8K prompts, far longer than what is counted
+            assert request["nfe"] == GEN  # prefill + GEN - 1 steps
+        total_wall = sum(r["wall_s"] for r in result.requests)
+        assert result.tokens_per_s == pytest.approx(3 * GEN / total_wall)
+        assert result.nfe == GEN and result.tokens_per_forward == 1.0
+        assert result.protocol["shots"] == 4 and result.protocol["documents"] == [0, 1, 2]
+        assert not result.comparable_to_paper and any("not comparable" in n for n in result.notes)
+
+
+def test_warmups_are_excluded(tmp_path, benchdata, monkeypatch):
+    calls = {"n": 0}
+    original = ARSampler.sample
+
+    def slow_first_calls(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            time.sleep(0.3)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ARSampler, "sample", slow_first_calls)
+    (result,) = run_speed(_options(tmp_path, benchdata, warmup=2, repeats=3))
+    assert [r["phase"] for r in result.warmup_requests] == ["warmup", "warmup"]
+    assert all(r["wall_s"] >= 0.3 for r in result.warmup_requests)
+    assert all(r["phase"] == "timed" and r["wall_s"] < 0.3 for r in result.requests)
+    assert result.e2e_latency_p90_s < 0.3
+    # The longest prompt warms up first, so size-keyed compilation never lands in a timed request.
+    longest = max(result.requests, key=lambda r: r["prompt_tokens"])
+    assert result.warmup_requests[0]["doc_id"] == longest["doc_id"]
+
+
+def test_eos_truncation_counts_tokens_up_to_eos(tmp_path, benchdata, tiny_llama_dir, monkeypatch):
+    # Real weights: find which token the model emits 4th for the first prompt, declare it EOS.
+    probe = run_speed(_options(tmp_path / "probe", benchdata, weights="checkpoint", checkpoint=str(tiny_llama_dir),
+                               repeats=1, warmup=0, gen_len=40))[0]
+    assert not probe.synthetic and probe.protocol["tokenizer"].startswith("checkpoint")
+    from transformers import AutoTokenizer
+
+    from evo_eval.decoding import get_sampler
+    from evo_eval.models.llama import load_pretrained
+    from evo_eval.speed_prompts import gsm8k_prompts
+
+    model = load_pretrained(str(tiny_llama_dir), dtype=torch.float32, device="cpu")
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ids = torch.tensor(tok.encode(gsm8k_prompts(1, 4, benchdata)[0].text))
+    free = get_sampler("ar").sample(model, ids, get_sampler("ar").Config(max_new_tokens=40)).tokens.tolist()
+    k = next(i for i in range(3, 40) if free[i] not in free[:i])
+
+    built_checkpoint = speed.build_checkpoint
+
+    def with_eos(*args, **kwargs):
+        built = built_checkpoint(*args, **kwargs)
+        built.eos_token_id, built.until = free[k], ()
+        return built
+
+    monkeypatch.setattr(speed, "build_checkpoint", with_eos)
+    (result,) = run_speed(_options(tmp_path, benchdata, weights="checkpoint", checkpoint=str(tiny_llama_dir),
+                                   repeats=1, warmup=0, gen_len=40))
+    (request,) = result.requests
+    assert request["new_tokens"] == k and request["nfe"] == k + 1
+    assert result.tokens_per_s == pytest.approx(k / request["wall_s"])
+    assert any("no warm-up" in n for n in result.notes)
+
+
+def test_results_round_trip_and_label(ar_results):
+    results, folder = ar_results
+    records = load_speed_results(folder)
+    assert set(records) == {"llama3-8b", "qwen2.5-7b"}
+    for result in results:
+        record = json.loads((folder / f"{result.model}.json").read_text())
+        assert record["synthetic"] is True and record["weights_label"] == SYNTHETIC_LABEL
+        assert SpeedResult.from_record(records[result.model]) == result
+        assert "synthetic weights" in format_result(result)
+        assert record["provenance"]["git"]["commit"] and "torch" in record["provenance"]["packages"]
+        assert record["paper"]["tokens_per_s"] in (58.0, 46.0)
+        assert record["roofline"]["kv_counted"] is True and record["roofline"]["achieved_bandwidth_tbs"] > 0
+
+
+def test_table_speed_rows_are_filled(ar_results, tmp_path):
+    from evo_eval.report.tables import build_table, render
+
+    results, folder = ar_results
+    (tmp_path / "results").mkdir()
+    table = build_table("base", tmp_path / "results", speed_dir=folder)
+    rows = {row.label: row for row in table.rows}
+    by_card = {r.model: r for r in results}
+    for label, key in (("Inference Speed (tokens/s)", "tokens_per_s"), ("E2E Latency (s)", "e2e_latency_s")):
+        cells = dict(zip(table.cards, rows[label].cells))
+        assert cells["llama3-8b"].value == pytest.approx(getattr(by_card["llama3-8b"], key))
+        assert cells["qwen2.5-7b"].value == pytest.approx(getattr(by_card["qwen2.5-7b"], key))
+        assert cells["evo-8b"].value is None
+    assert "synthetic" in render(table, "markdown")
+
+
+def test_variant_files_and_bad_files(ar_results, tmp_path, benchdata):
+    _, folder = ar_results
+    (result,) = run_speed(_options(tmp_path, benchdata, decoding={"mode": "eager"}, repeats=1, warmup=0))
+    assert result.label == "mode-eager" and (tmp_path / "speed" / "llama3-8b--mode-eager.json").is_file()
+    assert set(load_speed_results(tmp_path / "speed")) == set()
+    assert set(load_speed_results(tmp_path / "speed", variants=True)) == {"llama3-8b--mode-eager"}
+
+    (tmp_path / "speed" / "summary.json").write_text(json.dumps({"kind": "evo-eval/speed-summary"}))
+    assert load_speed_results(tmp_path / "speed") == {}  # other kinds are not speed results
+    record = json.loads((folder / "llama3-8b.json").read_text())
+    (tmp_path / "speed" / "old.json").write_text(json.dumps({**record, "schema_version": 0}))
+    with pytest.raises(ResultsError, match="schema version 0"):
+        load_speed_results(tmp_path / "speed")
+    (tmp_path / "speed" / "old.json").write_text(json.dumps(record)[:200])
+    with pytest.raises(ResultsError, match="not valid JSON"):
+        load_speed_results(tmp_path / "speed")
+
+
+def test_bad_options_fail_before_building(tmp_path, benchdata):
+    for kw, message in ((dict(models=["llama9"]), "unknown model 'llama9'"), (dict(weights="real"), "unknown weights"),
+                        (dict(gen_len=0), "--gen-len must be at least 1"),
+                        (dict(variant="fast"), "unknown variant 'fast'"),
+                        (dict(stage="instruct"), "llama3-8b is not a instruct card"),
+                        (dict(checkpoint="x"), "--weights is synthetic")):
+        with pytest.raises(UserError, match=message):
+            run_speed(_options(tmp_path, benchdata, **kw))
+    with pytest.raises(UserError, match="sampler_x"):
+        run_speed(_options(tmp_path, benchdata, decoding={"sampler_x": "1"}))
+
+
+def test_missing_family_is_skipped_with_one_line(monkeypatch):
+    with pytest.raises(Skip, match="not available yet \\(evo_eval.models.nofamily does not exist\\)"):
+        speed._import_or_skip("evo_eval.models.nofamily", "nofamily model")
+    with pytest.raises(ModuleNotFoundError):  # a missing third-party package is a real error
+        speed._import_or_skip("no_such_top_level_package", "x")
+
+
+def test_unavailable_variant_is_a_skip(tmp_path, benchdata):
+    events = []
+    results = run_speed(_options(tmp_path, benchdata, variant="cached"), on_event=lambda kind, **kw: events.append((kind, kw)))
+    assert results == []
+    (skip,) = [kw for kind, kw in events if kind == "skip"]
+    assert "no 'cached' variant" in skip["reason"]
+
+
+def test_statistics():
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 90) == pytest.approx(4.6)
+    assert percentile([2.0], 90) == 2.0
+    timed = [speed.RequestTiming("timed", i, 100, 10, w, 10, 109, w, {}) for i, w in enumerate((1.0, 2.0, 4.0))]
+    figures = summarise(timed)
+    assert figures["e2e_latency_s"] == 2.0 and figures["tokens_per_s"] == pytest.approx(30 / 7)
+    assert figures["tokens_per_s_median"] == 5.0 and figures["tokens_per_forward"] == 1.0
+
+
+def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
+    app = typer.Typer()
+    app.command("speed")(speed_command)
+    app.command("other")(lambda: None)  # two commands, so typer keeps the subcommand name
+    runner = CliRunner()
+    ok = runner.invoke(app, ["speed", "--models", "llama3-8b", "--gen-len", "4", "--repeats", "1", "--warmup", "0",
+                             "--device", "cpu", "--output", str(tmp_path), "--data-dir", str(benchdata)])
+    assert ok.exit_code == 0, ok.output
+    assert "synthetic weights" in ok.output and "not comparable" in ok.output
+    assert (tmp_path / "llama3-8b.json").is_file()
+    bad = runner.invoke(app, ["speed", "--models", "llama9", "--device", "cpu"])
+    assert bad.exit_code == 2
+    assert bad.output.strip().count("\n") == 0 and "unknown model 'llama9'" in bad.output
