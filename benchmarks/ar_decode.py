@@ -94,7 +94,8 @@ def run_mode(model, prompt, mode: str, gen_len: int) -> dict:
             "decode_tokens_per_s": (gen_len - 1) / (wall - prefill), "tokens": first.tokens.tolist()}
 
 
-def hf_baseline(model, shape: LlamaShape, architecture: str, prompt, n: int) -> dict:
+def hf_baseline(model, shape: LlamaShape, architecture: str, prompt, n: int, forced: list[int],
+                reference: torch.Tensor) -> dict:
     """transformers' model with our weights split back into its names; eager generate, dynamic cache."""
     import transformers
 
@@ -130,11 +131,30 @@ def hf_baseline(model, shape: LlamaShape, architecture: str, prompt, n: int) -> 
         hf.generate(ids, max_new_tokens=4, **kwargs)
         wall = timed(lambda: hf.generate(ids, max_new_tokens=n, **kwargs), 2)
         tokens = hf.generate(ids, max_new_tokens=n, **kwargs)[0, ids.shape[1]:].tolist()
+        full = torch.cat([prompt, torch.tensor(forced, device=prompt.device)])[None]
+        hf_logits = hf(full).logits[0, prompt.numel() - 1: prompt.numel() - 1 + len(forced)].float()
+    error = relative_error(reference, hf_logits)
     del hf
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"tokens_per_s": n / wall, "wall_s": wall, "tokens": tokens, "missing": list(missing),
+    return {"tokens_per_s": n / wall, "wall_s": wall, "tokens": tokens, "ours_eager_logits_rel_error": error,
+            "missing": list(missing),
             "unexpected": list(unexpected), "transformers": transformers.__version__}
+
+
+def teacher_forced_logits(model, prompt, mode: str, forced: list[int]) -> torch.Tensor:
+    """Next-token logits (len(forced), vocab) after the prompt and each forced token, decoded in ``mode``."""
+    session = model.session(prompt.numel() + len(forced) + 1, mode)
+    session.prepare(greedy=False)
+    rows = [session.prefill(prompt).float()]
+    for token in forced[:-1]:
+        session.commit(torch.tensor([token], device=prompt.device))
+        rows.append(session.step_logits().float().clone())
+    return torch.stack(rows)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
 
 
 def agreement(a: list[int], b: list[int]) -> int:
@@ -152,7 +172,7 @@ def main() -> int:
     parser.add_argument("--card", default="llama3-8b")
     parser.add_argument("--prompt-len", type=int, default=800)
     parser.add_argument("--gen-len", type=int, default=256)
-    parser.add_argument("--modes", default="graph,compile")
+    parser.add_argument("--modes", default="graph,compile,compile-reduce")
     parser.add_argument("--eager-len", type=int, default=32, help="tokens for the slow eager mode")
     parser.add_argument("--hf-tokens", type=int, default=32)
     parser.add_argument("--output", type=Path, default=Path("."))
@@ -196,9 +216,22 @@ def main() -> int:
             result["agree_with_eager"] = agreement(result["tokens"], eager)
         report["modes"][mode] = result
         print(json.dumps({k: v for k, v in result.items() if k != "tokens"}), flush=True)
+    # Numerics: the same forced continuation through every mode; greedy tokens of random weights
+    # diverge at the first near-tie, so logits are compared instead.
+    forced = torch.randint(0, shape.vocab_size - 16, (16,), generator=torch.Generator().manual_seed(1)).tolist()
+    with torch.inference_mode():
+        reference = teacher_forced_logits(model, prompt, "eager", forced)
+        for mode in modes:
+            try:
+                got = teacher_forced_logits(model, prompt, mode, forced)
+                report["modes"][mode]["logits_rel_error_vs_eager"] = relative_error(got, reference)
+            except Exception as exc:  # noqa: BLE001
+                report["modes"][mode]["logits_rel_error_vs_eager"] = f"{type(exc).__name__}: {exc}"
+            print(mode, "logits rel. error vs eager:", report["modes"][mode]["logits_rel_error_vs_eager"], flush=True)
     try:
         with torch.inference_mode():
-            report["hf"] = hf_baseline(model, shape, card.shape.get("architecture", ""), prompt, args.hf_tokens)
+            report["hf"] = hf_baseline(model, shape, card.shape.get("architecture", ""), prompt, args.hf_tokens,
+                                       forced, reference)
         report["hf"]["agree_with_eager"] = agreement(report["hf"]["tokens"], eager or [])
     except Exception as exc:  # noqa: BLE001
         report["hf"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -213,12 +246,12 @@ def main() -> int:
         if "error" in r:
             print(f"  {mode:8s} ERROR {r['error']}")
         else:
-            print(f"  {mode:8s} {r['tokens_per_s']:7.1f} tok/s overall, decode {r['decode_tokens_per_s']:7.1f} tok/s "
+            print(f"  {mode:14s} {r['tokens_per_s']:7.1f} tok/s overall, decode {r['decode_tokens_per_s']:7.1f} tok/s "
                   f"({r['decode_tokens_per_s'] / roof if roof else float('nan'):.0%} of roofline), step {r['step_ms']:.2f} ms, prefill "
                   f"{r['prefill_s'] * 1e3:.0f} ms, first call {r['first_call_s']:.1f} s, agree {r.get('agree_with_eager', '-')}")
     hf = report["hf"]
-    print(f"  hf-eager {hf.get('tokens_per_s', float('nan')):7.1f} tok/s, agree with ours {hf.get('agree_with_eager', '-')}"
-          f" {hf.get('error', '')}")
+    print(f"  hf-eager       {hf.get('tokens_per_s', float('nan')):7.1f} tok/s, greedy agree {hf.get('agree_with_eager', '-')}, "
+          f"our eager logits rel. err vs hf {hf.get('ours_eager_logits_rel_error', '-')} {hf.get('error', '')}")
     return 0
 
 

@@ -30,7 +30,8 @@ class ARConfig(SamplerConfig):
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
-    # auto: torch.compile + CUDA graph on GPUs, eager on the CPU; or eager | graph | compile.
+    # auto: torch.compile + CUDA graph on GPUs, eager on the CPU; or eager | graph | compile | compile-reduce
+    # (see models/llama.py DecodeSession).
     mode: str = "auto"
 
     @property

@@ -58,6 +58,7 @@ def draw(points: list[Point], output: Path, *, title: str, xlabel: str, ylabel: 
                 alpha=0.6)
     for p in points:
         ax.annotate(p.label, (p.speed, p.accuracy), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    ax.margins(x=0.15, y=0.1)  # room for the labels beside the outermost points
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

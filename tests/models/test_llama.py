@@ -61,6 +61,15 @@ def test_random_model_is_seeded_and_built_in_place():
     assert 0.015 < a.layers[1].w13.weight.float().std().item() < 0.025
 
 
+def test_reduction_matvec_equals_linear():
+    from evo_eval.models.llama import matvec
+
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(1, 48, generator=gen), torch.randn(20, 48, generator=gen), torch.randn(20, generator=gen)
+    assert torch.allclose(matvec(x, w, b, "reduce"), torch.nn.functional.linear(x, w, b), atol=1e-5)
+    assert matvec(x, w, None, "reduce").shape == (1, 20)
+
+
 def test_bad_card_shape_is_one_line():
     with pytest.raises(UserError, match="n_hidden") as err:
         LlamaShape.from_card({**TINY_SHAPE, "n_hidden": 3})
