@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-extras", action="store_true", help="skip the Evo schedules and LLaDA cached runs")
     parser.add_argument("--decoding", default=None, help="sampler overrides for step 1 (labelled files), e.g. mode=eager")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="rebuild summary, tables and figures from the results files already in --output")
     return parser.parse_args(argv)
 
 
@@ -155,9 +157,13 @@ def _checks(results: list[SpeedResult]) -> list[str]:
         roof = r.roofline
         if r.family == "hf" and roof.get("roofline_tokens_per_s"):
             target = 0.8 * roof["roofline_tokens_per_s"]
+            # The looser definition: every parameter read once per token at the datasheet rate.
+            all_params = (roof["datasheet_bandwidth_tbs"] or 0) * 1e12 / (r.cost["params"] * 2) if r.cost else 0
+            loose = f"; {r.tokens_per_s / all_params:.0%} of the {all_params:.0f} tokens/s all-parameter roofline" \
+                if all_params else ""
             out.append(f"AR fast path {r.key}: {r.tokens_per_s:.1f} tokens/s = {roof['roofline_fraction']:.0%} of its "
-                       f"{roof['roofline_tokens_per_s']:.0f} tokens/s {roof['bound']} roofline (target >= 80%: "
-                       f"{'met' if r.tokens_per_s >= target else 'missed'})")
+                       f"{roof['roofline_tokens_per_s']:.0f} tokens/s {roof['bound']} roofline (weights read + KV; "
+                       f"target >= 80%: {'met' if r.tokens_per_s >= target else 'missed'}){loose}")
         elif r.family != "hf" and roof.get("matmul_fraction") is not None:
             per_forward = sum(q["active_token_steps"] for q in r.requests) / max(sum(q["nfe"] for q in r.requests), 1)
             out.append(f"{r.key}: {roof['matmul_fraction']:.0%} of the measured matmul rate over whole requests "
@@ -201,19 +207,33 @@ def reports(output: Path) -> list[str]:
     return written
 
 
+def stored(output: Path) -> list[SpeedResult]:
+    from evo_eval.speed import load_speed_results
+
+    order = {key: i for i, key in enumerate(c.name for c in plan_cards(SpeedOptions()))}
+    records = load_speed_results(output, variants=True)
+    results = [SpeedResult.from_record(r) for r in records.values()]
+    return sorted(results, key=lambda r: (order.get(r.model, 99), r.label or ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        device = resolve_device(args.device)
-        results, _ = measure(args)
+        if args.summarize_only:
+            results = stored(args.output)
+            device = ", ".join(sorted({r.device for r in results})) or "—"
+        else:
+            from evo_eval.roofline import device_name
+
+            device = device_name(resolve_device(args.device))
+            results, _ = measure(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from evo_eval.roofline import device_name
     from evo_eval.store import atomic_write_text, to_json
 
-    text, data = summary(results, device_name(device))
+    text, data = summary(results, device)
     data["wall_s"] = time.perf_counter() - started
     atomic_write_text(args.output / "summary.md", text)
     atomic_write_text(args.output / "summary.json", to_json(data))
