@@ -52,7 +52,6 @@ CHECKPOINT_LABEL = "checkpoint weights"
 CPU_NOTE = "CPU run at each family's tiny shape: figures are not comparable to the paper's (one A100, 8B shapes)"
 PROMPT_SETS = ("gsm8k",)
 WEIGHTS = ("synthetic", "checkpoint")
-VARIANTS = ("reference", "cached")
 PAPER_SPEED_ROWS = {"tokens_per_s": "Inference Speed (tokens/s)", "e2e_latency_s": "E2E Latency (s)"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -70,7 +69,9 @@ class SpeedOptions:
     gen_len: int = 256
     repeats: int = 5
     warmup: int = 2
-    variant: str | None = None  # reference (the card's decoding) | cached (the sampler's cached variant)
+    # reference: the card's decoding; any other name: that entry of the sampler's ``variants`` dict
+    # (Config overrides, e.g. LLaDA's "cached"); a sampler without it skips the card with one line.
+    variant: str | None = None
     decoding: dict[str, Any] = field(default_factory=dict)  # sampler Config overrides, e.g. schedule=fixed:0.5
     output: Path = Path("results/speed")
     device: str | None = None
@@ -173,8 +174,6 @@ def plan_cards(options: SpeedOptions) -> list[ModelCard]:
         raise UnknownNameError("weights", options.weights, list(WEIGHTS))
     if options.prompts not in PROMPT_SETS:
         raise UnknownNameError("prompt set", options.prompts, list(PROMPT_SETS))
-    if options.variant is not None and options.variant not in VARIANTS:
-        raise UnknownNameError("variant", options.variant, list(VARIANTS))
     if options.dtype is not None and options.dtype not in _DTYPES:
         raise UnknownNameError("dtype", options.dtype, list(_DTYPES))
     for name, value, least in (("--gen-len", options.gen_len, 1), ("--repeats", options.repeats, 1),
@@ -310,7 +309,13 @@ def build_synthetic(card: ModelCard, module, device: torch.device, dtype: torch.
     model = module.random_model(shape, dtype=dtype, device=device, seed=seed)
     model.eval()
     tokenizer = ProxyTokenizer(proxy_limit(shape, _vocab_size(model, shape)))
-    return Built(model, tokenizer, shape, ProxyTokenizer.label, None, (), bool(shape.get("tie_embeddings")))
+    return Built(model, tokenizer, shape, ProxyTokenizer.label, None, (), _tied(model, shape))
+
+
+def _tied(model: torch.nn.Module, shape: dict[str, Any]) -> bool:
+    """Whether the output head reads the embedding table (then it counts as read per forward)."""
+    config = getattr(model, "config", None)
+    return bool(shape.get("tie_embeddings") or getattr(config, "tie_word_embeddings", False))
 
 
 def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.device, dtype: torch.dtype) -> Built:
@@ -335,7 +340,7 @@ def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.devi
     shape = getattr(model, "shape", None)
     shape = shape.as_dict() if hasattr(shape, "as_dict") else dict(card.shape)
     return Built(model, tokenizer, shape, f"checkpoint ({type(tokenizer).__name__})", tokenizer.eos_token_id,
-                 GSM8K_UNTIL, bool(shape.get("tie_embeddings")))
+                 GSM8K_UNTIL, _tied(model, shape))
 
 
 # ---- timing -------------------------------------------------------------------------------------------
@@ -644,7 +649,7 @@ def speed_command(
     gen_len: Annotated[int, typer.Option(help="Tokens to generate per request (fixed with synthetic weights).")] = 256,
     repeats: Annotated[int, typer.Option(help="Timed requests per model (median and p90 over them).")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests per model.")] = 2,
-    variant: Annotated[Optional[str], typer.Option(help="reference (the card's decoding) or cached (the sampler's fast variant).")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="reference (the card's decoding), or a variant the sampler offers (e.g. cached).")] = None,
     decoding: Annotated[Optional[str], typer.Option(help="Sampler overrides, e.g. schedule=fixed:0.5.")] = None,
     output: Annotated[Path, typer.Option(help="Folder for the per-model results files.")] = Path("results/speed"),
     device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda if available).")] = None,

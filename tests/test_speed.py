@@ -154,7 +154,6 @@ def test_variant_files_and_bad_files(ar_results, tmp_path, benchdata):
 def test_bad_options_fail_before_building(tmp_path, benchdata):
     for kw, message in ((dict(models=["llama9"]), "unknown model 'llama9'"), (dict(weights="real"), "unknown weights"),
                         (dict(gen_len=0), "--gen-len must be at least 1"),
-                        (dict(variant="fast"), "unknown variant 'fast'"),
                         (dict(stage="instruct"), "llama3-8b is not a instruct card"),
                         (dict(checkpoint="x"), "--weights is synthetic")):
         with pytest.raises(UserError, match=message):
