@@ -1,0 +1,25 @@
+"""Fixtures for the task tests: one mirror of the real benchmark files per session, and task managers on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evo_eval.paths import tasks_dir
+
+
+@pytest.fixture(scope="session")
+def mirror(benchdata, tmp_path_factory) -> Path:
+    from evo_eval.data import import_mirror
+
+    dst = tmp_path_factory.mktemp("tasks-mirror") / "data"
+    import_mirror(benchdata, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def task_manager(mirror):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"data_dir": str(mirror)})
