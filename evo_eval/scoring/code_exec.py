@@ -35,9 +35,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UserError
+from ..sandbox import layers as sandbox_layers
 from ..sandbox.runner import ExecResult, Limits, run_sandboxed
 
-__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "check_programs", "check_program", "protections"]
+__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "SandboxUnavailable", "check_programs",
+           "check_program", "protections"]
 
 ALLOW_ENV = "EVO_EVAL_ALLOW_CODE_EXEC"
 
@@ -52,6 +54,15 @@ class CodeExecNotAllowed(UserError):
         )
 
 
+class SandboxUnavailable(UserError):
+    """The sandbox could not be set up on this machine, so no program ran."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the code-execution sandbox could not be set up: {reason}",
+                         "check `python -c 'from evo_eval.scoring.code_exec import protections; "
+                         "print(protections())'` and report it with this message")
+
+
 def code_exec_allowed(allow: bool | None = None) -> bool:
     if allow is not None:
         return allow
@@ -63,16 +74,33 @@ def check_programs(programs: list[str], timeout: float = 10.0, workers: int | No
     if not code_exec_allowed(allow):
         raise CodeExecNotAllowed()
     limits = limits or Limits()
+    layers = sandbox_layers.probe().layers
     workers = max(1, min(workers or _usable_cpus(), len(programs) or 1))
     # Threads, not processes: each worker only starts and waits for one sandboxed interpreter,
     # so the GIL is never the bottleneck and the harness does not fork its (large) self.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(pool.map(lambda program: run_sandboxed(program, timeout, limits), programs))
+        results = list(pool.map(lambda program: run_sandboxed(program, timeout, limits, layers), programs))
+    broken = next((r for r in results if r.status == "error:setup"), None)
+    if broken is not None:
+        raise SandboxUnavailable(_last_line(broken.output))
+    return results
 
 
 def check_program(program: str, timeout: float = 10.0, allow: bool | None = None,
                   limits: Limits | None = None) -> ExecResult:
     return check_programs([program], timeout=timeout, workers=1, allow=allow, limits=limits)[0]
+
+
+def protections(limits: Limits | None = None) -> dict[str, str]:
+    limits = limits or Limits()
+    found = sandbox_layers.probe()
+    return sandbox_layers.describe(found.layers, found.facts, limits.memory_mb, limits.file_mb,
+                                   limits.open_files, limits.processes)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "the sandboxed interpreter exited before running the program"
 
 
 def _usable_cpus() -> int:

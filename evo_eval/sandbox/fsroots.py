@@ -1,0 +1,21 @@
+"""Where a sandboxed program may read and write (child side, stdlib only).
+
+One list for both enforcers: Landlock (landlock.py) in the kernel, and the audit-hook guard
+(guard.py) where Landlock is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# System library directories: shared libraries that extension modules load, time zone data.
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/opt")
+READ_FILES = ("/etc/localtime",)
+READ_WRITE_FILES = (os.devnull,)
+
+
+def read_only_roots() -> list[str]:
+    """The Python installation (interpreter, standard library, site-packages) and system dirs."""
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return sorted(os.path.realpath(p) for p in python | set(SYSTEM_DIRS) if os.path.isdir(p))

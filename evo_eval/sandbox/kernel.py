@@ -1,0 +1,95 @@
+"""The few Linux calls the standard library does not wrap, through ctypes (child side, stdlib only).
+
+Python 3.11 has no os.unshare (3.12+) and no prctl, capset, landlock or seccomp at all. ctypes is
+imported here, by the trusted bootstrap, before the program runs; child.py then drops it from
+sys.modules and the guard refuses to import it again, so the program never gets this file's power.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.prctl.restype = ctypes.c_int
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.unshare.argtypes = [ctypes.c_int]
+
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+# Per-architecture facts: the seccomp audit arch and the numbers of the system calls we name.
+# Landlock's calls (444-446) and the newer ones (>= 424) share one number on every architecture.
+ARCHES = {
+    "x86_64": {
+        "audit_arch": 0xC000003E,
+        "syscalls": {
+            "fork": 57, "vfork": 58, "clone": 56, "clone3": 435, "execve": 59, "execveat": 322,
+            "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+            "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "ptrace": 101,
+            "process_vm_readv": 310, "process_vm_writev": 311, "socket": 41, "socketpair": 53,
+            "unshare": 272, "setns": 308, "add_key": 248, "request_key": 249, "keyctl": 250,
+            "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "userfaultfd": 323,
+        },
+    },
+    "aarch64": {
+        "audit_arch": 0xC00000B7,
+        "syscalls": {
+            "clone": 220, "clone3": 435, "execve": 221, "execveat": 281,
+            "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
+            "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "ptrace": 117,
+            "process_vm_readv": 270, "process_vm_writev": 271, "socket": 198, "socketpair": 199,
+            "unshare": 97, "setns": 268, "add_key": 217, "request_key": 218, "keyctl": 219,
+            "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "userfaultfd": 282,
+        },
+    },
+}
+
+
+def arch() -> dict | None:
+    return ARCHES.get(platform.machine())
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def syscall(number: int, *args) -> int:
+    return _check(_libc.syscall(ctypes.c_long(number), *args))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5))
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def clear_capabilities() -> None:
+    """Empty the effective, permitted and inheritable sets (always allowed: it only lowers)."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data))

@@ -1,0 +1,102 @@
+"""Which kernel mechanisms this machine allows, found once by probing, and how to say so (parent side).
+
+The probe runs child.py in ``probe`` mode: a throwaway process that tries each mechanism the same
+way a real run does. A run then asks for exactly what the probe found, and fails loudly (status
+"error:setup") rather than quietly running with less if a mechanism stops working.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CHILD = Path(__file__).with_name("child.py")
+
+
+@dataclass(frozen=True)
+class Layers:
+    namespaces: bool  # new network + IPC namespaces
+    landlock: int  # Landlock ABI version in use, 0 for none
+    seccomp: bool
+
+    def as_config(self) -> dict:
+        return asdict(self)
+
+
+# No kernel mechanism at all: the audit-hook guard does every job (what the tests use to check
+# the fallbacks, and what an old kernel or a locked-down container gets).
+GUARD_ONLY = Layers(namespaces=False, landlock=0, seccomp=False)
+
+
+@dataclass(frozen=True)
+class Probe:
+    layers: Layers
+    facts: dict  # the child's report: euid, errors per mechanism, the read-only roots
+
+
+@functools.cache
+def probe() -> Probe:
+    with tempfile.TemporaryDirectory(prefix="evo-sandbox-probe-") as workdir:
+        done = subprocess.run([sys.executable, "-I", str(CHILD), json.dumps({"probe": True, "workdir": workdir})],
+                              cwd=workdir, env={}, capture_output=True, text=True, timeout=60)
+    try:
+        facts = json.loads(done.stdout)
+    except ValueError:  # the probe itself died: assume nothing, let the guard do everything
+        return Probe(GUARD_ONLY, {"probe_error": (done.stderr or done.stdout).strip()[-500:]})
+    layers = Layers(namespaces=bool(facts["namespaces"]), landlock=int(facts["landlock"]),
+                    seccomp=bool(facts["seccomp"] and facts["arch"]))
+    return Probe(layers, facts)
+
+
+def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_files: int,
+             processes: int) -> dict[str, str]:
+    """One line per protection, saying which mechanism provides it here."""
+    root = facts.get("euid") == 0
+    guard = "the Python audit hook (weak: native code could bypass it)"
+    if layers.namespaces:
+        network = "new network namespace: no interfaces, loopback down"
+        if layers.landlock >= 4:
+            network += "; Landlock also refuses TCP bind and connect"
+    elif layers.seccomp:
+        network = "seccomp refuses every socket but AF_UNIX (no network namespace here)"
+    else:
+        network = f"{guard} refuses every socket but AF_UNIX"
+    if layers.landlock:
+        filesystem = (f"Landlock ABI {layers.landlock}: read-only {', '.join(facts.get('read_roots', []))}; "
+                      "read-write only in the working directory; nothing else visible")
+    else:
+        filesystem = f"{guard} refuses access outside the working directory and the Python installation"
+    nproc = ("RLIMIT_NPROC does not apply to root" if root
+             else f"RLIMIT_NPROC {processes} for this user")
+    if layers.seccomp:
+        forks = f"seccomp: no fork, exec or process-creating clone (threads only); {nproc}"
+        signals = "seccomp: signals only to itself"
+    else:
+        forks = f"{guard} refuses fork, spawn and exec; {nproc}"
+        signals = f"{guard} refuses signals to other processes"
+    if layers.landlock >= 6:
+        signals += "; Landlock: no signals to processes outside the sandbox"
+    if not layers.seccomp and layers.landlock < 6 and not root:
+        signals += " (a native call could still signal this user's processes)"
+    return {
+        "process": "one interpreter per program, own session; its whole process group is killed "
+                   "when it exits or at the wall-clock limit (timeout + 1 s start-up allowance)",
+        "limits": f"CPU time = timeout (SIGXCPU, then SIGKILL), address space {memory_mb} MiB, "
+                  f"file size {file_mb} MiB, {open_files} open files, no core dumps",
+        "environment": "emptied; python -I; empty stdin; fresh temporary working directory, removed afterwards",
+        "network": network,
+        "filesystem": filesystem,
+        "processes": forks,
+        "signals": signals,
+        "ipc": "new IPC namespace" if layers.namespaces else "host System V IPC visible (no IPC namespace here)",
+        "privileges": "all capabilities dropped, no_new_privs" + (" (uid 0 kept)" if root else ""),
+        "python": "audit hook: no settrace/setprofile, no __code__ swaps, no ctypes, cffi, "
+                  "subinterpreters or gc object walks",
+        "verdict": "passed only if the program returned from its last line and the bootstrap then echoed "
+                   "a nonce it read only afterwards; an exit status alone never passes",
+    }
