@@ -300,6 +300,17 @@ def demo(
     raise typer.Exit(run_demo(workdir, limit, benchdata, console))
 
 
+def _register_speed() -> None:
+    # speed.py imports nothing from lm-eval, so the device machine (which has no lm-eval) can time models.
+    from .speed import plot_command, speed_command
+
+    app.command("speed")(speed_command)
+    app.command("plot")(plot_command)
+
+
+_register_speed()
+
+
 def main() -> None:
     app()
 
