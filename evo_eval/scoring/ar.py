@@ -1,0 +1,61 @@
+"""The exact autoregressive log-likelihood: one causal forward, the chain rule, no estimate.
+
+``log p(continuation | context) = sum_j log p(c_j | context, c_<j)`` from the next-token logits of a
+single forward over ``context + continuation[:-1]``; ``is_greedy`` says whether every ``c_j`` is the
+argmax, as lm-eval's HF backend reports it. Any family with a causal view can reuse it: a model
+exposing ``ar_logits(ids)`` (Evo's AR limit), a module whose call returns logits (the fast Llama
+decoder), or a transformers causal LM (its output's ``.logits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Scorer, ScoreOutput, ScorerConfig
+
+
+def causal_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token logits (n, vocab) for 1-D ids under the model's causal (AR) view."""
+    if hasattr(model, "ar_logits"):
+        out = model.ar_logits(ids[None])
+    else:
+        out = model(ids[None])
+        out = getattr(out, "logits", out)
+    return out[0].float()
+
+
+def continuation_logprob(logits: torch.Tensor, continuation_ids: torch.Tensor) -> tuple[float, bool]:
+    """Sum of log-probabilities of ``continuation_ids`` under the rows of ``logits`` that predict them."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, continuation_ids[:, None]).squeeze(-1)
+    greedy = bool((logp.argmax(-1) == continuation_ids).all())
+    return float(picked.sum()), greedy
+
+
+@torch.inference_mode()
+def ar_logprob(model: torch.nn.Module, context_ids: torch.Tensor, continuation_ids: torch.Tensor) -> tuple[float, bool]:
+    if context_ids.numel() == 0:
+        raise ValueError("the exact AR log-likelihood needs at least one context token (lm-eval passes BOS/EOS)")
+    n = continuation_ids.numel()
+    if n == 0:
+        return 0.0, True
+    ids = torch.cat([context_ids, continuation_ids])[:-1]
+    logits = causal_logits(model, ids)[-n:]
+    return continuation_logprob(logits, continuation_ids)
+
+
+@dataclass
+class ARScorerConfig(ScorerConfig):
+    """No knobs: the exact score needs one forward (mc_num and batch are ignored)."""
+
+
+class ARScorer(Scorer):
+    method = "ar_exact"
+    Config = ARScorerConfig
+
+    @torch.inference_mode()
+    def score(self, model, context_ids, continuation_ids, config, *, generator=None) -> ScoreOutput:
+        logprob, greedy = ar_logprob(model, context_ids, continuation_ids)
+        return ScoreOutput(logprob=logprob, is_greedy=greedy, method=self.method, nfe=1)
