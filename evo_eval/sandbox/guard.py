@@ -5,15 +5,19 @@ the program, which fails it. The guard has two jobs:
 
 1. Always: keep the checks honest against Python-level tricks no kernel mechanism can see.
    Refused: sys.settrace / sys.setprofile (a trace function can jump over asserts or rebind
-   `check` just before it is called), replacing a function's __code__, and the ways to native code
-   or a hook-free interpreter: importing ctypes, cffi, subinterpreters or CPython's test modules,
-   and gc's object walks (which would find the bootstrap's ctypes).
+   `check` just before it is called) and replacing a function's __code__.
    Side effect: doctest.testmod(), coverage and profilers do not work inside the sandbox.
 2. Fallbacks, only where the kernel mechanism is missing on this machine (the parent decides and
    protections() says which): process creation and signals (no seccomp), sockets other than
    AF_UNIX (no network namespace and no seccomp), and file access outside the working directory
-   and the Python installation (no Landlock). These are weaker than the kernel's: a C extension
-   that makes system calls directly bypasses them, and path checks race with symlink swaps.
+   and the Python installation (no Landlock). With any of these on, the guard is part of the
+   containment, so it also closes the doors to native code and hook-free interpreters: ctypes,
+   cffi, subinterpreters, CPython's test modules, and gc's object walks (which would find the
+   bootstrap's purged ctypes). That costs numpy, which imports ctypes. Where the kernel does all
+   the containing, these stay open: native code can then only defeat job 1, which a deliberately
+   malicious program can defeat anyway (see the package docstring).
+   Fallbacks are weaker than the kernel's mechanisms: a C extension that makes system calls
+   directly bypasses them, and path checks race with symlink swaps.
 """
 
 from __future__ import annotations
@@ -51,17 +55,18 @@ class Refused(PermissionError):
     """What the program gets for a refused operation."""
 
 
-def install(workdir: str, processes: bool, network: bool, files: bool) -> None:
+def install(workdir: str, site_packages: list[str], processes: bool, network: bool, files: bool) -> None:
     """Install the hook; the booleans turn the fallbacks on."""
-    policy = _Policy(os.path.realpath(workdir), processes, network, files)
+    policy = _Policy(os.path.realpath(workdir), site_packages, processes, network, files)
     sys.addaudithook(policy)
 
 
 class _Policy:
-    def __init__(self, workdir: str, processes: bool, network: bool, files: bool):
+    def __init__(self, workdir: str, site_packages: list[str], processes: bool, network: bool, files: bool):
         self.workdir = workdir
         self.processes, self.network, self.files = processes, network, files
-        self.read_roots = tuple(fsroots.read_only_roots())
+        self.seal = processes or network or files  # see job 2 in the module docstring
+        self.read_roots = tuple(fsroots.read_only_roots(site_packages))
         self.read_files = frozenset(fsroots.READ_FILES + fsroots.READ_WRITE_FILES)
         self.write_files = frozenset(fsroots.READ_WRITE_FILES)
         self.pid = os.getpid()
@@ -69,7 +74,7 @@ class _Policy:
     def __call__(self, event: str, args: tuple) -> None:
         if event in TRACING:
             raise Refused(f"sandbox: {event} is not allowed (it could skip the checks)")
-        if event in OBJECT_WALKS:
+        if self.seal and event in OBJECT_WALKS:
             raise Refused(f"sandbox: {event} is not allowed")
         if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
             raise Refused("sandbox: replacing a function's code is not allowed")
@@ -87,7 +92,7 @@ class _Policy:
 
     def _import(self, module: str) -> None:
         top = module.partition(".")[0]
-        if top in NATIVE_DOORS or self.processes and top in PROCESS_MODULES:
+        if self.seal and top in NATIVE_DOORS or self.processes and top in PROCESS_MODULES:
             raise Refused(f"sandbox: importing {module} is not allowed")
 
     def _open(self, args: tuple) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -57,7 +56,7 @@ ARCHES = {
 
 
 def arch() -> dict | None:
-    return ARCHES.get(platform.machine())
+    return ARCHES.get(os.uname().machine)
 
 
 def _check(result: int) -> int:

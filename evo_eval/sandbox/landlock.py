@@ -58,7 +58,7 @@ def fs_rights(abi: int) -> int:
     return _FS_RIGHTS[max(v for v in _FS_RIGHTS if v <= abi)]
 
 
-def confine(workdir: str, abi: int) -> None:
+def confine(workdir: str, site_packages: list[str], abi: int) -> None:
     """Restrict this process (and its future children) for good; raises OSError if Landlock fails."""
     everything = fs_rights(abi)
     attr = _RulesetAttr(everything, NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
@@ -66,7 +66,7 @@ def confine(workdir: str, abi: int) -> None:
     size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct grew with the ABI
     ruleset = kernel.syscall(SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     try:
-        for root in fsroots.read_only_roots():
+        for root in fsroots.read_only_roots(site_packages):
             _allow(ruleset, root, READ_ONLY)
         for path in fsroots.READ_FILES + fsroots.READ_WRITE_FILES:
             if os.path.exists(path):

