@@ -1,0 +1,292 @@
+"""The code-execution sandbox: opt-in, verdicts, hostile programs, throughput on real HumanEval.
+
+Hostile programs (tests/scoring/hostile/) each run in one batch per protection profile: "probed"
+(whatever this machine allows: namespaces, Landlock, seccomp) and "guard-only" (the audit-hook
+fallbacks alone, as on a machine with none of them). Each is written so that it would *pass* if its
+attack worked, and each must fail for the expected reason; the host must be unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from evo_eval.errors import UserError
+from evo_eval.sandbox import layers as sandbox_layers
+from evo_eval.sandbox import runner
+from evo_eval.scoring.code_exec import (
+    ALLOW_ENV, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs, protections,
+)
+
+HOSTILE = Path(__file__).with_name("hostile")
+GOOD = "def add(a, b):\n    return a + b\n\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n\n\ncheck(add)\n"
+WRONG = GOOD.replace("return a + b", "return a - b")
+REFUSED = r"PermissionError|Operation not permitted|Permission denied|not allowed"
+# hostile program -> (statuses it may end with, what its output must show: why it failed)
+EXPECTED = {
+    "infinite_loop": ({"timeout", "killed:SIGXCPU", "killed:SIGKILL"}, None),
+    "sleep_forever": ({"timeout"}, None),
+    "fork_bomb": ({"failed"}, REFUSED),
+    "multiprocessing_bomb": ({"failed"}, REFUSED),
+    "memory_bomb": ({"failed"}, r"MemoryError"),
+    "huge_file": ({"failed"}, r"File too large"),
+    "delete_outside": ({"failed"}, REFUSED),
+    "write_outside": ({"failed"}, REFUSED),
+    "read_home": ({"failed"}, REFUSED),
+    "open_socket": ({"failed"}, REFUSED + r"|Network is unreachable"),
+    "kill_parent": ({"failed"}, REFUSED),
+    "exit_before_asserts": ({"failed"}, r"SystemExit: 0"),
+    "os_exit_before_asserts": ({"failed"}, None),
+    "exit_from_atexit": ({"failed"}, r"AssertionError"),
+    "trace_rebinds_check": ({"failed"}, r"settrace is not allowed"),
+    "profile_swaps_code": ({"failed"}, r"code is not allowed"),
+    "forge_verdict": ({"failed"}, None),
+    # ctypes is refused only where the guard stands in for a kernel mechanism; elsewhere seccomp stops
+    # the fork it reaches for.
+    "native_door": ({"failed"}, r"importing ctypes is not allowed|AssertionError"),
+}
+# Attacks on the verdict alone, harmless outside a sandbox: a plain interpreter exits 0 on each,
+# so an exit-status grader would have passed them.
+VERDICT_ATTACKS = ("exit_before_asserts", "os_exit_before_asserts", "exit_from_atexit",
+                   "trace_rebinds_check", "profile_swaps_code", "forge_verdict")
+BATCH_TIMEOUT = 2.0
+BATCH_LIMITS = Limits(memory_mb=512)  # the memory bomb then stops at 512 MiB, not 2 GiB
+
+
+@pytest.fixture(autouse=True)
+def _no_opt_in_from_outside(monkeypatch):
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+
+
+# ---------------------------------------------------------------- opt-in
+
+def test_refused_without_opt_in():
+    with pytest.raises(CodeExecNotAllowed) as refused:
+        check_programs([GOOD])
+    assert isinstance(refused.value, UserError)
+    message = str(refused.value)
+    assert "\n" not in message and "--allow-code-exec" in message and ALLOW_ENV in message
+
+
+def test_environment_variable_opts_in_and_allow_false_overrides(monkeypatch):
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    assert check_program(GOOD).passed
+    with pytest.raises(CodeExecNotAllowed):
+        check_program(GOOD, allow=False)
+    monkeypatch.setenv(ALLOW_ENV, "yes")  # only "1" opts in: no guessing at truthy spellings
+    with pytest.raises(CodeExecNotAllowed):
+        check_program(GOOD)
+
+
+# ---------------------------------------------------------------- verdicts
+
+def test_pass_fail_and_order_kept():
+    programs = [GOOD, WRONG, "syntax error here\n", GOOD + "raise ValueError('late')\n",
+                "if __name__ == '__main__':\n    input()\n" + GOOD]
+    results = check_programs(programs, timeout=5, allow=True)
+    assert [r.status for r in results] == ["passed", "failed", "failed", "failed", "passed"]
+    assert [r.passed for r in results] == [True, False, False, False, True]
+    assert "SyntaxError" in results[2].output and "ValueError: late" in results[3].output
+    assert all(0 < r.wall_s < 5 for r in results)
+
+
+def test_empty_batch():
+    assert check_programs([], allow=True) == []
+
+
+def test_wall_clock_ends_a_sleeping_program_and_threads_do_not_hold_a_pass():
+    sleeper = "import time\ntime.sleep(60)\n"
+    lingering = "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n" + GOOD
+    slept, lingered = check_programs([sleeper, lingering], timeout=0.5, allow=True)
+    assert slept.status == "timeout" and not slept.passed
+    assert slept.wall_s < 0.5 + runner.STARTUP_GRACE_S + 1.0
+    assert lingered.status == "passed" and lingered.wall_s < 2  # passed without waiting for its thread
+
+
+def test_output_is_capped_and_kept_for_diagnosis():
+    flood = "import sys\nwhile True:\n    sys.stdout.write('y' * 65536)\n"
+    result = check_program(flood, timeout=5, allow=True, limits=Limits(output_kb=8))
+    # The file-size limit stops the flood (even the traceback no longer fits), the parent keeps a tail.
+    assert result.status == "failed" and result.returncode == 1
+    assert 0 < len(result.output) <= 8 * 1024
+
+
+def test_set_up_failure_is_loud_not_a_zero_score(monkeypatch, tmp_path):
+    # An interpreter that dies before running the program (as a broken sandbox set-up would):
+    # no "ready" on the verdict socket, so no program can be blamed, and the batch raises.
+    broken = tmp_path / "child.py"
+    broken.write_text("import sys\n\n\ndef main():\n"
+                      "    print('sandbox set-up failed: simulated breakage', file=sys.stderr)\n"
+                      "    raise SystemExit(121)\n")
+    sandbox_layers.probe()  # probed (and cached) with the real bootstrap first
+    monkeypatch.setattr(sandbox_layers, "CHILD", broken)
+    with pytest.raises(SandboxUnavailable) as raised:
+        check_programs([GOOD], allow=True)
+    assert "simulated breakage" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_verdict_attacks_would_fool_an_exit_status_grader(tmp_path):
+    for name in VERDICT_ATTACKS:
+        shutil_copy = tmp_path / f"{name}.py"
+        shutil_copy.write_text((HOSTILE / f"{name}.py").read_text())
+        done = subprocess.run([sys.executable, "-I", shutil_copy.name], cwd=tmp_path,
+                              capture_output=True, timeout=30)
+        assert done.returncode == 0, name
+
+
+# ---------------------------------------------------------------- protections
+
+def test_protections_say_which_mechanism_is_in_force():
+    found = protections()
+    assert {"network", "filesystem", "processes", "signals", "limits", "verdict"} <= set(found)
+    assert all(isinstance(v, str) and v and "\n" not in v for v in found.values())
+    probed = sandbox_layers.probe().layers
+    assert ("network namespace" in found["network"]) == probed.namespaces
+    assert ("Landlock" in found["filesystem"]) == bool(probed.landlock)
+    assert ("seccomp" in found["processes"]) == probed.seccomp
+
+
+def test_network_namespace_really_has_no_interfaces():
+    if not sandbox_layers.probe().layers.namespaces:
+        pytest.skip("no network namespace on this machine: " + protections()["network"])
+    program = "import socket\nassert [name for _, name in socket.if_nameindex()] == ['lo'], socket.if_nameindex()\n"
+    assert check_program(program, allow=True).passed
+
+
+# ---------------------------------------------------------------- hostile programs
+
+@pytest.fixture(scope="module", params=["probed", "guard-only"])
+def hostile_batch(request, tmp_path_factory):
+    """Run every hostile program, between two good ones, against a host with things to lose."""
+    base = tmp_path_factory.mktemp(f"host-{request.param}")
+    host = _Host(base)
+    programs = {name: _render(name, host) for name in EXPECTED}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(host.work))  # every sandbox workdir lands here
+        if request.param == "guard-only":
+            facts = sandbox_layers.probe().facts
+            patch.setattr(sandbox_layers, "probe", lambda: sandbox_layers.Probe(sandbox_layers.GUARD_ONLY, facts))
+        before = host.snapshot()
+        start = time.monotonic()
+        results = check_programs([GOOD, *programs.values(), GOOD], timeout=BATCH_TIMEOUT,
+                                 limits=BATCH_LIMITS, allow=True)
+        elapsed = time.monotonic() - start
+    yield {"results": dict(zip(["first", *programs, "last"], results)), "host": host, "before": before,
+           "after": host.snapshot(), "elapsed": elapsed, "leftovers": _processes_inside(host.work)}
+    host.close()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_hostile_program_is_contained_and_fails(hostile_batch, name):
+    result = hostile_batch["results"][name]
+    statuses, why = EXPECTED[name]
+    assert not result.passed, f"{name} passed: {result.output[-2000:]}"
+    assert result.status in statuses, (result.status, result.output[-2000:])
+    if why:
+        assert re.search(why, result.output), result.output[-2000:]
+    assert result.wall_s < BATCH_TIMEOUT + runner.STARTUP_GRACE_S + 3
+
+
+def test_batch_goes_on_and_host_is_unchanged(hostile_batch):
+    results, host = hostile_batch["results"], hostile_batch["host"]
+    assert results["first"].passed and results["last"].passed  # the harness survived, and kept going
+    assert hostile_batch["after"] == hostile_batch["before"]  # canary, outside tree, home listing
+    assert host.secret_text not in results["read_home"].output
+    assert host.nobody_called(), "a sandboxed program reached the host's listener"
+    assert hostile_batch["leftovers"] == [], "sandboxed processes outlived their batch"
+    assert list(host.work.iterdir()) == [], "a working directory was left behind"
+
+
+# ---------------------------------------------------------------- throughput on real data
+
+def test_humaneval_canonical_solutions_all_pass_in_parallel(benchdata):
+    problems = [json.loads(line) for line in gzip.open(benchdata / "humaneval" / "HumanEval.jsonl.gz", "rt")]
+    assert len(problems) == 164
+    programs = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + "\n" + f"check({p['entry_point']})"
+                for p in problems]
+    start = time.monotonic()
+    results = check_programs(programs, allow=True)
+    elapsed = time.monotonic() - start
+    failed = [(p["task_id"], r.status, r.output[-300:]) for p, r in zip(problems, results) if not r.passed]
+    assert failed == []
+    if len(os.sched_getaffinity(0)) >= 2:  # programs overlapped: summed run time exceeds the wall time
+        assert sum(r.wall_s for r in results) / elapsed > 1.3
+    # ...and the checks are real: an empty body fails every problem.
+    hollow = [p["prompt"] + "    pass\n\n" + p["test"] + "\n" + f"check({p['entry_point']})" for p in problems]
+    assert not any(r.passed for r in check_programs(hollow, allow=True))
+
+
+# ---------------------------------------------------------------- helpers
+
+class _Host:
+    """Things outside the sandbox a hostile program might touch, and ways to see if it did."""
+
+    def __init__(self, base: Path):
+        self.work = base / "work"
+        self.work.mkdir()
+        self.canary = base / "canary.txt"
+        self.canary.write_text("canary: do not touch\n")
+        self.outside = base / "outside"
+        (self.outside / "sub").mkdir(parents=True)
+        (self.outside / "sub" / "data.txt").write_text("precious\n")
+        self.secret_text = f"secret-{os.getpid()}-{time.time_ns()}"
+        self.secret = base / "secret.txt"
+        self.secret.write_text(self.secret_text)
+        self.home = Path.home()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+
+    def snapshot(self) -> dict:
+        tree = sorted((str(p.relative_to(self.outside.parent)), p.read_bytes() if p.is_file() else None)
+                      for p in self.outside.parent.rglob("*") if self.work not in (p, *p.parents))
+        stat = self.canary.stat()
+        return {"tree": tree, "canary": (stat.st_mtime_ns, stat.st_size), "home": sorted(os.listdir(self.home))}
+
+    def nobody_called(self) -> bool:
+        self.listener.setblocking(False)
+        self.udp.setblocking(False)
+        for attempt in (self.listener.accept, lambda: self.udp.recvfrom(64)):
+            try:
+                attempt()
+                return False
+            except BlockingIOError:
+                pass
+        return True
+
+    def close(self) -> None:
+        self.listener.close()
+        self.udp.close()
+
+
+def _render(name: str, host: _Host) -> str:
+    template = string.Template((HOSTILE / f"{name}.py").read_text())
+    return template.substitute(canary=host.canary, outside=host.outside, home=host.home,
+                               secret=host.secret, port=host.port)
+
+
+def _processes_inside(path: Path) -> list[str]:
+    """Live processes whose working directory is under `path`: every sandboxed process starts in
+    its own directory there, and whatever it forks inherits it (even once the directory is gone)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:  # gone meanwhile, or not ours to look at
+                continue
+            if cwd.startswith(str(path)):
+                found.append(f"{entry.name}: {cwd}")
+    return found
