@@ -69,24 +69,33 @@ def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers:
         config = _config(workdir, timeout, limits, layers, theirs.fileno())
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                _layers.child_command(),
-                stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
-                cwd=workdir, env={}, start_new_session=True, pass_fds=(theirs.fileno(),),
-            )
+            proc = _start(workdir, _layers.child_input(config, program), output, theirs)
         finally:
             theirs.close()
-        timed_out = _feed_and_wait(proc, _layers.child_input(config, program), timeout + STARTUP_GRACE_S)
+        timed_out = not _wait_unreaped(proc.pid, start + timeout + STARTUP_GRACE_S)
         _kill_group(proc.pid)
         returncode = proc.wait()
         wall = time.monotonic() - start
         verdict = _read_verdict(ours)
-        output.seek(0, os.SEEK_END)
-        size = output.tell()
-        output.seek(max(0, size - limits.output_kb * 1024))
-        tail = output.read().decode("utf-8", "replace")
+        tail = _tail(output, limits.output_kb * 1024)
     status = _status(timed_out, returncode, verdict, nonce)
     return ExecResult(status == "passed", status, wall, returncode, tail)
+
+
+def _start(workdir: Path, payload: bytes, output, verdict: socket.socket) -> subprocess.Popen:
+    # The input goes through an unnamed file, not a pipe: writing it can never block on a child
+    # that does not read, and the child cannot find it by name afterwards.
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(payload)
+        stdin.seek(0)
+        return subprocess.Popen(_layers.child_command(), stdin=stdin, stdout=output, stderr=subprocess.STDOUT,
+                                cwd=workdir, env={}, start_new_session=True, pass_fds=(verdict.fileno(),))
+
+
+def _tail(output, size: int) -> str:
+    end = output.seek(0, os.SEEK_END)
+    output.seek(max(0, end - size))
+    return output.read().decode("utf-8", "replace")
 
 
 def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdict_fd: int) -> dict:
@@ -105,23 +114,13 @@ def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdi
     }
 
 
-def _feed_and_wait(proc: subprocess.Popen, payload: bytes, wall_s: float) -> bool:
-    """Send the input, wait for the child to exit without reaping it; True if the clock ran out.
+def _wait_unreaped(pid: int, deadline: float) -> bool:
+    """Wait for the child to exit without reaping it; False if the deadline came first.
 
     Not reaping keeps the child's pid (and so its process-group id) reserved until _kill_group has
     run: killing a group whose id the kernel had already handed to someone else would hit a
     stranger.
     """
-    deadline = time.monotonic() + wall_s
-    try:
-        proc.stdin.write(payload)
-        proc.stdin.close()
-    except BrokenPipeError:  # the child died before reading; its exit status says why
-        pass
-    return not _wait_unreaped(proc.pid, deadline)
-
-
-def _wait_unreaped(pid: int, deadline: float) -> bool:
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):  # Linux < 5.3: poll the exit without reaping

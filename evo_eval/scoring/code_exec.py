@@ -38,8 +38,8 @@ from ..errors import UserError
 from ..sandbox import layers as sandbox_layers
 from ..sandbox.runner import ExecResult, Limits, run_sandboxed
 
-__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "SandboxUnavailable", "check_programs",
-           "check_program", "protections"]
+__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "SandboxUnavailable", "BadExecRequest",
+           "check_programs", "check_program", "protections"]
 
 ALLOW_ENV = "EVO_EVAL_ALLOW_CODE_EXEC"
 
@@ -52,6 +52,10 @@ class CodeExecNotAllowed(UserError):
             "this benchmark executes model-written code and code execution was not enabled",
             f"pass --allow-code-exec (or set {ALLOW_ENV}=1) to run it in the sandbox",
         )
+
+
+class BadExecRequest(UserError):
+    """Programs or settings that cannot be run as given."""
 
 
 class SandboxUnavailable(UserError):
@@ -73,6 +77,7 @@ def check_programs(programs: list[str], timeout: float = 10.0, workers: int | No
                    allow: bool | None = None, limits: Limits | None = None) -> list[ExecResult]:
     if not code_exec_allowed(allow):
         raise CodeExecNotAllowed()
+    _validate(programs, timeout, workers)
     limits = limits or Limits()
     layers = sandbox_layers.probe().layers
     workers = max(1, min(workers or _usable_cpus(), len(programs) or 1))
@@ -96,6 +101,19 @@ def protections(limits: Limits | None = None) -> dict[str, str]:
     found = sandbox_layers.probe()
     return sandbox_layers.describe(found.layers, found.facts, limits.memory_mb, limits.file_mb,
                                    limits.open_files, limits.processes)
+
+
+def _validate(programs: list[str], timeout: float, workers: int | None) -> None:
+    if not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise BadExecRequest(f"timeout must be a positive number of seconds, got {timeout!r}",
+                             "pass e.g. timeout=10.0")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise BadExecRequest(f"workers must be a whole number of at least 1, got {workers!r}",
+                             "pass workers=None to use every usable CPU")
+    for index, program in enumerate(programs):
+        if not isinstance(program, str):
+            raise BadExecRequest(f"program {index} is a {type(program).__name__}, not Python source text",
+                                 "pass each program as one str (prompt + completion + tests + check call)")
 
 
 def _last_line(text: str) -> str:

@@ -26,7 +26,8 @@ from evo_eval.errors import UserError
 from evo_eval.sandbox import layers as sandbox_layers
 from evo_eval.sandbox import runner
 from evo_eval.scoring.code_exec import (
-    ALLOW_ENV, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs, protections,
+    ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs,
+    protections,
 )
 
 HOSTILE = Path(__file__).with_name("hostile")
@@ -105,6 +106,15 @@ def test_empty_batch():
     assert check_programs([], allow=True) == []
 
 
+@pytest.mark.parametrize("kwargs", [{"timeout": 0}, {"timeout": -1.0}, {"timeout": "10"}, {"workers": 0},
+                                    {"workers": 2.5}, {"programs": [GOOD, b"print(1)"]}])
+def test_bad_requests_are_one_line_user_errors(kwargs):
+    call = {"programs": [GOOD], **kwargs}
+    with pytest.raises(BadExecRequest) as raised:
+        check_programs(allow=True, **call)
+    assert isinstance(raised.value, UserError) and "\n" not in str(raised.value)
+
+
 def test_wall_clock_ends_a_sleeping_program_and_threads_do_not_hold_a_pass():
     sleeper = "import time\ntime.sleep(60)\n"
     lingering = "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n" + GOOD
@@ -155,6 +165,25 @@ def test_protections_say_which_mechanism_is_in_force():
     assert ("network namespace" in found["network"]) == probed.namespaces
     assert ("Landlock" in found["filesystem"]) == bool(probed.landlock)
     assert ("seccomp" in found["processes"]) == probed.seccomp
+
+
+def test_seccomp_alone_refuses_network_sockets(monkeypatch, tmp_path):
+    # As on a machine where no network namespace can be made (a container, a locked-down kernel):
+    # then seccomp, not the Python guard, must refuse the socket.
+    probed = sandbox_layers.probe()
+    if not probed.layers.seccomp:
+        pytest.skip("no seccomp on this machine: " + protections()["processes"])
+    layers = sandbox_layers.Layers(namespaces=False, landlock=probed.layers.landlock, seccomp=True)
+    monkeypatch.setattr(sandbox_layers, "probe", lambda: sandbox_layers.Probe(layers, probed.facts))
+    host = _Host(tmp_path)
+    try:
+        result = check_program(_render("open_socket", host), timeout=5, allow=True)
+        assert result.status == "failed" and "[Errno 1] Operation not permitted" in result.output
+        assert "not allowed" not in result.output  # the kernel said no, not the guard
+        assert host.nobody_called()
+        assert "seccomp refuses every socket" in protections()["network"]
+    finally:
+        host.close()
 
 
 def test_network_namespace_really_has_no_interfaces():
@@ -243,7 +272,9 @@ class _Host:
         self.secret_text = f"secret-{os.getpid()}-{time.time_ns()}"
         self.secret = base / "secret.txt"
         self.secret.write_text(self.secret_text)
-        self.home = Path.home()
+        # The user's home; where there is none (a service account's /nonexistent), the checkout,
+        # which is just as much the user's files.
+        self.home = Path.home() if os.access(Path.home(), os.R_OK | os.X_OK) else Path(__file__).resolve().parents[2]
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
