@@ -1,0 +1,302 @@
+"""LLaDA's masked-diffusion sampler, with the Fast-dLLM caches and parallel unmasking as options.
+
+Facts from ML-GSAI/LLaDA ``generate.py`` (the reference) and NVlabs/Fast-dLLM ``llada/generate.py``
+(the fast path), read, not copied:
+
+* The canvas is the prompt followed by ``gen_length`` [MASK] tokens, decoded in
+  ``gen_length / block_length`` blocks left to right (semi-autoregressive when ``block_length <
+  gen_length``), each in ``steps / num_blocks`` steps.
+* Every step predicts all masked tokens of the block (``x0 = argmax(logits + Gumbel)``) and keeps
+  the ``k`` most confident, where ``k`` spreads the block's masks as evenly as possible over its
+  steps (the first ``n % s`` steps take one more), as the linear schedule implies; the rest stay
+  masked (``remasking``). Confidence is the softmax probability of the chosen token
+  (``low_confidence``) or uniform noise (``random``). Already decoded tokens never change.
+* Gumbel-max in float64: the authors draw ``exp(logits) / (-log u)^T``; its argmax is the argmax
+  of ``logits - T·log(-log u)``, which we use (same draw for the same ``u``, no overflow of exp).
+  ``T = 0`` is the plain argmax.
+* Unsupervised classifier-free guidance: a second row with the prompt replaced by [MASK];
+  ``logits = un + (cfg + 1)·(cond - un)``; two network evaluations per step.
+* Instruct options (EVAL.md, App. B.4): ``logits_eos_inf`` forbids EOS as a prediction;
+  ``confidence_eos_eot_inf`` is replicated as the authors' code computes it: the EoT logit is set to
+  -inf before the confidence softmax (their chained assignment's EOS half writes into an array that
+  is no longer read, so EOS confidence is left as it is).
+
+Fast-dLLM options, all off by default (``variants["cached"]`` turns them on for ``evo-eval speed``):
+
+* ``use_cache``: at each block's start one full forward fills every layer's keys/values; later
+  steps of the block feed only the block and everything after it (the *prefix cache*: positions
+  before the block are read from the cache).
+* ``dual_cache`` (with ``use_cache``): later steps feed only the block; the masked suffix's
+  keys/values are read from the cache too. Both caches are approximations (attention is
+  bidirectional, so cached states go stale), as in Fast-dLLM.
+* ``threshold`` > 0: a step commits every masked token of the block whose confidence reaches the
+  threshold, and always at least the most confident one; ``steps`` is then unused and a block ends
+  when it has no mask left (Fast-dLLM's ``get_transfer_index`` with a threshold).
+
+Choices where the papers are silent or the harness differs:
+
+* **Canvas and lm-eval's max_gen_toks.** The authors decode a fixed canvas whatever the task's
+  generation budget, then cut the text at the stop strings. Here the canvas is ``gen_length`` when
+  the card sets it (0 means: the request's ``max_new_tokens``, rounded up to whole blocks), and
+  ``max_new_tokens`` (lm-eval's ``max_gen_toks``; ``--gen-len`` in ``speed``) caps the answer that
+  is returned, as it caps every other model's under the matched protocol. So with synthetic
+  weights (no EOS) exactly ``max_new_tokens`` tokens come back whenever the canvas is at least that
+  long.
+* **Ending early, exactly.** Blocks are decoded left to right and never revisited, so once a block
+  is complete nothing later can change it: decoding stops after the block that reaches the cap,
+  contains EOS, or satisfies ``stop`` — the returned tokens are exactly those of the full run.
+* **Prompt room.** A fixed canvas can need more positions than the ``max_new_tokens`` the
+  adapter reserved after the prompt; the prompt is then left-truncated to fit the model's
+  positions (lm-eval's own policy for long contexts) and the cut is recorded in the stats.
+* **Logits only where needed.** Only the current block's rows go through the output head
+  (positions right of it are never chosen, positions left of it are decoded), and the confidence
+  softmax runs over those rows only: the same tokens as the full-canvas computation.
+* **NFE** counts forward passes (a CFG step is two); ``active_token_steps`` counts the positions
+  each pass computes (the full canvas, the block plus suffix, or the block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+
+REMASKING = ("low_confidence", "random")
+
+
+@dataclass
+class LLaDASamplerConfig(SamplerConfig):
+    gen_length: int = 0  # canvas; 0 = max_new_tokens rounded up to whole blocks
+    steps: int = 0  # total steps over the canvas; 0 = one token per step (steps = canvas)
+    block_length: int = 0  # 0 = the whole canvas (no semi-autoregressive blocks)
+    temperature: float = 0.0
+    cfg_scale: float = 0.0
+    remasking: str = "low_confidence"
+    mask_token_id: int | None = None  # None: the model config's
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+    eot_token_id: int | None = None  # needed by confidence_eos_eot_inf (LLaDA: 126348)
+    # Fast-dLLM (off = the authors' reference decoding)
+    use_cache: bool = False
+    dual_cache: bool = False
+    threshold: float = 0.0  # 0 = off; else confidence-threshold parallel unmasking
+
+    def __post_init__(self) -> None:
+        # lm-eval's model_args and the speed CLI hand strings to fields whose default is None.
+        for name in ("mask_token_id", "eot_token_id"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, int(value))
+        if self.remasking not in REMASKING:
+            raise ValueError(f"remasking '{self.remasking}' is not one of {', '.join(REMASKING)}")
+        if self.temperature < 0 or self.cfg_scale < 0:
+            raise ValueError("temperature and cfg_scale must be >= 0")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold {self.threshold} must lie in [0, 1] (0 turns it off)")
+        if self.dual_cache and not self.use_cache:
+            raise ValueError("dual_cache needs use_cache=true")
+        if self.cfg_scale > 0 and self.use_cache:
+            raise ValueError("classifier-free guidance is not combined with the Fast-dLLM caches; drop one")
+        if self.confidence_eos_eot_inf and self.eot_token_id is None:
+            raise ValueError("confidence_eos_eot_inf needs eot_token_id (126348 for LLaDA)")
+
+    def canvas(self) -> "Canvas":
+        return Canvas.plan(self)
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """The block plan of one request: canvas length, block length, steps per block."""
+
+    length: int
+    block: int
+    steps_per_block: int  # 0 with threshold decoding
+
+    @property
+    def blocks(self) -> int:
+        return self.length // self.block
+
+    def schedule(self) -> list[int]:
+        """Tokens committed at each step of a block: the block's masks spread evenly over its steps."""
+        base, extra = divmod(self.block, self.steps_per_block)
+        return [base + (1 if j < extra else 0) for j in range(self.steps_per_block)]
+
+    @classmethod
+    def plan(cls, config: LLaDASamplerConfig) -> "Canvas":
+        block = int(config.block_length)
+        length = int(config.gen_length)
+        if length <= 0:
+            length = int(config.max_new_tokens)
+            if block > 0:
+                length = -(-length // block) * block
+        if length <= 0:
+            raise ValueError("nothing to generate: gen_length and max_new_tokens are both 0")
+        block = block if block > 0 else length
+        if length % block:
+            raise ValueError(f"gen_length {length} is not a multiple of block_length {block}")
+        if config.threshold > 0:
+            return cls(length, block, 0)  # steps unused: a block ends when it has no mask left
+        blocks = length // block
+        steps = int(config.steps) if config.steps > 0 else length
+        if steps % blocks:
+            raise ValueError(f"steps {steps} is not a multiple of the {blocks} blocks "
+                             f"(gen_length {length} / block_length {block})")
+        per_block = steps // blocks
+        if per_block > block:
+            raise ValueError(f"{per_block} steps per block exceed its {block} tokens; use steps <= gen_length")
+        return cls(length, block, per_block)
+
+
+def mask_id_for(model: torch.nn.Module, config) -> int:
+    if config.mask_token_id is not None:
+        return int(config.mask_token_id)
+    value = getattr(getattr(model, "config", None), "mask_token_id", None)
+    if value is None:
+        raise ValueError("no mask token: set mask_token_id in the sampler settings or the model config")
+    return int(value)
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """argmax of logits perturbed by Gumbel noise at ``temperature``, in float64 (0: plain argmax)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    return (logits.double() - temperature * torch.log(-torch.log(u))).argmax(-1)
+
+
+class LLaDASampler(Sampler):
+    name = "llada"
+    Config = LLaDASamplerConfig
+    # What `evo-eval speed --variant cached` runs: Fast-dLLM's dual cache with parallel unmasking,
+    # in its published setting (block 32, threshold 0.9).
+    variants: ClassVar[dict[str, dict]] = {
+        "cached": dict(use_cache=True, dual_cache=True, threshold=0.9, block_length=32),
+    }
+
+    def _sample(self, model, prompt_ids: torch.Tensor, config: LLaDASamplerConfig, stats: DecodeStats,
+                generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
+        canvas = config.canvas()
+        mask = mask_id_for(model, config)
+        prompt_ids = self._fit(model, prompt_ids, canvas, stats)
+        p = int(prompt_ids.numel())
+        x = torch.full((1, p + canvas.length), mask, dtype=torch.long, device=prompt_ids.device)
+        x[0, :p] = prompt_ids
+        cap = min(int(config.max_new_tokens), canvas.length)
+        run = _Run(model, x, p, mask, config, canvas, stats, generator)
+        done = 0
+        for b in range(canvas.blocks):
+            run.block(b)
+            done = (b + 1) * canvas.block
+            if b + 1 < canvas.blocks and self._finished(x[0, p:p + done], done, cap, config, stop):
+                break
+        stats.extra.update(canvas=canvas.length, block_length=canvas.block, steps_per_block=canvas.steps_per_block,
+                           blocks_decoded=done // canvas.block, cache=run.cache_mode)
+        return x[0, p:p + min(done, cap)]
+
+    @staticmethod
+    def _fit(model, prompt_ids: torch.Tensor, canvas: "Canvas", stats: DecodeStats) -> torch.Tensor:
+        """The prompt, left-truncated (as lm-eval truncates contexts) so prompt + canvas fit the model.
+
+        The adapter reserves ``max_new_tokens`` positions after the prompt; a fixed canvas may need
+        more, and only the sampler knows its length.
+        """
+        limit = getattr(getattr(model, "config", None), "max_sequence_length", None)
+        if limit is None or prompt_ids.numel() + canvas.length <= limit:
+            return prompt_ids
+        room = int(limit) - canvas.length
+        if room < 1:
+            raise ValueError(f"the canvas of {canvas.length} tokens leaves no room for a prompt in the "
+                             f"model's {limit} positions; lower gen_length")
+        stats.extra["prompt_truncated_from"] = int(prompt_ids.numel())
+        stats.prompt_tokens = room
+        return prompt_ids[-room:]
+
+    @staticmethod
+    def _finished(committed: torch.Tensor, done: int, cap: int, config: LLaDASamplerConfig,
+                  stop: StopFn | None) -> bool:
+        if done >= cap:
+            return True
+        if config.eos_token_id is not None and bool((committed == config.eos_token_id).any()):
+            return True
+        return stop is not None and bool(stop(committed))
+
+
+class _Run:
+    """One request's canvas and the steps that fill it."""
+
+    def __init__(self, model, x: torch.Tensor, prompt_len: int, mask: int, config: LLaDASamplerConfig,
+                 canvas: Canvas, stats: DecodeStats, generator: torch.Generator | None):
+        self.model, self.x, self.p, self.mask = model, x, prompt_len, mask
+        self.config, self.canvas, self.stats, self.generator = config, canvas, stats, generator
+        self.cache_mode = ("dual" if config.dual_cache else "prefix") if config.use_cache else "none"
+        self.cache = model.new_cache(x.shape[1]) if config.use_cache else None
+
+    # ---- one block ----------------------------------------------------------------------------------
+
+    def block(self, b: int) -> None:
+        s = self.p + b * self.canvas.block
+        e = s + self.canvas.block
+        if self.config.threshold > 0:
+            step = 0
+            while True:
+                self.commit(s, e, self.logits(s, e, first=step == 0), k=None)
+                step += 1
+                if not bool((self.x[0, s:e] == self.mask).any()):
+                    break
+        else:
+            for step, k in enumerate(self.canvas.schedule()):
+                self.commit(s, e, self.logits(s, e, first=step == 0), k=k)
+
+    # ---- one network evaluation: the block's logits ------------------------------------------------------
+
+    def logits(self, s: int, e: int, first: bool) -> torch.Tensor:
+        """Logits (block, vocab) of the block's rows, from the pass the configuration calls for."""
+        model, x, n = self.model, self.x, self.x.shape[1]
+        if self.cache is None:
+            if self.config.cfg_scale > 0:
+                un = x.clone()
+                un[0, :self.p] = self.mask
+                both = model.denoise(torch.cat([x, un]), slice(s, e))
+                self._count(2, 2 * n)
+                cond, uncond = both[0], both[1]
+                return uncond + (self.config.cfg_scale + 1.0) * (cond - uncond)
+            self._count(1, n)
+            return model.denoise(x, slice(s, e))[0]
+        if first:  # refresh every layer's keys/values from the whole canvas
+            self._count(1, n)
+            return model.denoise(x, slice(s, e), cache=self.cache, start=0)[0]
+        end = e if self.config.dual_cache else n
+        self._count(1, end - s)
+        return model.denoise(x[:, s:end], slice(0, e - s), cache=self.cache, start=s)[0]
+
+    def _count(self, forwards: int, positions: int) -> None:
+        self.stats.nfe += forwards
+        self.stats.active_token_steps += positions
+
+    # ---- choosing what to commit ----------------------------------------------------------------------
+
+    def commit(self, s: int, e: int, logits: torch.Tensor, k: int | None) -> None:
+        config, block = self.config, self.x[0, s:e]
+        if config.logits_eos_inf and config.eos_token_id is not None:
+            logits[:, config.eos_token_id] = float("-inf")
+        x0 = gumbel_argmax(logits, config.temperature, self.generator)
+        if config.remasking == "low_confidence":
+            scores = logits.double()
+            if config.confidence_eos_eot_inf:
+                scores[:, config.eot_token_id] = float("-inf")
+            confidence = torch.softmax(scores, dim=-1).gather(-1, x0[:, None])[:, 0]
+        else:
+            confidence = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=self.generator)
+        masked = block == self.mask
+        confidence = confidence.masked_fill(~masked, float("-inf"))
+        if k is None:  # threshold: everything confident enough, and at least the most confident token
+            chosen = (confidence >= config.threshold) & masked
+            chosen[confidence.argmax()] = True
+        else:
+            chosen = torch.zeros_like(masked)
+            if k > 0:
+                chosen[torch.topk(confidence, k).indices] = True
+        self.x[0, s:e] = torch.where(chosen, x0, block)
