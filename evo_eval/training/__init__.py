@@ -1,0 +1,6 @@
+"""Training Evo: the Appendix 7.1 objective as a function, and a small fine-tuning loop around it."""
+
+from .finetune import FinetuneConfig, finetune, freeze_backbone
+from .objective import ObjectiveOutput, ObjectiveWeights, evo_objective
+
+__all__ = ["FinetuneConfig", "ObjectiveOutput", "ObjectiveWeights", "evo_objective", "finetune", "freeze_backbone"]
