@@ -62,7 +62,7 @@ def read_mirror(mirror: Path, benchmark: str, config: str) -> dict:
         splits[split] = _dataset(str(mirror / rel))
     features = next(iter(splits.values())).features
     for split in spec.hub_only_splits:  # empty, so a few-shot sampler asked for examples fails loudly
-        splits[split] = datasets.Dataset.from_list([], features=features)
+        splits[split] = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     return splits
 
 

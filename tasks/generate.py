@@ -52,8 +52,19 @@ class Folder:
             yield f"{self.path}/{name}.yaml", _dump(body)
 
 
+class _Function(str):
+    """A `!function module.name` reference in a written YAML file."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Function, lambda dumper, ref: dumper.represent_scalar("!function", str(ref)))
+
+
 def _dump(data: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _data(benchmark: str, config: str) -> dict[str, Any]:
@@ -71,16 +82,68 @@ def mmlu(path: str, group: str, suffix: str, metric: dict[str, Any]) -> Folder:
     return folder
 
 
-def folders(benchdata: Path | None) -> list[Folder]:
-    acc = {"metric": "acc", "weight_by_size": True}
+def bbh(benchdata: Path) -> Folder:
+    from evo_eval.data_convert import SourceReader, parse_cot_prompt
+
+    reader = SourceReader(benchdata)
+    folder = Folder("bbh", "evo_bbh", {"metric": "exact_match", "aggregation": "mean", "weight_by_size": True,
+                                       "filter_list": "get-answer"})
+    for task in BBH_TASKS:
+        rel = f"bbh/cot-prompts/{task}.txt"
+        description, shots = parse_cot_prompt(reader.text(rel), rel, reader)
+        folder.leaf(f"evo_bbh_{task}", {
+            **_data("bbh", task), "description": description + "\n\n",
+            "fewshot_config": {"sampler": "first_n", "samples": shots},
+        }, f"bbh_cot_fewshot_{task}")
+    return folder
+
+
+def math() -> Folder:
+    folder = Folder("math", "evo_math", {"metric": "exact_match", "aggregation": "mean", "weight_by_size": True})
+    for config in MATH_TYPES.values():
+        folder.leaf(f"evo_math_{config}", {"task_alias": config, **_data("math", config)},
+                    f"minerva_math_{MINERVA_NAMES.get(config, config)}")
+    return folder
+
+
+def mmlu_pro() -> Folder:
+    folder = Folder("mmlu_pro", "evo_mmlu_pro", {"metric": "exact_match", "aggregation": "mean",
+                                                 "weight_by_size": True, "filter_list": "custom-extract"})
+    for category in MMLU_PRO_CATEGORIES:
+        name = category.replace(" ", "_")
+        folder.leaf(f"evo_mmlu_pro_{name}", {
+            "task_alias": category,
+            "description": f"The following are multiple choice questions (with answers) about {category}. Think "
+                           "step by step and then finish your answer with \"the answer is (X)\" where X is the "
+                           "correct letter choice.\n",
+            "process_docs": _Function(f"lm_eval.tasks.mmlu_pro.utils.process_{name}"),
+        }, f"mmlu_pro_{name}")
+    return folder
+
+
+def chinese(key: str, subjects: dict[str, str], builtin: str, describe: str) -> Folder:
+    folder = Folder(key, f"evo_{key}", {"metric": "acc", "aggregation": "mean", "weight_by_size": True})
+    for subject, name in subjects.items():
+        folder.leaf(f"evo_{key}_{subject}", {"task_alias": subject, **_data(key, subject),
+                                              "description": describe.format(name)}, f"{builtin}_{subject}")
+    return folder
+
+
+def folders(benchdata: Path) -> list[Folder]:
+    acc = {"metric": "acc", "aggregation": "mean", "weight_by_size": True}
     return [
         mmlu("mmlu/base", "evo_mmlu", "", acc),
         mmlu("mmlu/gen", "evo_mmlu_gen", "_generative",
-             {"metric": "exact_match", "weight_by_size": True, "filter_list": "get_response"}),
+             {"metric": "exact_match", "aggregation": "mean", "weight_by_size": True, "filter_list": "get_response"}),
+        bbh(benchdata),
+        math(),
+        mmlu_pro(),
+        chinese("cmmlu", CMMLU_SUBJECTS, "cmmlu", "以下是关于{}的单项选择题，请直接给出正确答案的选项。\n\n"),
+        chinese("ceval", CEVAL_SUBJECTS, "ceval-valid", "以下是中国关于{}的单项选择题，请选出其中的正确答案。\n\n"),
     ]
 
 
-def render(benchdata: Path | None) -> dict[str, str]:
+def render(benchdata: Path) -> dict[str, str]:
     """{path relative to tasks/: file text} for every generated file."""
     return {rel: text for folder in folders(benchdata) for rel, text in folder.files()}
 

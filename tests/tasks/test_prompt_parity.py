@@ -1,0 +1,154 @@
+"""Matched prompts: every leaf of our tasks renders exactly what lm-eval's own task renders.
+
+For each benchmark with an lm-eval built-in (suites.py ``builtin``), every leaf task of ours is
+compared with the built-in leaf named in its ``metadata.builtin``, both reading the same mirror
+documents, with the paper's shot count and lm-eval's few-shot seed: all request arguments (context,
+continuation or generation settings) of the first two documents must be equal. Where our task file
+declares a deviation, the config ``fields`` it names are copied from our task into the built-in
+first, so the test proves that those fields, and nothing else, make the difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evo_eval.data_prompts import prompt_hash, rendered_requests
+from evo_eval.suites import BENCHMARKS, resolve
+
+BUILTIN_DIRS = ("mmlu/default", "mmlu/generative", "mmlu_pro", "bbh/cot_fewshot", "arc", "hellaswag", "truthfulqa",
+                "winogrande", "piqa", "gsm8k", "minerva_math", "gpqa/n_shot", "gpqa/generative", "humaneval",
+                "humaneval_infilling", "mbpp", "cmmlu", "ceval")
+CASES = sorted({(stage, b.key) for b in BENCHMARKS for stage, name in b.builtin.items()
+                if name and b.key != "gpqa"},
+               key=lambda case: [(b.key, s) for b in BENCHMARKS for s in ("base", "instruct")].index(case[::-1]))
+
+
+class _NoCodeEval:
+    """Stands in for the hub's code_eval metric, which lm-eval's code task modules load at import;
+    rendering prompts never calls it."""
+
+    def compute(self, **_):
+        return [{"pass@1": 0.0}], {}
+
+
+@pytest.fixture(scope="module")
+def builtin_index():
+    import evaluate
+    import lm_eval
+    from lm_eval.tasks._index import TaskIndex
+
+    root = Path(lm_eval.__file__).parent / "tasks"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate, "load", lambda *args, **kwargs: _NoCodeEval())
+        yield TaskIndex.build([root / d for d in BUILTIN_DIRS])
+
+
+def _raw(path: str) -> dict:
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(Path(path), resolve_func=True, recursive=True)
+
+
+def builtin_twin(ours, builtin_index, mirror: Path):
+    """lm-eval's built-in leaf for one of our leaves, reading our mirror, with our declared deviations."""
+    from lm_eval.api.task import ConfigurableTask
+
+    from evo_eval.data_source import load
+
+    meta = ours.config.metadata
+    mine = _raw(meta["config_source"])
+    cfg = _raw(builtin_index[meta["builtin"]].yaml_path)
+    for key in ("tag", "group", "task_list"):
+        cfg.pop(key, None)
+    cfg.update(custom_dataset=load, dataset_kwargs=mine["dataset_kwargs"],
+               metadata={**cfg.get("metadata", {}), "data_dir": str(mirror)})
+    for deviation in meta["deviations"]:
+        assert deviation["reason"].strip(), f"{ours.config.task}: deviation without a reason"
+        for field in deviation["fields"]:
+            if field in mine:
+                cfg[field] = mine[field]
+            else:
+                cfg.pop(field, None)
+    return ConfigurableTask(config=cfg)
+
+
+def _leaves(task_manager, stage: str, key: str):
+    (entry,) = resolve("all", stage, tasks=[key])
+    return entry, task_manager.load([entry.task])["tasks"]
+
+
+# Benchmarks the paper runs 0-shot but whose few-shot source we changed: exercised with shots too.
+EXTRA_SHOTS = [("base", "hellaswag", 2), ("base", "piqa", 3), ("base", "truthfulqa", 1),
+               ("instruct", "arc_challenge", 2), ("instruct", "mmlu", 1)]
+
+
+def _assert_parity(task_manager, builtin_index, mirror, stage, key, shots=None):
+    entry, leaves = _leaves(task_manager, stage, key)
+    shots = entry.shots if shots is None else shots
+    assert leaves, entry.task
+    for name, ours in leaves.items():
+        theirs = builtin_twin(ours, builtin_index, mirror)
+        mine, reference = rendered_requests(ours, 2, shots), rendered_requests(theirs, 2, shots)
+        assert sorted(mine) == [0, 1], name
+        assert mine == reference, f"{name} ({shots}-shot) differs from {ours.config.metadata['builtin']}"
+
+
+@pytest.mark.parametrize("stage, key", CASES, ids=[f"{s}-{k}" for s, k in CASES])
+def test_every_leaf_renders_lm_evals_prompt(stage, key, task_manager, builtin_index, mirror):
+    _assert_parity(task_manager, builtin_index, mirror, stage, key)
+
+
+@pytest.mark.parametrize("stage, key, shots", EXTRA_SHOTS, ids=[f"{s}-{k}-{n}" for s, k, n in EXTRA_SHOTS])
+def test_changed_shot_sources_render_lm_evals_prompt(stage, key, shots, task_manager, builtin_index, mirror):
+    _assert_parity(task_manager, builtin_index, mirror, stage, key, shots)
+
+
+def test_mbpp_three_shots_equal_lm_evals_own_exemplars(task_manager, builtin_index, mirror):
+    """Without any override: our prompt-split order puts lm-eval's three exemplars first."""
+    from lm_eval.api.task import ConfigurableTask
+
+    from evo_eval.data_source import load
+
+    _, leaves = _leaves(task_manager, "base", "mbpp")
+    cfg = _raw(builtin_index["mbpp"].yaml_path)
+    cfg.update(custom_dataset=load, dataset_kwargs={"benchmark": "mbpp", "config": "full"},
+               metadata={"data_dir": str(mirror)})
+    ours = rendered_requests(leaves["evo_mbpp"], 2, 3)
+    assert ours == rendered_requests(ConfigurableTask(config=cfg), 2, 3)
+    four = rendered_requests(leaves["evo_mbpp"], 1, 4)[0][0][0]
+    assert four.count("[BEGIN]") == 5 and "Write a function to find the minimum cost path" in four
+
+
+def test_fim_shots_come_from_other_problems(task_manager):
+    _, leaves = _leaves(task_manager, "base", "humaneval_fim")
+    task = leaves["evo_humaneval_fim"]
+    requests = rendered_requests(task, 8, 2)
+    docs = list(task.eval_docs)
+    for doc_id, ((context, _),) in requests.items():
+        # the evaluated problem's own signature appears once: in the evaluated prompt, never in a shot
+        signature = docs[doc_id]["prompt"].split("\ndef ")[-1].split("(")[0]
+        assert context.count(f"def {signature}(") == 1, doc_id
+        assert context.endswith(docs[doc_id]["suffix"] + "\n\n" + docs[doc_id]["prompt"])
+
+
+def test_generative_hellaswag_prompt(task_manager):
+    _, leaves = _leaves(task_manager, "instruct", "hellaswag")
+    task = leaves["evo_hellaswag_gen"]
+    assert [d["what"] for d in task.config.metadata["deviations"]] == ["no_builtin"]
+    ((context, gen_kwargs),) = rendered_requests(task, 1, 0)[0]
+    assert context == (
+        "The following are unfinished descriptions of everyday activities, each with four possible endings. "
+        "Choose the most plausible ending.\n\n"
+        "Roof shingle removal: A man is sitting on a roof. he\n"
+        "A. is using wrap to wrap a pair of skis.\nB. is ripping level tiles off.\n"
+        "C. is holding a rubik's cube.\nD. starts pulling up roofing on a roof.\nAnswer:")
+    assert gen_kwargs["until"] == ["</s>", "\n"]
+    assert task.doc_to_target(task.eval_docs[0]) == "D"
+
+
+def test_prompt_hash():
+    assert prompt_hash("Question: 1+1?\nAnswer:") == prompt_hash("Question: 1+1?\nAnswer:")
+    assert prompt_hash("a") == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+    assert prompt_hash("Answer:") != prompt_hash("Answer: ")
