@@ -126,6 +126,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
 
         settings = self.card.decoding_for(None) if self.card else {}
         settings.update(overrides)
+        self._overrides = dict(overrides)  # model_args win over the card's per-benchmark settings too
         self.sampler_config, self.scorer_config = self._split_settings(settings)
         self.sampler = self.sampler_cls()
         self.scorer = self.scorer_cls()
@@ -178,6 +179,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         if self.card and self.benchmark:
             values.update(self.card.decoding_for(self.benchmark))
             values.pop("sampler", None)
+            values.update({k: v for k, v in self._overrides.items() if k in values})
         known = set(values)
         values["max_new_tokens"] = int(gen_kwargs.get("max_gen_toks", values.get("max_new_tokens", self._max_gen_toks)))
         for key in ("temperature", "top_p", "top_k"):
