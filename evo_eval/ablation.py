@@ -1,0 +1,158 @@
+"""The paper's Figure 3 ablation (arXiv 2603.06617 §3.4) as an evaluation suite, and its table.
+
+Figure 3 compares progression-time variants by perplexity ("on validation set") and task accuracy
+("average task accuracy (MMLU and GSM8K)"). The paper's variants are separately trained models; a
+harness can vary what happens at inference, so each variant here is a set of decoding overrides on
+one checkpoint (``evo-eval run --checkpoint`` may name a differently trained one per variant):
+
+==========================  ==================================================================
+variant (Figure 3)          overrides
+==========================  ==================================================================
+w/o Time Conditioning       schedule ``none`` and the ELBO without the time embedding
+Fixed t=0 (AR-only)         schedule ``fixed:0``: every token committed from its sketch
+Fixed t=1 (Diff-only)       schedule ``fixed:1``: every token refined K_max steps from noise
+Fixed t=0.5 (Uniform)       schedule ``fixed:0.5``
+Heuristic t (entropy)       schedule ``entropy``: times from the sketch distribution's entropy
+Evo (full)                  schedule ``learned`` (the card's default)
+==========================  ==================================================================
+
+Results of a variant live beside the card's own: ``results/<stage>/<model>@<slug>/<benchmark>.json``
+(``variant_dir``), for the benchmarks ``mmlu``, ``gsm8k`` and ``ppl`` (the lm-eval task
+``evo_ppl`` in ``tasks/evo_ppl/``: rolling log-likelihood of HellaSwag validation passages, context
+plus gold ending, through the same data source as every task, mirror or hub; the paper's own
+validation set is not public, so its PPL and ours share only their ordering, not their units).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import ResultsError
+from .paths import paper_dir
+
+FIGURE = "3"
+PPL_BENCHMARK = "ppl"
+PPL_TASK = "evo_ppl"
+PPL_METRIC = "word_perplexity,none"
+ACCURACY_BENCHMARKS = ("mmlu", "gsm8k")
+
+# (Figure 3 label, results slug, decoding/likelihood overrides)
+_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("w/o Time Conditioning", "no-time", {"schedule": "none", "time_conditioning": False}),
+    ("Fixed t=0 (AR-only)", "fixed-0", {"schedule": "fixed:0"}),
+    ("Fixed t=1 (Diff-only)", "fixed-1", {"schedule": "fixed:1"}),
+    ("Fixed t=0.5 (Uniform)", "fixed-0.5", {"schedule": "fixed:0.5"}),
+    ("Heuristic t (entropy)", "entropy", {"schedule": "entropy"}),
+    ("Evo (full)", "full", {"schedule": "learned"}),
+)
+
+
+def ablation_variants() -> list[dict[str, Any]]:
+    """The Figure 3 variants in the paper's order: name, results slug and the overrides that make it.
+
+    ``overrides`` are adapter settings (``model_args``): ``schedule`` goes to the sampler,
+    ``time_conditioning`` to the likelihood estimator.
+    """
+    return [{"variant": name, "slug": slug, "overrides": dict(overrides), "schedule": overrides["schedule"]}
+            for name, slug, overrides in _VARIANTS]
+
+
+def variant_model(model: str, slug: str) -> str:
+    """The model name a variant's results are filed under."""
+    return f"{model}@{slug}"
+
+
+def variant_dir(results_dir: Path, stage: str, model: str, slug: str) -> Path:
+    return Path(results_dir) / stage / variant_model(model, slug)
+
+
+def paper_ablation(figure: str = FIGURE) -> dict[str, dict[str, float]]:
+    """{variant: {"ppl": x, "task_acc": y}} from baselines/paper/ablations.csv."""
+    path = paper_dir() / "ablations.csv"
+    if not path.is_file():
+        raise ResultsError(f"the paper's ablation table {path} is missing", "restore baselines/paper/")
+    with path.open(encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["figure"] == figure]
+    return {r["variant"]: {"ppl": float(r["ppl"]), "task_acc": float(r["task_acc"])} for r in rows}
+
+
+def _stored(directory: Path, benchmark: str):
+    from .store import read_result
+
+    path = directory / f"{benchmark}.json"
+    return read_result(path) if path.is_file() else None
+
+
+def _metric(stored, metric: str) -> float | None:
+    """The results file's headline score, or a named metric from lm-eval's results block."""
+    if stored is None:
+        return None
+    if stored.data.get("metric") == metric and stored.score is not None:
+        return float(stored.score)
+    for block in stored.data.get("lm_eval", {}).get("results", {}).values():
+        value = block.get(metric)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def figure3_table(results_dir: Path, model: str, stage: str = "base") -> list[dict[str, Any]]:
+    """One row per Figure 3 variant: measured PPL and task accuracy beside the paper's numbers.
+
+    Task accuracy is the mean of MMLU and GSM8K in percent, as the figure reports it; a variant
+    missing either is left without one (never averaged over what exists). ``missing`` names the
+    benchmarks without a results file.
+    """
+    paper = paper_ablation()
+    rows = []
+    for spec in ablation_variants():
+        directory = variant_dir(results_dir, stage, model, spec["slug"])
+        stored = {b: _stored(directory, b) for b in (PPL_BENCHMARK, *ACCURACY_BENCHMARKS)}
+        accs = {b: (s.score * 100 if s is not None and s.score is not None else None)
+                for b, s in stored.items() if b in ACCURACY_BENCHMARKS}
+        task_acc = sum(accs.values()) / len(accs) if all(v is not None for v in accs.values()) else None
+        reported = paper.get(spec["variant"], {})
+        rows.append({
+            "variant": spec["variant"], "schedule": spec["schedule"], "model": variant_model(model, spec["slug"]),
+            "ppl": _metric(stored[PPL_BENCHMARK], PPL_METRIC), "task_acc": task_acc,
+            **{f"{b}_acc": accs[b] for b in ACCURACY_BENCHMARKS},
+            "paper_ppl": reported.get("ppl"), "paper_task_acc": reported.get("task_acc"),
+            "missing": [b for b, s in stored.items() if s is None],
+        })
+    return rows
+
+
+def render_markdown(rows: list[dict[str, Any]]) -> str:
+    """The table in the figure's layout, measured | paper per column; em dash where nothing was run."""
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    lines = ["| Ablation Variant | PPL ↓ | paper | Task Acc ↑ | paper |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {fmt(r['ppl'])} | {fmt(r['paper_ppl'])} | {fmt(r['task_acc'])} | "
+                     f"{fmt(r['paper_task_acc'])} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the perplexity task's document (tasks/evo_ppl/evo_ppl.yaml) -------------------------------------
+
+
+def ppl_document(doc: dict[str, Any]) -> str:
+    """A HellaSwag validation item as running text: the cleaned context and its gold ending."""
+    from lm_eval.tasks.hellaswag.utils import preprocess
+
+    context = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+    return preprocess(context.strip()) + " " + preprocess(doc["endings"][int(doc["label"])])
+
+
+def ppl_results(doc: dict[str, Any], results: list[float]) -> dict[str, tuple[float, int]]:
+    """lm-eval's perplexity bookkeeping (as its wikitext task): words and bytes of the scored text."""
+    (loglikelihood,) = results
+    text = ppl_document(doc)
+    words = len(re.split(r"\s+", text.strip()))
+    size = len(text.encode("utf-8"))
+    return {"word_perplexity": (loglikelihood, words), "byte_perplexity": (loglikelihood, size),
+            "bits_per_byte": (loglikelihood, size)}
