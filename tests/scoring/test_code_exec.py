@@ -45,6 +45,9 @@ EXPECTED = {
     "delete_outside": ({"failed"}, REFUSED),
     "write_outside": ({"failed"}, REFUSED),
     "read_home": ({"failed"}, REFUSED),
+    "symlink_escape": ({"failed"}, REFUSED),
+    "hardlink_escape": ({"failed"}, REFUSED + r"|Invalid cross-device link"),
+    "proc_escape": ({"failed"}, REFUSED),
     "open_socket": ({"failed"}, REFUSED + r"|Network is unreachable"),
     "kill_parent": ({"failed"}, REFUSED),
     "exit_before_asserts": ({"failed"}, r"SystemExit: 0"),
@@ -231,7 +234,8 @@ def test_batch_goes_on_and_host_is_unchanged(hostile_batch):
     results, host = hostile_batch["results"], hostile_batch["host"]
     assert results["first"].passed and results["last"].passed  # the harness survived, and kept going
     assert hostile_batch["after"] == hostile_batch["before"]  # canary, outside tree, home listing
-    assert host.secret_text not in results["read_home"].output
+    for name in ("read_home", "symlink_escape", "hardlink_escape", "proc_escape"):
+        assert host.secret_text not in results[name].output, name
     assert host.nobody_called(), "a sandboxed program reached the host's listener"
     assert hostile_batch["leftovers"] == [], "sandboxed processes outlived their batch"
     assert list(host.work.iterdir()) == [], "a working directory was left behind"
