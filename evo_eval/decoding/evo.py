@@ -152,7 +152,7 @@ class EvoSampler(Sampler):
             clean, clean_start, done = tokens, start, done + n
             if done < total and self._finished(torch.cat(pieces), config, stop):
                 break
-        counts.record(stats, schedule, config)
+        counts.record(stats, schedule, config, model.kv_bytes_per_position())
         return torch.cat(pieces)
 
     def _block(self, model, cache, clean, clean_start: int, start: int, n: int, schedule: Schedule,
@@ -161,7 +161,7 @@ class EvoSampler(Sampler):
         eps = torch.randn(n, model.config.hidden_size, device=device, generator=generator)
         ones = torch.ones(n, device=device)
         sketch = model.encode_step(cache, clean, clean_start, eps, ones, start, schedule.time_conditioning)
-        counts.forward(int(clean.numel()) + n)
+        counts.forward(int(clean.numel()) + n, keys=start + n)
         drafted = nucleus_sample(sketch.logits, config.temperature, config.top_p, generator)
         t = progression_times(schedule, model, sketch.hidden, sketch.logits)
         z = noised(model.clean_latents(drafted), eps, t)
@@ -196,7 +196,7 @@ class EvoSampler(Sampler):
             z0_hat = model.expected_latent(out.logits[:live])
             zp[:live] = ddim_step(zp[:live], tp[:live], dt[:live], z0_hat)
             tp[:live] = (tp[:live] - dt[:live]).clamp(min=0.0)
-            counts.forward(rows, refine=True)
+            counts.forward(rows, keys=valid, refine=True)
         z = z.clone()
         z[order] = zp
         return z
@@ -212,15 +212,16 @@ class _Counts:
     """Work done by one request, reported through DecodeStats."""
 
     def __init__(self):
-        self.nfe = self.rows = self.refine_nfe = self.blocks = 0
+        self.nfe = self.rows = self.refine_nfe = self.blocks = self.keys = 0
         self.updates = 0
         self.t_sum = 0.0
         self.tokens = 0
         self._t: list[torch.Tensor] = []
 
-    def forward(self, rows: int, refine: bool = False) -> None:
+    def forward(self, rows: int, keys: int, refine: bool = False) -> None:
         self.nfe += 1
         self.rows += rows
+        self.keys += keys
         self.refine_nfe += int(refine)
 
     def times(self, t: torch.Tensor, k_host: list[int]) -> None:
@@ -229,7 +230,7 @@ class _Counts:
         self.tokens += len(k_host)
         self._t.append(t.detach().float())
 
-    def record(self, stats: DecodeStats, schedule: Schedule, config: EvoSamplerConfig) -> None:
+    def record(self, stats: DecodeStats, schedule: Schedule, config: EvoSamplerConfig, kv_bytes: int) -> None:
         stats.nfe = self.nfe
         stats.active_token_steps = self.rows
         mean_t = float(torch.cat(self._t).mean()) if self._t else 0.0  # read once, after decoding
@@ -237,4 +238,5 @@ class _Counts:
             schedule=schedule.name, k_max=int(config.k_max), block_length=int(config.block_length),
             decode=config.decode, blocks=self.blocks, refine_nfe=self.refine_nfe, token_updates=self.updates,
             mean_t=mean_t, mean_k=self.updates / self.tokens if self.tokens else 0.0,
+            kv_bytes_read=self.keys * kv_bytes,  # cached keys/values every forward attends over
         )

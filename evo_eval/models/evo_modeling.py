@@ -276,15 +276,23 @@ class EvoForLatentFlow(EvoPreTrainedModel):
         return (probs @ self.embedding).float() * self.kappa
 
     def decode_latents(self, z: torch.Tensor, mode: str = "projection") -> torch.Tensor:
-        """Token ids of final latents: linear projection onto the tied table, or its nearest row."""
-        table = self.embedding.float()
-        scores = z.float() @ table.T
+        """Token ids of final latents: linear projection onto the tied table, or its nearest row.
+
+        Scores are computed in the table's dtype (no float32 copy of a 64K x d table per block).
+        """
+        table = self.embedding
+        scores = (z.to(table.dtype) @ table.T).float()
         if mode == "nearest":
             # argmin |z - kappa e_v|² = argmax z·e_v - kappa |e_v|² / 2
-            scores = scores - 0.5 * self.kappa * table.pow(2).sum(-1)
+            scores = scores - 0.5 * self.kappa * torch.linalg.vector_norm(table, dim=-1, dtype=torch.float32) ** 2
         elif mode != "projection":
             raise ValueError(f"unknown latent decoding '{mode}'; choose projection or nearest")
         return scores.argmax(-1)
+
+    def kv_bytes_per_position(self) -> int:
+        """Bytes of keys and values one cached position holds across all layers."""
+        c = self.config
+        return 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * self.embedding.element_size()
 
     def _layers(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
                 cache: EvoCache | None = None, slots: torch.Tensor | None = None,

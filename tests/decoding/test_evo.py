@@ -90,6 +90,8 @@ def test_nfe_and_active_token_steps_follow_a_fixed_schedule(model, schedule, k):
     assert out.stats.active_token_steps == sum(p + n for p, n in zip(previous, blocks)) + k * sum(blocks)
     assert out.stats.extra["token_updates"] == k * 20 and out.stats.extra["schedule"] == schedule
     assert out.stats.extra["refine_nfe"] == len(blocks) * k
+    ends = [PROMPT.numel() + 8, PROMPT.numel() + 16, PROMPT.numel() + 20]  # keys each forward of a block reads
+    assert out.stats.extra["kv_bytes_read"] == (1 + k) * sum(ends) * model.kv_bytes_per_position()
 
 
 def test_fixed_0_does_the_least_work_and_fixed_1_the_most(model):
