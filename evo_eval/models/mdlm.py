@@ -27,7 +27,7 @@ ARCHITECTURE = "MDLM"
 
 # A scaled-down shape of the same architecture (keys as in the cards) for CPU tests and runs.
 TINY_SHAPE: dict[str, Any] = dict(architecture=ARCHITECTURE, n_layers=2, d_model=64, n_heads=4, d_ff=256,
-                                  cond_dim=32, vocab_size=512, max_seq_len=1024)
+                                  cond_dim=32, vocab_size=512, max_seq_len=4096)
 
 
 class MDLMConfig(PretrainedConfig):

@@ -36,7 +36,7 @@ def test_registered_and_sized_to_whole_blocks(lm):
 
     assert get_model("bd3lm") is BD3LMAdapter
     assert isinstance(lm.model, bd3lm.BD3LM) and lm.model.block_size == 4  # the checkpoint's, not the card's 16
-    assert lm.max_length == 1024 - 4 + 1  # prompt + max_gen_toks rounded up to blocks stays in context
+    assert lm.max_length == 4096 - 4 + 1  # prompt + max_gen_toks rounded up to blocks stays in context
     settings = lm.decoding_settings()
     assert settings["sampler"] == "bd3lm" and settings["likelihood"] == "bd3lm_nelbo"
     assert settings["sampler_config"]["first_hitting"] and settings["sampler_config"]["nucleus_p"] == 0.9

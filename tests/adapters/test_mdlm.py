@@ -48,7 +48,7 @@ def test_registered_with_lm_eval_beside_its_own_backends():
 
 
 def test_loads_the_checkpoint_and_routes_settings(lm):
-    assert isinstance(lm.model, mdlm.MDLM) and lm.max_length == 1024
+    assert isinstance(lm.model, mdlm.MDLM) and lm.max_length == 4096
     assert lm.model.mask_token_id == lm.tokenizer.mask_token_id  # the checkpoint tokenizer's [MASK]
     settings = lm.decoding_settings()
     assert settings["sampler"] == "mdlm" and settings["likelihood"] == "mdlm_nelbo"

@@ -105,7 +105,7 @@ def test_block_shape_needs_a_block_size_that_divides_the_context():
     with pytest.raises(UserError, match="lacks block_size"):
         bd3lm.random_model({k: v for k, v in bd3lm.TINY_SHAPE.items() if k != "block_size"},
                            dtype=torch.float32, device="meta")
-    with pytest.raises(UserError, match="block_size 5 does not divide max_seq_len 1024"):
+    with pytest.raises(UserError, match="block_size 5 does not divide max_seq_len 4096"):
         bd3lm.random_model(dict(bd3lm.TINY_SHAPE, block_size=5), dtype=torch.float32, device="meta")
 
 
