@@ -125,17 +125,22 @@ class EvoAttention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: tuple[torch.Tensor, torch.Tensor] | None, slots: torch.Tensor | None,
                 valid: int | None) -> torch.Tensor:
+        """With ``slots``, write this pass's keys/values into ``cache`` and attend to its first ``valid``
+        slots; without, ``cache`` is a read-only prefix the rows attend to before their own keys."""
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        if cache is not None:
+        if cache is not None and slots is not None:
             ck, cv = cache
             ck.index_copy_(2, slots, k.to(ck.dtype))
             cv.index_copy_(2, slots, v.to(cv.dtype))
             k, v = ck[:, :, :valid], cv[:, :, :valid]
+        elif cache is not None:
+            pk, pv = (c[:, :, :valid].expand(b, -1, -1, -1) for c in cache)
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -332,26 +337,39 @@ class EvoForLatentFlow(EvoPreTrainedModel):
 
     def latent_forward(self, clean_ids: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
                        latent_positions: torch.Tensor, block_start: torch.Tensor,
-                       time_conditioning: bool = True) -> tuple[torch.Tensor, LatentOutput]:
+                       time_conditioning: bool = True, prefix: EvoCache | None = None
+                       ) -> tuple[torch.Tensor, LatentOutput]:
         """One pass over [clean tokens ; latents]: (AR logits of the clean stream, latent readout).
 
-        ``clean_ids`` (b, nc) sit at positions 0..nc-1 and attend causally. Latent j (``z[:, j]`` at
-        ``t[:, j]``) sits at ``latent_positions[j]`` and attends to clean positions before
-        ``block_start[j]`` and to every latent with the same block start.
+        ``clean_ids`` (b, nc) sit at positions p..p+nc-1 and attend causally, where p is the length of
+        ``prefix`` (clean tokens already encoded by ``encode_prefix``, shared by every row; 0 without
+        one). Latent j (``z[:, j]`` at ``t[:, j]``) sits at ``latent_positions[j]`` and attends to clean
+        positions before ``block_start[j]`` and to every latent with the same block start.
         """
         b, nc = clean_ids.shape
         nz = z.shape[1]
         device = clean_ids.device
-        clean_pos = torch.arange(nc, device=device)
+        p = prefix.capacity if prefix is not None else 0
+        clean_pos = torch.arange(p, p + nc, device=device)
         x = torch.cat([self.model.embed_tokens(clean_ids), self.latent_inputs(z, t, time_conditioning)], dim=1)
         positions = torch.cat([clean_pos, latent_positions])
-        mask = torch.zeros(nc + nz, nc + nz, dtype=torch.bool, device=device)
-        mask[:nc, :nc] = clean_pos[:, None] >= clean_pos[None, :]
-        mask[nc:, :nc] = clean_pos[None, :] < block_start[:, None]
-        mask[nc:, nc:] = block_start[:, None] == block_start[None, :]
-        h = self._layers(x, positions, mask)
+        mask = torch.zeros(nc + nz, p + nc + nz, dtype=torch.bool, device=device)
+        mask[:, :p] = True  # the prefix precedes every row, and every block starts after it
+        mask[:nc, p:p + nc] = clean_pos[:, None] >= clean_pos[None, :]
+        mask[nc:, p:p + nc] = clean_pos[None, :] < block_start[:, None]
+        mask[nc:, p + nc:] = block_start[:, None] == block_start[None, :]
+        h = self._layers(x, positions, mask, prefix, None, p)
         ar = self.readout(h[:, :nc]).logits
         return ar, self.readout(h[:, nc:])
+
+    def encode_prefix(self, clean_ids: torch.Tensor) -> EvoCache:
+        """Keys/values of clean tokens (1-D) under causal attention, for ``latent_forward(prefix=)``."""
+        n = clean_ids.shape[0]
+        cache = self.new_cache(n)
+        positions = torch.arange(n, device=clean_ids.device)
+        mask = positions[:, None] >= positions[None, :]
+        self._layers(self.model.embed_tokens(clean_ids)[None], positions, mask, cache, positions, n)
+        return cache
 
     # ---- cached inference primitives (the sampler's) -------------------------------------------------
 

@@ -14,8 +14,9 @@ the forward noising process):
 with ``lambda = log SNR(t) = log cot²(pi t / 2)``. The diffusion integral is estimated by Monte Carlo
 over ``mc_num`` noise levels, stratified uniformly in lambda (one level per stratum, the strata
 shared by all blocks of a request), the reconstruction term by one draw at ``t_min``; noise comes
-from the ``generator`` the adapter seeds per request, so a score is reproducible. Cost: ``mc_num + 1``
-evaluations over ``context + 2·continuation`` positions, ``batch`` levels per forward.
+from the ``generator`` the adapter seeds per request, so a score is reproducible. Cost: one causal
+pass over the context (its keys/values shared by every level), then ``ceil((mc_num + 1)/batch)``
+passes of ``batch`` rows over ``2·continuation`` positions.
 ``is_greedy``: the readout at ``t_min`` puts its argmax on every continuation token.
 
 ``estimator = "ar"``: Evo's exact AR limit, every latent at ``t = 0`` so the continuation is read
@@ -84,9 +85,10 @@ class EvoScorer(Scorer):
         mc, batch = max(1, int(config.mc_num)), max(1, int(config.batch))
         device = cont.device
         n, p = cont.numel(), ctx.numel()
-        clean = torch.cat([ctx, cont])
         z0 = model.clean_latents(cont)  # (n, d) float32
         starts = block_starts(p, n, int(config.block_length), device)
+        # The context is encoded once; every noise level's rows attend to its cached keys/values.
+        prefix = model.encode_prefix(ctx) if p else None
         positions = torch.arange(p, p + n, device=device)
 
         lam_hi = float(log_snr(torch.tensor(config.t_min)))
@@ -100,8 +102,8 @@ class EvoScorer(Scorer):
         for chunk in times.split(batch):
             eps = torch.randn(chunk.numel(), n, z0.shape[-1], device=device, generator=generator)
             t = chunk[:, None].expand(-1, n)
-            _, out = model.latent_forward(clean.expand(chunk.numel(), -1), noised(z0, eps, t), t, positions,
-                                          starts, config.time_conditioning)
+            _, out = model.latent_forward(cont.expand(chunk.numel(), -1), noised(z0, eps, t), t, positions,
+                                          starts, config.time_conditioning, prefix=prefix)
             z0_hat = model.expected_latent(out.logits)
             errors.append((z0_hat - z0).pow(2).sum(dim=(-1, -2)))
             recon_logits = out.logits[-1]
@@ -113,7 +115,8 @@ class EvoScorer(Scorer):
         total = diffusion.mean() + recon + _prior_kl(z0, config.t_max)
         stderr = float(diffusion.std() / math.sqrt(mc)) if mc > 1 else None
         greedy = bool((logp.argmax(-1) == cont).all())
-        return ScoreOutput(-float(total), greedy, self.method, nfe=math.ceil((mc + 1) / batch), stderr=stderr)
+        nfe = math.ceil((mc + 1) / batch) + (1 if p else 0)
+        return ScoreOutput(-float(total), greedy, self.method, nfe=nfe, stderr=stderr)
 
 
 def _prior_kl(z0: torch.Tensor, t_max: float) -> torch.Tensor:

@@ -57,7 +57,7 @@ def test_loglikelihood_through_the_elbo_and_the_ar_limit(adapter, tiny_evo_dir):
     elbo = adapter.loglikelihood(requests)
     assert len(elbo) == 2 and all(isinstance(v, float) and v < 0 for v, _ in elbo)
     assert elbo == adapter.loglikelihood(requests)  # seeded per request
-    assert {r.method for r in adapter.records[-2:]} == {"evo_elbo"} and adapter.records[-1].nfe == 1
+    assert {r.method for r in adapter.records[-2:]} == {"evo_elbo"} and adapter.records[-1].nfe == 1 + 1
     exact = EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card(), device="cpu", estimator="ar")
     context, continuation = exact._encode_pair("The quick brown", " fox")
     logprob, _ = exact.loglikelihood(requests[:1])[0]

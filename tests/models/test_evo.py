@@ -130,3 +130,19 @@ def test_the_xl_shape_is_the_derived_one():
     with torch.device("meta"):
         model = EvoForLatentFlow(EvoConfig.from_shape(shape))
     assert sum(p.numel() for p in model.parameters()) == parameter_count(shape)
+
+
+def test_a_shared_prefix_cache_gives_the_same_latent_readout_as_the_full_pass():
+    """The ELBO encodes the context once and lets every noise level attend to it: same numbers."""
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=9)
+    context, continuation = torch.tensor([0, 33, 71, 5, 400, 21]), torch.tensor([8, 90, 12, 7, 66])
+    p, n = context.numel(), continuation.numel()
+    gen = torch.Generator().manual_seed(0)
+    z, t = torch.randn(3, n, model.config.hidden_size, generator=gen), torch.rand(3, n, generator=gen)
+    positions, starts = torch.arange(p, p + n), torch.tensor([p, p, p, p + 3, p + 3])
+    with torch.no_grad():
+        full_ar, full = model.latent_forward(torch.cat([context, continuation]).expand(3, -1), z, t, positions, starts)
+        part_ar, part = model.latent_forward(continuation.expand(3, -1), z, t, positions, starts,
+                                             prefix=model.encode_prefix(context))
+    assert torch.allclose(part.logits, full.logits, atol=1e-5)
+    assert torch.allclose(part_ar, full_ar[:, p:], atol=1e-5)

@@ -40,7 +40,10 @@ class ShrinkingDenoiser:
         self.z0 = self.table[ids]
         return self.z0
 
-    def latent_forward(self, clean, z, t, positions, starts, time_conditioning=True):
+    def encode_prefix(self, ids):
+        return None
+
+    def latent_forward(self, clean, z, t, positions, starts, time_conditioning=True, prefix=None):
         logits = self.logits.expand(z.shape[0], z.shape[1], -1)
         return None, SimpleNamespace(logits=logits)
 
@@ -101,7 +104,7 @@ def test_elbo_is_seeded_costs_what_it_says_and_reports_its_error(model):
     score = lambda seed: EvoScorer().score(model, CONTEXT, CONTINUATION, config,  # noqa: E731
                                            generator=make_generator(seed))
     a, b, c = score(1), score(1), score(2)
-    assert a.method == "evo_elbo" and a.nfe == 2 and a.stderr > 0
+    assert a.method == "evo_elbo" and a.nfe == 1 + 2 and a.stderr > 0  # the context once, 7 levels by 4
     assert a.logprob == b.logprob and a.logprob != c.logprob
     assert a.logprob < 0
     with pytest.raises(ValueError, match="unknown Evo likelihood estimator"):
