@@ -84,6 +84,10 @@ def ddim_step(z: torch.Tensor, t: torch.Tensor, dt: torch.Tensor, z0_hat: torch.
     return signal(t1) * z0_hat + noise(t1) * eps_hat
 
 
+# A mask value meaning "causal over the rows themselves" (queries and keys are the same positions).
+CAUSAL = "causal"
+
+
 # ---- rotary positions (tables computed on demand: no buffers, so meta-device builds stay exact) -----
 
 
@@ -122,7 +126,7 @@ class EvoAttention(nn.Module):
         self.v_proj = nn.Linear(d, self.n_kv * hd, bias=False)
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | str | None,
                 cache: tuple[torch.Tensor, torch.Tensor] | None, slots: torch.Tensor | None,
                 valid: int | None) -> torch.Tensor:
         """With ``slots``, write this pass's keys/values into ``cache`` and attend to its first ``valid``
@@ -141,7 +145,10 @@ class EvoAttention(nn.Module):
         elif cache is not None:
             pk, pv = (c[:, :, :valid].expand(b, -1, -1, -1) for c in cache)
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
+        if isinstance(mask, str):  # CAUSAL over exactly these rows: the fused kernels' causal path, no mask
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -299,7 +306,7 @@ class EvoForLatentFlow(EvoPreTrainedModel):
         c = self.config
         return 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * self.embedding.element_size()
 
-    def _layers(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+    def _layers(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | str | None,
                 cache: EvoCache | None = None, slots: torch.Tensor | None = None,
                 valid: int | None = None) -> torch.Tensor:
         cos, sin = self.rotary(positions, x.dtype)
@@ -312,10 +319,8 @@ class EvoForLatentFlow(EvoPreTrainedModel):
     def ar_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits (batch, n, vocab) of clean tokens under causal attention."""
         ids = input_ids if input_ids.dim() == 2 else input_ids[None]
-        n = ids.shape[1]
-        positions = torch.arange(n, device=ids.device)
-        mask = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
-        h = self._layers(self.model.embed_tokens(ids), positions, mask)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        h = self._layers(self.model.embed_tokens(ids), positions, CAUSAL)
         return self.readout(h).logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -367,8 +372,7 @@ class EvoForLatentFlow(EvoPreTrainedModel):
         n = clean_ids.shape[0]
         cache = self.new_cache(n)
         positions = torch.arange(n, device=clean_ids.device)
-        mask = positions[:, None] >= positions[None, :]
-        self._layers(self.model.embed_tokens(clean_ids)[None], positions, mask, cache, positions, n)
+        self._layers(self.model.embed_tokens(clean_ids)[None], positions, CAUSAL, cache, positions, n)
         return cache
 
     # ---- cached inference primitives (the sampler's) -------------------------------------------------
