@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -237,8 +237,12 @@ class EvoPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
 
 
-class EvoForLatentFlow(EvoPreTrainedModel):
-    """Evo: latent-flow decoding over a Llama-style backbone; ``forward`` is the AR limit (t = 0)."""
+class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
+    """Evo: latent-flow decoding over a Llama-style backbone; ``forward`` is the AR limit (t = 0).
+
+    ``generate`` (from transformers) therefore decodes the AR limit, recomputing the whole prefix at
+    every step: Evo keeps no transformers cache, its own sampler is ``decoding.evo``.
+    """
 
     def __init__(self, config: EvoConfig):
         super().__init__(config)
@@ -337,6 +341,11 @@ class EvoForLatentFlow(EvoPreTrainedModel):
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, **kwargs) -> dict:
+        # No transformers cache: every step sees the full sequence (generate would otherwise pass only
+        # the tokens it believes are not cached yet).
+        return {"input_ids": input_ids, "attention_mask": kwargs.get("attention_mask")}
 
     # ---- clean stream + latent blocks, no cache (training and likelihood) ---------------------------
 

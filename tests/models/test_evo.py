@@ -101,6 +101,9 @@ def test_init_from_llama_keeps_the_llama_model_as_the_ar_limit(tiny_llama_dir):
     assert evo.lm_head is not None and torch.equal(evo.lm_head.weight, llama.lm_head.weight)
     assert evo.config.latent_scale == pytest.approx(float(1 / table.pow(2).mean().sqrt()))
     assert torch.count_nonzero(evo.time_embed.fc2.weight) == 0  # time starts switched off
+    with torch.no_grad():  # transformers' generate runs the AR limit too (no cache, full recompute)
+        assert torch.equal(evo.generate(ids, max_new_tokens=6, do_sample=False),
+                           llama.generate(ids, max_new_tokens=6, do_sample=False))
     tied = init_from_llama(llama, tie_word_embeddings=True)
     assert tied.lm_head is None and torch.equal(tied.head_weight, table)
 
