@@ -285,9 +285,12 @@ class _Run:
         x0 = gumbel_argmax(logits, config.temperature, self.generator)
         if config.remasking == "low_confidence":
             scores = logits.double()
-            if config.confidence_eos_eot_inf:
+            # An EoT id outside the vocabulary (a tiny stand-in model) cannot be predicted: nothing to suppress.
+            if config.confidence_eos_eot_inf and config.eot_token_id < scores.shape[-1]:
                 scores[:, config.eot_token_id] = float("-inf")
-            confidence = torch.softmax(scores, dim=-1).gather(-1, x0[:, None])[:, 0]
+            # softmax(scores)[x0] without materialising the float64 softmax (a block of 1024 rows
+            # over LLaDA's 126K vocabulary is 1 GB per copy).
+            confidence = (scores.gather(-1, x0[:, None])[:, 0] - torch.logsumexp(scores, dim=-1)).exp()
         else:
             confidence = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=self.generator)
         masked = block == self.mask

@@ -183,6 +183,53 @@ def test_instruct_eos_options(sampler):
     sampler.sample(model, PROMPT, sampler.Config(max_new_tokens=2, gen_length=2, eos_token_id=None, eot_token_id=3,
                                                  confidence_eos_eot_inf=True))
     assert model.calls[1][0][0, 4:].tolist() == [MASK, 11]
+    # An EoT id the vocabulary does not have (a tiny stand-in model) cannot be predicted: nothing to suppress.
+    out = sampler.sample(Toy(tokens, conf), PROMPT, sampler.Config(max_new_tokens=2, gen_length=2, eos_token_id=None,
+                                                                   eot_token_id=10**6, confidence_eos_eot_inf=True))
+    assert out.tokens.tolist() == [3, 11]
+
+
+def _reference_generate(model, prompt, steps, gen_length, block_length, cfg_scale=0.0):
+    """ML-GSAI/LLaDA generate.py at temperature 0, transcribed step by step: full-canvas logits,
+    float64 softmax confidences, -inf right of the block and on decoded tokens, top-k per step."""
+    p = prompt.numel()
+    x = torch.full((1, p + gen_length), MASK_TINY)
+    x[0, :p] = prompt
+    blocks = gen_length // block_length
+    per_block = steps // blocks
+    for b in range(blocks):
+        n = block_length
+        counts = [n // per_block + (1 if j < n % per_block else 0) for j in range(per_block)]
+        for k in counts:
+            masked = x == MASK_TINY
+            logits = model(x).logits
+            if cfg_scale > 0:
+                un = x.clone()
+                un[0, :p] = MASK_TINY
+                un_logits = model(un).logits
+                logits = un_logits + (cfg_scale + 1) * (logits - un_logits)
+            x0 = logits.argmax(-1)
+            x0_p = torch.softmax(logits.double(), -1).gather(-1, x0[..., None])[..., 0]
+            x0_p[:, p + (b + 1) * block_length:] = float("-inf")
+            confidence = torch.where(masked, x0_p, torch.tensor(float("-inf"), dtype=torch.float64))
+            x0 = torch.where(masked, x0, x)
+            chosen = torch.zeros_like(masked)
+            chosen[0, torch.topk(confidence[0], k).indices] = True
+            x[chosen] = x0[chosen]
+    return x[0, p:]
+
+
+MASK_TINY = TINY_SHAPE["mask_token_id"]
+
+
+@pytest.mark.parametrize("steps,gen_length,block_length,cfg", [(16, 16, 16, 0.0), (8, 16, 4, 0.0), (12, 12, 4, 0.5)])
+def test_equals_the_authors_generate_on_a_real_network(sampler, steps, gen_length, block_length, cfg):
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=9)
+    prompt = torch.randint(0, 500, (7,), generator=make_generator(4))
+    expected = _reference_generate(model, prompt, steps, gen_length, block_length, cfg)
+    out = sampler.sample(model, prompt, sampler.Config(max_new_tokens=gen_length, gen_length=gen_length, steps=steps,
+                                                        block_length=block_length, cfg_scale=cfg, eos_token_id=None))
+    assert out.tokens.tolist() == expected.tolist()
 
 
 def test_gumbel_max_samples_the_tempered_softmax():
