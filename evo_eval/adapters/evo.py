@@ -7,8 +7,11 @@ decoding/likelihood blocks and ``model_args``, e.g. ``schedule=fixed:0.5`` or ``
 
 lm-eval's own CLI reaches it through ``evo_eval.lm_eval_cli`` (which imports the adapters first):
 
-    python -m evo_eval.lm_eval_cli run --model evo \\
+    python -m evo_eval.lm_eval_cli run --model evo --device cuda \\
         --model_args pretrained=DIR,card=evo-8b,schedule=learned --tasks evo_gsm8k --include_path tasks
+
+(checked offline with a tiny checkpoint: ``--tasks evo_ppl,evo_gsm8k --limit 2 --metadata
+'{"data_dir": MIRROR}'``). The device goes in ``--device``, not in ``model_args``.
 """
 
 from __future__ import annotations
