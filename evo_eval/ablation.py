@@ -60,6 +60,16 @@ def ablation_variants() -> list[dict[str, Any]]:
             for name, slug, overrides in _VARIANTS]
 
 
+def ablation_entries(stage: str = "base", shots: int | None = None) -> list:
+    """What ``--suite ablation`` runs per variant: MMLU and GSM8K as the suite defines them for the
+    stage (the paper's shots), and the perplexity task (0 shots, rolling log-likelihood)."""
+    from .suites import LIKELIHOOD, Benchmark, SuiteEntry, resolve
+
+    entries = resolve("all", stage, list(ACCURACY_BENCHMARKS), shots)
+    ppl = Benchmark(PPL_BENCHMARK, "PPL", "Ablation", {}, {stage: PPL_TASK}, {stage: None}, {stage: PPL_METRIC})
+    return [*entries, SuiteEntry(ppl, stage, PPL_TASK, 0, LIKELIHOOD)]
+
+
 def variant_model(model: str, slug: str) -> str:
     """The model name a variant's results are filed under."""
     return f"{model}@{slug}"

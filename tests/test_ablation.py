@@ -30,6 +30,16 @@ def test_variants_are_figure_3_in_the_papers_words_and_order():
     assert paper_ablation()["Evo (full)"] == {"ppl": 8.1, "task_acc": 81.6}
 
 
+def test_the_ablation_suite_is_mmlu_gsm8k_and_perplexity():
+    from evo_eval.ablation import ablation_entries
+
+    entries = ablation_entries("base")
+    assert [(e.key, e.task, e.shots, e.mode) for e in entries] == [
+        ("mmlu", "evo_mmlu", 5, "likelihood"), ("gsm8k", "evo_gsm8k", 4, "generation"),
+        ("ppl", "evo_ppl", 0, "likelihood")]
+    assert entries[-1].benchmark.metric["base"] == PPL_METRIC
+
+
 def _write(root, stage, model, slug, benchmark, metric, score):
     record = {"schema_version": SCHEMA_VERSION, "kind": KIND, "model": f"{model}@{slug}", "stage": stage,
               "benchmark": benchmark, "task": f"evo_{benchmark}", "metric": metric, "score": score,

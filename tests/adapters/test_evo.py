@@ -137,3 +137,16 @@ def test_the_ablation_perplexity_task_runs_on_the_real_data(adapter, benchdata, 
     words = [len(ppl_document(s["doc"]).split()) for s in samples]
     expected = math.exp(-sum(lls) / sum(words))
     assert out["results"]["evo_ppl"]["word_perplexity,none"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_ablation_variants_share_one_loaded_model(adapter):
+    from evo_eval.ablation import ablation_variants
+
+    variants = {v["slug"]: adapter.with_settings(**v["overrides"]) for v in ablation_variants()}
+    assert variants["fixed-0"].model is adapter.model and variants["fixed-0"].sampler_config.schedule == "fixed:0"
+    assert variants["no-time"].scorer_config.time_conditioning is False
+    assert variants["no-time"].sampler_config.schedule == "none"
+    assert variants["fixed-0"].sampler_config.k_max == 4  # the adapter's own model_args are kept
+    assert adapter.sampler_config.schedule == "learned" and adapter.scorer_config.time_conditioning is True
+    variants["fixed-0"].benchmark = "gsm8k"
+    assert variants["fixed-0"].sampler_config_for({}).schedule == "fixed:0"
