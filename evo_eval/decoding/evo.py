@@ -7,8 +7,8 @@ Per block of ``block_length`` answer positions (the finished prefix cached, keys
    distribution" from which the sketch token is drawn with nucleus sampling (top-p 0.9, temperature
    0.7 by default; temperature 0 takes the argmax, while the prior draw still comes from the
    request's generator, so greedy outputs too are deterministic given the seed, not independent of
-   it). The same forward appends the previous block's
-   committed tokens to the cache (causal, clean), so committing and sketching cost one evaluation.
+   it). The same forward appends the previous block's committed tokens to the cache (causal,
+   clean), so committing and sketching cost one evaluation.
 2. **Progression times** ``t_i`` from the schedule: ``learned`` (the time head on the sketch state),
    ``fixed:<t>``, ``entropy`` (the normalised entropy of the sketch distribution, i.e. of the AR-limit
    head's prediction), or ``none`` (learned times, the time embedding removed from every forward).
@@ -16,11 +16,14 @@ Per block of ``block_length`` answer positions (the finished prefix cached, keys
    + sin(pi t_i/2)·eps_i`` with the prior draw ``eps_i`` of step 1: ``t_i = 0`` keeps the sketch token,
    ``t_i = 1`` keeps nothing of it (pure diffusion).
 3. **Refinement**: ``K_max`` (20) deterministic steps; token i is updated during its first
-   ``K_i = floor(K_max·t_i)`` steps only, each ``z <- z + dt_i·F(z, t)`` with ``dt_i = t_i / K_i``, so it
-   lands at ``t = 0`` on its last update. The forward of step k runs over the tokens still active
+   ``K_i = floor(K_max·t_i)`` steps only, each ``z <- z + dt_i·F(z, t)`` with ``dt_i = t_i / K_i`` (the
+   DDIM step of the cosine schedule, Song et al. 2021, on the model's clean estimate), so it lands at
+   ``t = 0`` on its last update. The forward of step k runs over the tokens still active
    (``K_i > k``) and nothing else: their keys/values overwrite their cache slots, finished tokens
-   are attended through the keys/values of their last step. (Step 0 also carries the tokens with
-   ``K_i = 0`` once, without updating them, so the others see their sketch instead of the prior noise.)
+   are attended through the keys/values of their last step (stale by the others' later updates, the
+   approximation Fast-dLLM's dual cache makes for masked diffusion, Wu et al. 2025; the next block
+   re-encodes the committed tokens exactly). Step 0 also carries the tokens with ``K_i = 0`` once,
+   without updating them, so the others see their sketch instead of the prior noise.
 4. **Decode** the final latents (linear projection onto the tied table, or nearest neighbour), commit
    them, stop at end-of-sequence, at ``stop`` (lm-eval's ``until``) or at ``max_new_tokens``.
 

@@ -5,7 +5,8 @@ log-likelihood term, and a score-matching loss for denoising", Gaussian latent n
 ``a_t = cos²(pi t / 2)``, label smoothing 0.1 on the AR term, and an entropy regulariser that
 "encourages diverse t_i usage". Here, from one forward over ``[clean tokens ; noised latents]``
 (``EvoForLatentFlow.latent_forward``; latents in blocks that see the clean tokens before their block,
-the layout the sampler decodes with, block boundaries at a random offset per batch):
+the layout the sampler decodes with, block boundaries at a random offset per batch; the two-stream
+layout is BD3-LM's vectorised block training, Arriola et al. 2025):
 
 * ``ar``: next-token cross-entropy of the clean causal stream (the t = 0 limit), label smoothing.
 * ``denoise``: cross-entropy of each latent's readout against its own token at a noise level
