@@ -12,7 +12,9 @@ published ``modeling_bd3lm.py`` (mirrored in zhihanyang2022/bd3lms ``models/hf/`
 * training and likelihood run ``x_t ⊕ x_0`` (noisy copy first, clean copy second) under the
   ``block_diff_mask``: a noisy position sees its own noisy block (block diagonal) and the clean
   blocks strictly before it (offset block-causal); a clean position sees clean blocks up to its
-  own (block causal). Both copies use the same absolute rotary positions.
+  own (block causal). Both copies use the same absolute rotary positions. Since the clean copy
+  never sees the noisy one, its keys/values are computed once and shared by a batch of noisy
+  draws (``nelbo_prefix``); the noisy rows are what the authors' single forward computes.
 
 Checkpoints: ``kuleshov-group/bd3lm-owt-block_size{4,8,16}`` (config.json ``model_type: bd3lm`` with
 an ``auto_map``; keys block_size, vocab_size, model_length, cross_attn, attn_backend, hidden_dim,
@@ -156,24 +158,37 @@ class BD3LM(PreTrainedModel):
             return None
         return dit.subs_logits(self.backbone.output_layer(hidden[:, out_start:], c), self.mask_token_id)
 
-    def nelbo_logits(self, noisy: torch.Tensor, clean: torch.Tensor, noisy_start: int) -> torch.Tensor:
-        """SUBS logits (S, Ln, V) of the noisy copy in one ``x_t ⊕ x_0`` forward.
+    def nelbo_prefix(self, clean: torch.Tensor) -> tuple[list[KVCache], int]:
+        """Keys/values of the clean copy (1, Lc), computed once and shared by every noisy draw: under
+        the block-diff mask a clean position attends only to clean blocks up to its own, so nothing
+        the noise does reaches them."""
+        length = clean.shape[1]
+        caches = self.new_cache(max(length, 1))
+        if length:
+            self.block_logits(clean, caches=caches, logits=False)
+        return caches, length
+
+    def nelbo_logits(self, noisy: torch.Tensor, clean: torch.Tensor, noisy_start: int, *,
+                     prefix: tuple[list[KVCache], int] | None = None) -> torch.Tensor:
+        """SUBS logits (S, Ln, V) of the noisy copy in an ``x_t ⊕ x_0`` forward.
 
         ``noisy`` (S, Ln) holds positions [noisy_start, noisy_start + Ln) with ``noisy_start`` on a
-        block boundary; ``clean`` (1 or S, Lc) holds positions [0, Lc). Noisy blocks before
-        ``noisy_start`` are left out: only their own noisy block would attend to them.
+        block boundary; ``clean`` (1, Lc) holds positions [0, Lc) and ``prefix`` its keys/values
+        from ``nelbo_prefix`` (computed here when not given). Noisy blocks before ``noisy_start`` are
+        left out: only their own noisy block would attend to them. The result equals one forward
+        over [x_t ⊕ x_0] under ``block_diff_mask``, at the cost of the noisy rows only.
         """
         if noisy_start % self.block_size:
             raise ValueError(f"noisy_start {noisy_start} is not on a block boundary of {self.block_size}")
+        caches, length = prefix if prefix is not None else self.nelbo_prefix(clean)
         s, ln = noisy.shape
         device = noisy.device
         noisy_pos = torch.arange(noisy_start, noisy_start + ln, device=device)
-        clean_pos = torch.arange(clean.shape[1], device=device)
-        ids = torch.cat((noisy, clean.expand(s, -1)), dim=1)
-        mask = block_diff_mask(noisy_pos, clean_pos, self.block_size)
+        full = block_diff_mask(noisy_pos, torch.arange(length, device=device), self.block_size)
+        mask = torch.cat((full[:ln, ln:], full[:ln, :ln]), dim=1)  # noisy rows; keys ordered [clean, noisy]
         c = self.backbone.condition(None, s, device)
-        hidden = self.backbone.hidden(ids, torch.cat((noisy_pos, clean_pos)), c, mask=mask)
-        return dit.subs_logits(self.backbone.output_layer(hidden[:, :ln], c), self.mask_token_id)
+        hidden = self.backbone.hidden(noisy, noisy_pos, c, mask=mask, caches=caches, start=length, write=False)
+        return dit.subs_logits(self.backbone.output_layer(hidden, c), self.mask_token_id)
 
 
 AutoConfig.register(BD3LMConfig.model_type, BD3LMConfig, exist_ok=True)

@@ -175,9 +175,11 @@ class DDiTBlock(nn.Module):
         self.adaLN_modulation = nn.Linear(cond_dim, 6 * dim)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None, start: int) -> torch.Tensor:
-        """x: (batch, L, d) float32 residual; with ``cache``, x holds positions [start, start + L) and
-        attends to the cached keys before ``start`` (its own keys are written there first)."""
+                mask: torch.Tensor | None, cache: KVCache | None, start: int, write: bool = True) -> torch.Tensor:
+        """x: (batch, L, d) float32 residual. With ``cache``, x attends to the cached keys before
+        ``start`` as well as to itself: ``write`` stores its own keys at [start, start + L) first (x
+        continues the cached sequence), otherwise the cached prefix is only read (x is a batch of
+        sequences that all share it)."""
         dtype = self.attn_qkv.weight.dtype
         mods = self.adaLN_modulation(c.to(dtype)).float()[:, None]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.chunk(6, dim=-1)
@@ -186,10 +188,13 @@ class DDiTBlock(nn.Module):
         qkv = self.attn_qkv(modulate(self.norm1(x), shift_msa, scale_msa).to(dtype))
         q, k, v = qkv.view(b, length, 3, self.n_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = apply_rotary(q, cos.to(dtype), sin.to(dtype)), apply_rotary(k, cos.to(dtype), sin.to(dtype))
-        if cache is not None:
+        if cache is not None and write:
             # The block's own keys go into the cache (as the authors' kv_cache does on every call), so
             # attention reads one contiguous prefix; a later call overwrites them until the block is final.
             k, v = cache.write(start, k, v)
+        elif cache is not None:
+            k = torch.cat((cache.k[:, :, :start].expand(b, -1, -1, -1), k), dim=2)
+            v = torch.cat((cache.v[:, :, :start].expand(b, -1, -1, -1), v), dim=2)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + gate_msa * self.attn_out(attn.transpose(1, 2).reshape(b, length, dim)).float()
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp).to(dtype)).float()
@@ -238,11 +243,12 @@ class DiTBackbone(nn.Module):
         return F.silu(self.sigma_map(sigma.reshape(-1).expand(batch)))
 
     def hidden(self, ids: torch.Tensor, positions: torch.Tensor, c: torch.Tensor, *,
-               mask: torch.Tensor | None = None, caches: list[KVCache] | None = None, start: int = 0) -> torch.Tensor:
+               mask: torch.Tensor | None = None, caches: list[KVCache] | None = None, start: int = 0,
+               write: bool = True) -> torch.Tensor:
         x = self.vocab_embed(ids).float()
         cos, sin = rotary_tables(positions, self.head_dim)
         for i, block in enumerate(self.blocks):
-            x = block(x, c, cos, sin, mask, caches[i] if caches is not None else None, start)
+            x = block(x, c, cos, sin, mask, caches[i] if caches is not None else None, start, write)
         return x
 
     def new_cache(self, capacity: int, device: torch.device, dtype: torch.dtype) -> list[KVCache]:

@@ -74,6 +74,24 @@ def test_mask_equals_the_authors_block_diff_mask():
     assert torch.equal(ours, authors)
 
 
+def test_shared_clean_prefix_equals_the_authors_single_forward(model):
+    """nelbo_logits (clean keys once, noisy draws against them) equals one forward over [x_t ⊕ x_0]
+    under the block-diff mask, as bd3lms runs it."""
+    x = ids(16, seed=6)
+    noisy = x.repeat(3, 1)
+    noisy[0, [1, 5]], noisy[1, [8, 9, 10, 11]], noisy[2, [2, 13, 15]] = model.mask_token_id, model.mask_token_id, model.mask_token_id
+    positions = torch.arange(16)
+    joint = torch.cat((noisy, x.expand(3, -1)), dim=1)
+    c = model.backbone.condition(None, 3, joint.device)
+    hidden = model.backbone.hidden(joint, torch.cat((positions, positions)), c,
+                                   mask=bd3lm.block_diff_mask(positions, positions, 4))
+    authors = model.backbone.output_layer(hidden[:, :16], c)
+    ours = model.nelbo_logits(noisy, x[:, :12], 0)  # the last clean block is read by nobody
+    assert close(ours, authors)
+    shared = model.nelbo_prefix(x[:, :12])
+    assert close(model.nelbo_logits(noisy[:, 8:], x[:, :12], 8, prefix=shared), authors[:, 8:])
+
+
 def test_clean_noisy_copy_equals_the_sampling_mask(model):
     """With x_t = x_0 the noisy copy's logits are the block-causal (sample-mode) logits."""
     x = ids(14, seed=2)

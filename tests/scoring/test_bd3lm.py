@@ -28,7 +28,10 @@ class BlockJointToy(torch.nn.Module):
         self.config = SimpleNamespace(time_conditioning=False, model_length=64)
         self.calls = 0
 
-    def nelbo_logits(self, noisy, clean, noisy_start):
+    def nelbo_prefix(self, clean):
+        return None  # nothing to share: every call recomputes from the joint
+
+    def nelbo_logits(self, noisy, clean, noisy_start, *, prefix=None):
         self.calls += noisy.shape[0]
         s, ln = noisy.shape
         clean = clean.expand(s, -1)
