@@ -41,6 +41,7 @@ Choices where the paper and the authors are silent:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -86,6 +87,8 @@ def draw_block_tokens(logits: torch.Tensor, config: BD3LMSamplingConfig, generat
 class BD3LMSampler(Sampler):
     name = "bd3lm"
     Config = BD3LMSamplingConfig
+    # `evo-eval speed --variant`: the authors sample with the cache; "uncached" recomputes the prefix.
+    variants: ClassVar[dict[str, dict]] = {"cached": {"kv_cache": True}, "uncached": {"kv_cache": False}}
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: BD3LMSamplingConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

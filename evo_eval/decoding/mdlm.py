@@ -36,6 +36,7 @@ Choices where the paper and the authors are silent:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -102,6 +103,8 @@ def sigma_at(t: float, device: torch.device) -> torch.Tensor:
 class MDLMSampler(Sampler):
     name = "mdlm"
     Config = MDLMSamplingConfig
+    # `evo-eval speed --variant`: the authors' own default already caches (their README times both).
+    variants: ClassVar[dict[str, dict]] = {"cached": {"predictor": "ddpm_cache"}, "uncached": {"predictor": "ddpm"}}
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: MDLMSamplingConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

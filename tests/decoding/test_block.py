@@ -166,3 +166,8 @@ def test_bad_lengths_and_settings_are_clear_errors(sampler):
         sampler.sample(ToyBlocks(), PROMPT, sampler.Config(max_new_tokens=4, steps=2))
     with pytest.raises(ValueError, match="nucleus_p must lie in"):
         sampler.Config(nucleus_p=0.0)
+
+
+def test_speed_variants_are_valid_settings(sampler):
+    assert not sampler.Config.from_dict(sampler.variants["uncached"]).kv_cache
+    assert sampler.Config.from_dict(sampler.variants["cached"]) == sampler.Config()  # the authors' default

@@ -148,3 +148,8 @@ def test_prompt_plus_canvas_must_fit_the_context(sampler):
         sampler.sample(toy, torch.zeros(250, dtype=torch.long), sampler.Config(max_new_tokens=10))
     with pytest.raises(ValueError, match="unknown MDLM predictor 'analytic'"):
         sampler.Config(predictor="analytic")
+
+
+def test_speed_variants_are_valid_settings(sampler):
+    assert sampler.Config.from_dict(sampler.variants["uncached"]).predictor == "ddpm"
+    assert sampler.Config.from_dict(sampler.variants["cached"]) == sampler.Config()  # the authors' default
