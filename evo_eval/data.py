@@ -142,6 +142,9 @@ def _write_stage(stage: Path, dst: Path, old: dict[str, Any] | None,
     if old:  # keep what is not being re-imported, hard-linked when the filesystem allows
         for rel, entry in old["files"].items():
             if entry["benchmark"] not in converted:
+                if not (dst / rel).is_file():
+                    raise DataError(f"{dst / rel} is missing from the mirror, so it cannot be kept",
+                                    "re-import every benchmark (without --only)")
                 _link_or_copy(dst / rel, stage / rel)
                 files[rel] = entry
         benchmarks = {k: v for k, v in old["benchmarks"].items() if k not in converted}

@@ -98,6 +98,11 @@ def test_partial_reimport_keeps_other_benchmarks(benchdata, tmp_path):
     manifest = import_mirror(src, dst, ["piqa"])
     assert sorted(manifest["benchmarks"]) == ["gsm8k", "piqa"]
     verify_mirror(dst)
+    (dst / "gsm8k/main/train.jsonl").unlink()
+    with pytest.raises(DataError, match=r"train\.jsonl is missing from the mirror, so it cannot be kept"):
+        import_mirror(src, dst, ["piqa"])
+    import_mirror(src, dst, ["gsm8k"])  # re-importing the damaged benchmark repairs the mirror
+    verify_mirror(dst)
 
 
 def test_failed_import_leaves_the_previous_mirror(benchdata, tmp_path):

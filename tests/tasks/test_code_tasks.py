@@ -33,7 +33,7 @@ class Scripted(LM):
 def _evaluate(task_manager, lm, task, shots):
     import lm_eval
 
-    return lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, task_manager=task_manager, limit=3,
+    return lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, task_manager=task_manager, limit=2,
                                    bootstrap_iters=0, confirm_run_unsafe_code=True, log_samples=False)
 
 
