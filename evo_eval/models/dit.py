@@ -339,8 +339,9 @@ def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype
                               f"pass a {family} checkpoint (config.json model_type '{expected}')")
     model_cls.check_config(config, name)
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if torch.device(device).type != "cpu":
-        kwargs["device_map"] = {"": str(device)}
+    target = torch.device(device)
+    if target.type == "cuda":  # straight onto the GPU, never a full copy in host memory
+        kwargs["device_map"] = {"": target.index if target.index is not None else torch.cuda.current_device()}
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
             name, revision=revision, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
@@ -351,7 +352,7 @@ def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype
     if not isinstance(model, model_cls):
         raise CheckpointError(f"{name} loaded as {type(model).__name__}, not {model_cls.__name__}",
                               "import evo_eval.models before other code registers the same model type")
-    return inference_only(model.to(torch.device(device)))
+    return inference_only(model.to(target))
 
 
 def _first_line(exc: BaseException) -> str:

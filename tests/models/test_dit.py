@@ -185,7 +185,6 @@ def test_tokenizer_comes_from_the_folder_or_the_named_source(tiny_mdlm, tokenize
 
 def test_mask_token_follows_config_then_tokenizer_then_the_last_id():
     config = SimpleNamespace(vocab_size=50258)
-    gpt2_like = SimpleNamespace(mask_token_id=None, __len__=None)
     gpt2_like = type("Tok", (), {"mask_token_id": None, "__len__": lambda self: 50257})()
     assert dit.resolve_mask_token_id(config, gpt2_like) == 50257  # diffusion.py: mask_index = vocab_size
     with_mask = type("Tok", (), {"mask_token_id": 7, "__len__": lambda self: 100})()
