@@ -36,6 +36,10 @@ Choices where the paper and the authors are silent:
   the committed blocks) is checked once per finished block.
 * ``temperature`` scales the logits before the nucleus (1.0 is the authors' sampler); 0 takes the
   most probable token at each revealed position.
+* not applied: the authors' rejection of samples whose last 256 tokens have unigram entropy below 4
+  (``_check_stop_conds``, up to 10 retries), a quality filter for unconditional generation that
+  would make a benchmark answer depend on retries; and the sliding context window past
+  ``model_length``, which a prompt plus answer inside the trained context never needs.
 """
 
 from __future__ import annotations
