@@ -5,21 +5,59 @@ Every user mistake becomes one line on stderr and exit status 2 (``--debug`` sho
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
 import sys
+
+# tqdm reads TQDM_DISABLE once, when it is first imported (torch, datasets and lm-eval import it),
+# so the decision must be made before any of them loads. lm-eval's own bars would interleave with
+# the run's rich progress; --verbose keeps them.
+if not {"--verbose", "-v"} & set(sys.argv):
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+import functools
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from typer.core import TyperGroup
 
 from .errors import UserError
 
+
+class OneLineUsageErrors(TyperGroup):
+    """Click's usage errors (a bad option value, an unknown or missing option) as one line on stderr.
+
+    Typer would draw them as a multi-line panel with the usage; every other mistake here is already
+    one line (``handle_errors``), so these read the same way and keep click's exit status 2.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            value = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # the base of Typer's (vendored) click exceptions
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                return super().main(*args, standalone_mode=True, **kwargs)  # the help screen, as before
+            if _state["debug"]:
+                raise
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "evo-eval"
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message} — see '{where} --help'", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        # Without standalone mode click returns the command's value, or the code of a typer.Exit.
+        sys.exit(value if isinstance(value, int) else 0)
+
+
 app = typer.Typer(
-    name="evo-eval", no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+    name="evo-eval", cls=OneLineUsageErrors, no_args_is_help=True, rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
     help="Evo and its baselines under one matched protocol: same prompts, same shots, same timing.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Local benchmark mirrors: import the publishers' files, verify them.")
@@ -63,12 +101,16 @@ def handle_errors(func: Callable) -> Callable:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
+            if _state["debug"]:
+                raise
+            # 130 = 128 + SIGINT, what shells and schedulers expect of an interrupted command.
+            typer.echo("interrupted — finished requests are kept in the journal; run the same command again "
+                       "to resume", err=True)
             raise typer.Exit(130) from None
         except OSError as exc:
             if _state["debug"] or exc.errno is None:
                 raise
-            typer.echo(f"error: {exc.strerror} ({exc.filename or 'write'}): free space or fix permissions, "
+            typer.echo(f"error: {exc.strerror} ({exc.filename or 'write'}) — free space or fix permissions, "
                        "then run the same command again to resume", err=True)
             raise typer.Exit(2) from None
 
@@ -81,7 +123,6 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
     _state["debug"] = debug
     _state["verbose"] = verbose
     if not verbose:
-        os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "evo_eval"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -211,6 +252,10 @@ def execute_run(options):
         def on_event(kind, entry, outcome):
             if kind == "start":
                 progress.update(overall, description=f"{card.name} ({stage}): {entry.key} ({entry.shots}-shot)")
+                return
+            if kind == "journal":  # damaged journal lines: reported, skipped, their requests redone
+                progress.console.print(f"  {entry.key:<15} [yellow]warning:[/yellow] {outcome.message}",
+                                       markup=True, highlight=False)
                 return
             if kind == "done":
                 score = "—" if outcome.score is None else f"{outcome.score * 100:.1f}"
