@@ -31,6 +31,11 @@ the rows a caller asks for (a block, an answer), which is exact since every row'
 the same bidirectional pass; a ``LLaDACache`` holds every layer's keys/values so the Fast-dLLM
 prefix and dual caches (NVlabs/Fast-dLLM ``llada/generate.py``) are one primitive: a window of
 positions writes its keys/values at its positions and attends to the whole cache.
+
+Cost: the bidirectional pass is one ``scaled_dot_product_attention`` call per layer (flash kernels
+for bf16 on GPUs, no mask) and plain GEMMs over all positions at once, with no Python loop over
+tokens and no host synchronisation inside the forward; ``random_model`` builds any card's shape
+directly on the target device in the target dtype.
 """
 
 from __future__ import annotations
