@@ -97,7 +97,7 @@ def _existing_manifest(dst: Path) -> dict[str, Any] | None:
     if not dst.is_dir():
         raise DataError(f"{dst} is a file, not a folder", "choose a folder for --dest")
     if (dst / MANIFEST).is_file():
-        return _read_manifest(dst)
+        return read_manifest(dst)
     if any(dst.iterdir()):
         # Importing swaps the whole folder; never do that to a folder that is not ours.
         raise DataError(f"{dst} is not empty and holds no {MANIFEST}, so it is not an evo-eval mirror",
@@ -187,7 +187,8 @@ def _swap_in(stage: Path, dst: Path) -> None:
 # ---- reading the manifest, verifying ----------------------------------------------------------------
 
 
-def _read_manifest(dst: Path) -> dict[str, Any]:
+def read_manifest(dst: Path) -> dict[str, Any]:
+    """The mirror's manifest.json, checked for its format (DataError when absent or malformed)."""
     path = Path(dst) / MANIFEST
     if not path.is_file():
         raise DataError(f"{dst} holds no {MANIFEST}, so it is not a complete mirror", REIMPORT)
@@ -206,7 +207,7 @@ def verify_mirror(dst: Path) -> dict[str, Any]:
     dst = Path(dst).expanduser()
     if not dst.is_dir():
         raise DataError(f"data folder {dst} does not exist", f"create it: {REIMPORT} --dest {dst}")
-    manifest = _read_manifest(dst)
+    manifest = read_manifest(dst)
     for rel, entry in manifest["files"].items():
         path = dst / rel
         if not path.is_file():
@@ -222,7 +223,7 @@ def verify_mirror(dst: Path) -> dict[str, Any]:
 
 def mirror_has(dst: Path, benchmark: str) -> bool:
     """Whether the mirror holds a benchmark (a suites.py key); reads only the manifest."""
-    return benchmark in _read_manifest(Path(dst).expanduser())["benchmarks"]
+    return benchmark in read_manifest(Path(dst).expanduser())["benchmarks"]
 
 
 def mirror_problem(dst: Path, benchmark: str, shots: int = 0) -> str | None:
@@ -245,6 +246,3 @@ def mirror_problem(dst: Path, benchmark: str, shots: int = 0) -> str | None:
                 "mirror, or without --data-dir to read the hub")
     return None
 
-
-def mirror_file(dst: Path, benchmark: str, config: str, split: str) -> Path:
-    return Path(dst) / benchmark / config / f"{split}.jsonl"

@@ -68,9 +68,9 @@ def read_mirror(mirror: Path, benchmark: str, config: str) -> dict:
 
 @lru_cache(maxsize=8)
 def _manifest_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    from .data import _read_manifest
+    from .data import read_manifest
 
-    return _read_manifest(Path(path))
+    return read_manifest(Path(path))
 
 
 def _manifest(mirror: str) -> dict[str, Any]:
