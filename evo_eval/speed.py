@@ -240,6 +240,25 @@ def sampler_for(card: ModelCard, benchmark: str):
         raise
 
 
+def fit_canvas(values: dict[str, Any], gen_len: int, user: dict[str, Any]) -> None:
+    """Size a fixed canvas (LLaDA's gen_length) to the protocol's generation length.
+
+    Every system must generate the same number of tokens in a timed request. A card whose canvas is
+    larger (LLaDA base: 1024, though tables time 256 tokens) keeps its steps per token and its block
+    length (capped at the canvas), so the algorithm is the card's, only its length is the protocol's.
+    Settings the user passed with --decoding are left alone.
+    """
+    canvas = values.get("gen_length")
+    if not canvas or "gen_length" in user or int(canvas) == gen_len:
+        return
+    canvas = int(canvas)
+    values["gen_length"] = gen_len
+    if "steps" in values and "steps" not in user:
+        values["steps"] = max(1, round(int(values["steps"]) * gen_len / canvas))
+    if "block_length" in values and "block_length" not in user:
+        values["block_length"] = min(int(values["block_length"]), gen_len)
+
+
 def sampler_config(card: ModelCard, sampler, options: SpeedOptions, eos_token_id: int | None) -> SamplerConfig:
     """The card's decoding for the prompt benchmark, then the variant's and the user's overrides;
     the generation length and end-of-sequence are the protocol's."""
@@ -252,6 +271,7 @@ def sampler_config(card: ModelCard, sampler, options: SpeedOptions, eos_token_id
                        f"(it offers: {', '.join(variants) or 'none'})")
         values.update(variants.get(options.variant, {}))
     values.update(options.decoding)
+    fit_canvas(values, options.gen_len, user=options.decoding)
     values.update(max_new_tokens=options.gen_len, eos_token_id=eos_token_id, seed=options.seed)
     try:
         return sampler.Config.from_dict(values)

@@ -199,3 +199,20 @@ def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
     bad = runner.invoke(app, ["speed", "--models", "llama9", "--device", "cpu"])
     assert bad.exit_code == 2
     assert bad.output.strip().count("\n") == 0 and "unknown model 'llama9'" in bad.output
+
+
+def test_fixed_canvas_is_sized_to_the_protocol_length():
+    from evo_eval.speed import fit_canvas
+
+    llada_base = {"gen_length": 1024, "steps": 1024, "block_length": 1024}
+    fit_canvas(llada_base, 256, user={})
+    assert llada_base == {"gen_length": 256, "steps": 256, "block_length": 256}
+    cached = {"gen_length": 1024, "steps": 32, "block_length": 32}  # few steps per token, small blocks
+    fit_canvas(cached, 256, user={})
+    assert cached == {"gen_length": 256, "steps": 8, "block_length": 32}
+    pinned = {"gen_length": 512, "steps": 512, "block_length": 512}
+    fit_canvas(pinned, 256, user={"gen_length": 512})
+    assert pinned["gen_length"] == 512
+    no_canvas = {"k_max": 20}
+    fit_canvas(no_canvas, 256, user={})
+    assert no_canvas == {"k_max": 20}
