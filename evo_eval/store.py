@@ -35,7 +35,19 @@ KIND = "evo-eval/benchmark-result"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new content, never a mix."""
+    """Write ``text`` to ``path`` so that readers see the old or the new content, never a mix.
+
+    A write that fails (full disk, quota, permissions) leaves the old file as it was and raises one
+    ResultsError line; nothing half-written is left behind.
+    """
+    try:
+        _atomic_write(Path(path), text)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); the previous file, if any, is unchanged",
+                           "free space or fix permissions, then run the same command again") from exc
+
+
+def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
