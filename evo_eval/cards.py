@@ -98,9 +98,33 @@ def load_card(path: Path) -> ModelCard:
         raise _bad_card(path, f"dtype '{raw['dtype']}' is not one of {', '.join(DTYPES)}")
     if not isinstance(raw["shape"], dict) or not raw["shape"]:
         raise _bad_card(path, "shape must be a non-empty mapping")
+    _check_types(path, raw)
     if path.stem != raw["name"]:
         raise _bad_card(path, f"file name must match its name field '{raw['name']}'")
     return ModelCard(**raw, path=path)
+
+
+def _check_types(path: Path, raw: dict[str, Any]) -> None:
+    """Field types, so a wrong one is this one line rather than an AttributeError mid-run."""
+    for name in ("name", "system", "column"):
+        if not isinstance(raw[name], str) or not raw[name]:
+            raise _bad_card(path, f"{name} must be a non-empty string")
+    for name in ("checkpoint", "revision", "tokenizer"):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
+            raise _bad_card(path, f"{name} must be a string or null, got {raw[name]!r}")
+    for name in ("decoding", "likelihood", "paper"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise _bad_card(path, f"{name} must be a mapping")
+    decoding = raw.get("decoding", {})
+    if not set(decoding) <= {"default", "tasks"}:
+        raise _bad_card(path, "decoding takes only 'default' and 'tasks'")
+    if not isinstance(decoding.get("default", {}), dict) or not isinstance(decoding.get("tasks", {}), dict) or \
+            not all(isinstance(v, dict) for v in decoding.get("tasks", {}).values()):
+        raise _bad_card(path, "decoding.default and each decoding.tasks entry must be mappings")
+    if not isinstance(raw.get("chat_template", False), bool):
+        raise _bad_card(path, "chat_template must be true or false")
+    if not isinstance(raw.get("sources", []), list) or not isinstance(raw.get("notes", ""), str):
+        raise _bad_card(path, "sources must be a list and notes a string")
 
 
 @lru_cache(maxsize=None)
