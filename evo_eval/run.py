@@ -10,15 +10,18 @@ through its adapter on the shared base.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 from .cards import ModelCard, get_card
-from .errors import CheckpointError, DataError, UserError
-from .journal import Journal, JournalLM
+from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError
+from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 from .paths import tasks_dir
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
@@ -99,11 +102,151 @@ def resolve_checkpoint(card: ModelCard, checkpoint: str | None) -> str:
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{checkpoint} has no config.json, so it is not a save_pretrained folder",
                                   "point --checkpoint at the folder that holds config.json and the weights")
+        if card.is_hf:
+            _check_architecture(card, path)
         return str(path.resolve())
     if card.needs_checkpoint:
         raise CheckpointError(f"model '{card.name}' has no public weights",
                               "pass --checkpoint DIR with a save_pretrained folder of its architecture")
     return card.checkpoint
+
+
+def _check_architecture(card: ModelCard, path: Path) -> None:
+    """An HF card runs any checkpoint of its architecture (the demo's tiny models), but not another one.
+
+    The other families' loaders compare the whole shape with the card; lm-eval's HF backend would load
+    a Qwen checkpoint under a Llama card without a word.
+    """
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path / 'config.json'} is not valid JSON",
+                              "restore the checkpoint's config.json") from None
+    found = config.get("architectures") if isinstance(config, dict) else None
+    expected = card.shape.get("architecture")
+    if expected and isinstance(found, list) and found and expected not in found:
+        raise CheckpointError(f"{path} holds a {found[0]} checkpoint but model card {card.name} is {expected}",
+                              "pass a checkpoint of the card's architecture, or the card that matches it")
+
+
+def check_device(device: str | None) -> None:
+    """A device torch can use here; lm-eval's HF backend would silently fall back or fail deep inside."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device '{device}' is not a device name torch knows", "use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} was given but no CUDA GPU is visible here",
+                            "drop --device to run on the CPU, or run on a machine with a GPU")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)",
+                            f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif parsed.type not in ("cpu", "mps"):
+        raise UserError(f"--device {device} is not supported", "use cpu, cuda or cuda:N")
+
+
+# Generation settings lm-eval and every sampler understand; anything else would reach
+# transformers' generate (which refuses unknown keys deep inside a run) or be silently ignored.
+_GEN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_gen_toks": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "max_new_tokens": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "min_p": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "until": (lambda v: (isinstance(v, str) and v != "") or
+              (isinstance(v, list) and all(isinstance(x, str) and x for x in v)), "a stop string"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def check_gen_kwargs(gen_kwargs: dict[str, Any] | None) -> None:
+    for key, value in (gen_kwargs or {}).items():
+        if key not in _GEN_CHECKS:
+            raise UnknownNameError("generation setting", key, list(_GEN_CHECKS), hint="in --gen-kwargs")
+        test, wanted = _GEN_CHECKS[key]
+        if value == "" or not test(value):
+            shown = "no value" if value == "" else repr(value)
+            raise UserError(f"--gen-kwargs {key} must be {wanted}, got {shown}",
+                            "write key=value pairs, e.g. --gen-kwargs max_gen_toks=256,temperature=0")
+
+
+def check_output(output: Path, stage: str, model: str) -> None:
+    """The results folder can be created and written, before hours of work are spent filling it."""
+    folder = Path(output).expanduser() / stage / model
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ResultsError(f"{parent} is a file, so results cannot go under it", "choose another --output")
+        if parent == Path(output).expanduser():
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"results folder {folder} is not writable ({exc.strerror or exc})",
+                           "choose another --output, or fix its permissions") from None
+
+
+def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None) -> None:
+    """Every chosen task is one lm-eval can load from tasks/; lm-eval itself skips a YAML it cannot read."""
+    index = _task_manager(data_dir).task_index
+    for entry in entries:
+        if entry.task not in index:
+            raise _missing_task(entry.task)
+        yaml_path = getattr(index[entry.task], "yaml_path", None)
+        if yaml_path is not None:
+            _resolve_task_yaml(Path(yaml_path), entry.task)
+
+
+def _missing_task(task: str) -> UserError:
+    import re
+
+    declares = re.compile(rf"^\s*task:\s*['\"]?{re.escape(task)}['\"]?\s*$", re.MULTILINE)
+    for path in sorted(tasks_dir().rglob("*.yaml")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if declares.search(text):
+            reason = _task_yaml_error(path) or "lm-eval skipped it"
+            return UserError(f"task YAML {path} (task {task}) cannot be read: {reason}", f"fix {path}")
+    return UserError(f"no task YAML under {tasks_dir()} defines task '{task}'",
+                     "restore tasks/ from the repository (or point EVO_EVAL_TASKS at a folder that has it)")
+
+
+def _task_yaml_error(path: Path, resolve_func: bool = False) -> str | None:
+    """lm-eval's own YAML loader's complaint about one file, in one line (None: it loads)."""
+    from lm_eval.tasks._yaml_loader import load_yaml  # the loader lm-eval's task index uses
+
+    try:
+        load_yaml(path, resolve_func=resolve_func)
+    except Exception as exc:  # yaml, include and import errors alike: all mean the file cannot be used
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return f"{type(exc).__name__}: {first}"
+    return None
+
+
+def _resolve_task_yaml(path: Path, task: str) -> None:
+    # Resolving the !function tags imports the task's Python helpers, which lm-eval would otherwise
+    # only do after the model is loaded.
+    problem = _task_yaml_error(path, resolve_func=True)
+    if problem:
+        raise UserError(f"task YAML {path} (task {task}) cannot be loaded: {problem}", f"fix {path}")
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path | None:
@@ -131,16 +274,47 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
         from .adapters.hf import RankedHFLM
 
         dtype = options.dtype or ("float32" if (options.device or _default_device()) == "cpu" else card.dtype)
-        return RankedHFLM(
-            pretrained=checkpoint, revision=None if options.checkpoint else card.revision, dtype=dtype,
-            device=options.device or _default_device(), batch_size=options.batch_size, **options.model_args,
-        )
+        try:
+            lm = RankedHFLM(
+                pretrained=checkpoint, revision=None if options.checkpoint else card.revision, dtype=dtype,
+                device=options.device or _default_device(), batch_size=options.batch_size, **options.model_args,
+            )
+        except TypeError as exc:  # transformers hands unknown model_args to the model's constructor
+            raise UserError(f"--model-args: {_first_line(exc)}", "remove the setting; HF cards take HFLM's "
+                            "arguments, e.g. max_length=2048") from exc
+        except (OSError, RuntimeError, ValueError, ImportError) as exc:
+            # Missing or truncated weights, weights of another shape than config.json, an unreachable hub.
+            raise CheckpointError(f"cannot load {checkpoint}: {_first_line(exc)}",
+                                  "pass --checkpoint DIR with a complete save_pretrained folder (config.json, "
+                                  "weights, tokenizer) of the card's architecture") from exc
+        except Exception as exc:
+            if type(exc).__name__ != "SafetensorError":  # safetensors' own error class is not importable
+                raise
+            raise CheckpointError(f"cannot load {checkpoint}: the weights file is corrupt ({_first_line(exc)})",
+                                  "restore the checkpoint's *.safetensors files") from exc
+        _check_vocab(lm.tokenizer, lm.model, checkpoint)
+        return lm
     from .adapters import adapter_class
 
     cls = adapter_class(card.family)
-    return cls(pretrained=checkpoint, card=card, revision=None if options.checkpoint else card.revision,
-               device=options.device, dtype=options.dtype, batch_size=options.batch_size, seed=options.seed,
-               **options.model_args)
+    try:
+        return cls(pretrained=checkpoint, card=card, revision=None if options.checkpoint else card.revision,
+                   device=options.device, dtype=options.dtype, batch_size=options.batch_size, seed=options.seed,
+                   **options.model_args)
+    except (ValueError, TypeError) as exc:  # the adapters reject unknown or ill-typed settings this way
+        raise UserError(f"--model-args: {_first_line(exc)}", "fix or remove the setting") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _check_vocab(tokenizer: Any, model: Any, checkpoint: str) -> None:
+    """A tokenizer with ids the embedding lacks fails with an index error mid-run; say so before."""
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:
+        raise CheckpointError(f"the tokenizer of {checkpoint} has {len(tokenizer)} tokens but the model embeds "
+                              f"only {embeddings}", "pass the tokenizer the checkpoint was trained with")
 
 
 def _default_device() -> str:
@@ -171,11 +345,21 @@ def run_identity(card: ModelCard, checkpoint: str, lm: Any, options: RunOptions)
 
 
 def _task_manager(data_dir: Path | None):
+    root = tasks_dir()
+    # Indexing the YAMLs costs most of a second and plan() needs the index too: one manager per
+    # process for as long as no task file changes (their paths and mtimes are part of the key).
+    files = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
+    return _cached_task_manager(str(root), str(data_dir) if data_dir else None, stamp)
+
+
+@lru_cache(maxsize=4)
+def _cached_task_manager(root: str, data_dir: str | None, stamp: tuple):
     from lm_eval.tasks import TaskManager
 
-    metadata = {"data_dir": str(data_dir)} if data_dir else {}
+    metadata = {"data_dir": data_dir} if data_dir else {}
     # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run.
-    return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
+    return TaskManager(include_path=root, include_defaults=False, metadata=metadata)
 
 
 def main_score(results: dict[str, Any], task: str, metric: str) -> float | None:
@@ -218,7 +402,12 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
         lm.benchmark = entry.key
     if hasattr(lm, "records"):
         lm.records.clear()
-    wrapped = JournalLM(lm, journal, quiet=options.quiet)
+    # lm-eval's HF backend batches, and batched results depend on the batch: with a fixed batch size the
+    # journal calls it with fixed chunks, so a resumed run equals an uninterrupted one (journal.py);
+    # "auto" sizes have no such guarantee. Our adapters answer each request alone, seeded from the
+    # request, so they are given exactly the missing requests.
+    chunk = options.batch_size * BATCHES_PER_CHUNK if card.is_hf and isinstance(options.batch_size, int) else None
+    wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk)
     started = time.time()
     results = lm_eval.simple_evaluate(
         model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
@@ -232,8 +421,10 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     journal.close()
     if results is None:  # not rank 0
         return None
+    # The wrapper's records: every request's stats in request order, read back from the journal for
+    # requests an interrupted run already answered.
     return {"results": results, "wall_s": wall, "reused": wrapped.reused, "computed": wrapped.computed,
-            "records": [vars(r) for r in getattr(lm, "records", [])]}
+            "records": wrapped.records}
 
 
 def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, options: RunOptions,
@@ -296,7 +487,11 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     checkpoint = resolve_checkpoint(card, options.checkpoint)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
+    check_device(options.device)
+    check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
+    check_tasks(entries, data_dir)
+    check_output(options.output, stage, card.name)  # last: the only check that creates anything
     return card, stage, entries, checkpoint, data_dir
 
 
@@ -353,11 +548,18 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
         path = result_path(options.output, stage, card.name, entry.key)
         jdir = journal_dir(options.output, stage, card.name)
         if options.force:
-            for old in jdir.glob(f"{entry.key}.rank*.jsonl"):
-                old.unlink()
+            # Rank 0 alone clears, and everyone waits: a rank deleting files while another already
+            # appends to its own would throw that rank's finished requests away.
+            if getattr(lm, "rank", 0) == 0:
+                for old in jdir.glob(f"{entry.key}.rank*.jsonl"):
+                    old.unlink()
+            lm.barrier()
         journal = Journal(jdir, entry.key, identity | {"benchmark": entry.key, "shots": entry.shots,
                                                        "limit": options.limit, "gen_kwargs": options.gen_kwargs},
                           rank=getattr(lm, "rank", 0))
+        damaged = journal.report()
+        if damaged:
+            notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged))
         outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
         if outcome is not None:
             record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir)
