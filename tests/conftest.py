@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,32 @@ def tiny_qwen_dir(tmp_path_factory, tokenizer_dir) -> Path:
     from evo_eval.tiny import build_tiny_ar
 
     return build_tiny_ar(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", tokenizer_dir=tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def small_mirror(benchdata, tmp_path_factory) -> Path:
+    """GSM8K and ARC-Challenge imported from the real files: one generative and one likelihood benchmark."""
+    from evo_eval.data import import_mirror
+
+    dst = tmp_path_factory.mktemp("small-mirror") / "data"
+    import_mirror(benchdata, dst, ["gsm8k", "arc_challenge"])
+    return dst
+
+
+@pytest.fixture(scope="session")
+def cli_processes(tmp_path_factory):
+    """Real `evo-eval` processes forked from one warm server (tests/cli_process.py)."""
+    import importlib.util
+
+    from torch.utils.collect_env import get_pretty_env_info
+
+    from evo_eval.store import git_state
+
+    # pytest runs with --import-mode=importlib, so tests/ is not on sys.path: load the helper by path.
+    spec = importlib.util.spec_from_file_location("evo_eval_tests_cli_process", Path(__file__).with_name("cli_process.py"))
+    helper = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(helper)
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    processes = helper.CliProcesses(tmp_path_factory.mktemp("cli"), env, git_state(), get_pretty_env_info())
+    yield processes
+    processes.close()
