@@ -37,6 +37,7 @@ FIGURE = "3"
 PPL_BENCHMARK = "ppl"
 PPL_TASK = "evo_ppl"
 PPL_METRIC = "word_perplexity,none"
+PPL_DATA = "hellaswag"  # the mirror benchmark whose passages the perplexity task reads
 ACCURACY_BENCHMARKS = ("mmlu", "gsm8k")
 
 # (Figure 3 label, results slug, decoding/likelihood overrides)
@@ -166,3 +167,21 @@ def ppl_results(doc: dict[str, Any], results: list[float]) -> dict[str, tuple[fl
     size = len(text.encode("utf-8"))
     return {"word_perplexity": (loglikelihood, words), "byte_perplexity": (loglikelihood, size),
             "bits_per_byte": (loglikelihood, size)}
+
+
+def ppl_perplexity(items: list[tuple[float, int]]) -> float:
+    """exp(-total log-likelihood / total units), as lm-eval's weighted perplexity, but +inf where that
+    overflows: a model scoring below about -709 nats per word (random weights, an untrained ELBO)
+    gets an infinite perplexity instead of crashing the aggregation and losing the run's results."""
+    import math
+
+    total = sum(ll for ll, _ in items)
+    units = sum(n for _, n in items)
+    exponent = -total / units
+    return math.inf if exponent > 709.0 else math.exp(exponent)
+
+
+def ppl_bits_per_byte(items: list[tuple[float, int]]) -> float:
+    import math
+
+    return -sum(ll for ll, _ in items) / sum(n for _, n in items) / math.log(2)

@@ -148,6 +148,12 @@ def card_names() -> list[str]:
 
 
 def get_card(name: str) -> ModelCard:
+    """A card by name, or a card YAML file by path (a user's own model, or a tiny stand-in)."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(f"model card file {name} does not exist", "pass a card name or an existing YAML path")
+        return load_card(path)
     cards = all_cards()
     if name not in cards:
         raise UnknownNameError("model", name, list(cards), hint="`evo-eval models` lists them")
@@ -160,3 +166,13 @@ def paper_order() -> list[str]:
     for card in all_cards().values():
         systems.setdefault(card.system, card.paper.get("order", 99))
     return sorted(systems, key=lambda s: systems[s])
+
+
+def write_card(card: ModelCard, directory: Path) -> Path:
+    """Save a card as ``<directory>/<name>.yaml`` (e.g. a tiny stand-in) so ``--model PATH`` can run it."""
+    data = card.to_dict()
+    data.pop("path", None)
+    path = Path(directory) / f"{card.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path

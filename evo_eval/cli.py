@@ -236,20 +236,27 @@ def execute_run(options):
     """Run with a rich progress display; prints what happened to each benchmark."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .run import plan, run as run_api
+    from .run import plan, run as run_api, run_variants
 
     card, stage, entries, _, _ = plan(options)
+    variants = len(run_variants(card, options))
     # Under accelerate launch every process runs this; only the first one talks.
     quiet = int(os.environ.get("RANK", "0")) != 0
+    # A live bar only on a terminal: written to a file or a pipe it is a frozen frame and a blank line
+    # around the per-benchmark lines and the error line. soft_wrap: one message, one line.
+    console = Console(stderr=True, quiet=quiet, soft_wrap=True)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=Console(stderr=True, quiet=quiet), transient=False)
+                        TimeElapsedColumn(), console=console, transient=False, disable=not console.is_interactive)
     status = {"skipped": "[dim]done earlier[/dim]", "missing": "[yellow]no data[/yellow]",
               "opt-in": "[yellow]needs --allow-code-exec[/yellow]"}
 
     with progress:
-        overall = progress.add_task(f"{card.name} ({stage})", total=len(entries))
+        overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants)
 
         def on_event(kind, entry, outcome):
+            if kind == "variant":  # ablation suite: the next variant's benchmarks follow
+                progress.console.print(f"[bold]{outcome.model}[/bold]")
+                return
             if kind == "start":
                 progress.update(overall, description=f"{card.name} ({stage}): {entry.key} ({entry.shots}-shot)")
                 return
@@ -262,7 +269,7 @@ def execute_run(options):
                 reuse = f", {outcome.reused} reused from journal" if outcome.reused else ""
                 progress.console.print(f"  {entry.key:<15} {score:>6}  [dim]{outcome.computed} requests, "
                                        f"{outcome.wall_s:.1f} s{reuse}[/dim]")
-            else:
+            elif kind != "missing" or options.skip_missing:  # missing data ends in an error line below
                 progress.console.print(f"  {entry.key:<15} {status[kind]}  [dim]{outcome.message}[/dim]")
             progress.advance(overall)
 
@@ -285,11 +292,16 @@ def table(
     paper: Annotated[bool, typer.Option(help="Show the paper's number and the difference beside each result.")] = False,
     speed_dir: Annotated[Optional[Path], typer.Option(help="Speed results (default RESULTS/speed).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write to a file instead of stdout.")] = None,
+    ablation: Annotated[bool, typer.Option(help="Figure 3 instead: perplexity and accuracy per progression-time variant.")] = False,
+    model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
 ) -> None:
     """The paper's comparison table from results files."""
     from .report.tables import build_table, render
 
-    text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir), format)
+    if ablation:
+        text = _ablation_table(results, stage, model, format)
+    else:
+        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir), format)
     if output:
         from .store import atomic_write_text
 
@@ -297,6 +309,22 @@ def table(
         typer.echo(f"wrote {output}", err=True)
     else:
         sys.stdout.write(text)
+
+
+def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
+    import json
+
+    from .ablation import figure3_table, render_markdown
+    from .errors import UnknownNameError
+    from .suites import check_stage
+
+    check_stage(stage)
+    if fmt not in ("markdown", "json"):
+        raise UnknownNameError("ablation table format", fmt, ["markdown", "json"])
+    if not results.is_dir():
+        raise UserError(f"results folder {results} does not exist", "run `evo-eval run --suite ablation` first")
+    rows = figure3_table(results, model, stage)
+    return render_markdown(rows) if fmt == "markdown" else json.dumps(rows, indent=1) + "\n"
 
 
 # ---- data -------------------------------------------------------------------------------------------

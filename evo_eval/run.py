@@ -65,6 +65,7 @@ class BenchmarkOutcome:
     reused: int = 0
     computed: int = 0
     wall_s: float = 0.0
+    model: str = ""  # the results folder's model name (a card, or card@variant in the ablation suite)
 
 
 @dataclass
@@ -428,7 +429,7 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
 
 
 def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, options: RunOptions,
-                 outcome: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
+                 outcome: dict[str, Any], data_dir: Path | None, model: str | None = None) -> dict[str, Any]:
     from .store import KIND, SCHEMA_VERSION, device_info
 
     results = outcome["results"]
@@ -438,7 +439,8 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
-        "model": card.name,
+        "model": model or card.name,
+        "card": card.name,
         "column": card.column,
         "system": card.system,
         "stage": entry.stage,
@@ -483,7 +485,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     """Everything that can be wrong with the input, checked before any model is loaded."""
     card = get_card(options.model)
     stage = resolve_stage(card, options.stage)
-    entries = resolve(options.suite, stage, options.tasks, options.shots)
+    entries = resolve_entries(card, stage, options)
     checkpoint = resolve_checkpoint(card, options.checkpoint)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
@@ -498,14 +500,59 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
 def _data_missing(entry: SuiteEntry, data_dir: Path | None) -> str | None:
     if data_dir is None:
         return None
-    from .data import mirror_has
+    from .ablation import PPL_BENCHMARK, PPL_DATA
+    from .data import mirror_problem
 
-    if mirror_has(data_dir, entry.key):
-        return None
-    if entry.key == "gpqa":
-        return ("GPQA is not in the data mirror: it needs the gated hub dataset Idavidrein/gpqa (accept its "
-                "terms, `huggingface-cli login`, run without --data-dir) or a mirror that holds it")
-    return f"{entry.benchmark.label} is not in the data mirror {data_dir}; re-run `evo-eval data import SRC`"
+    return mirror_problem(data_dir, PPL_DATA if entry.key == PPL_BENCHMARK else entry.key, entry.shots)
+
+
+def resolve_entries(card: ModelCard, stage: str, options: RunOptions) -> list[SuiteEntry]:
+    """The suite's benchmarks; ``ablation`` is Figure 3's (MMLU, GSM8K, perplexity), for Evo cards only."""
+    if options.suite != "ablation":
+        return resolve(options.suite, stage, options.tasks, options.shots)
+    from .ablation import ablation_entries
+
+    if card.family != "evo":
+        raise UserError(f"suite 'ablation' varies Evo's progression times; '{card.name}' is a {card.family} model",
+                        "run it with an Evo card, e.g. --model evo-8b --checkpoint DIR")
+    entries = ablation_entries(stage, options.shots)
+    if options.tasks:
+        known = [e.key for e in entries]
+        unknown = [t for t in options.tasks if t not in known]
+        if unknown:
+            raise UserError(f"task(s) {', '.join(unknown)} are not in suite 'ablation'", f"choose from {', '.join(known)}")
+        entries = [e for e in entries if e.key in options.tasks]
+    return entries
+
+
+def run_variants(card: ModelCard, options: RunOptions) -> list[tuple[str, dict[str, Any] | None]]:
+    """(results model name, settings overrides): the card itself, or one entry per ablation variant."""
+    if options.suite != "ablation":
+        return [(card.name, None)]
+    from .ablation import ablation_variants, variant_model
+
+    return [(variant_model(card.name, v["slug"]), v["overrides"]) for v in ablation_variants()]
+
+
+def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data_dir: Path | None
+            ) -> BenchmarkOutcome | None:
+    """Why a benchmark needs no model work now (done earlier, no data, no opt-in), or None to run it."""
+    path = result_path(options.output, stage, model, entry.key)
+    if path.exists() and not options.force:
+        stored = read_result(path)  # a corrupt file stops the run here, before any work
+        return BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done", model=model)
+    missing = _data_missing(entry, data_dir)
+    if missing:
+        return BenchmarkOutcome(entry.key, "missing-data" if not options.skip_missing else "skipped",
+                                None, None, missing, model=model)
+    if entry.key in CODE_BENCHMARKS and not options.allow_code_exec:
+        return BenchmarkOutcome(entry.key, "needs-opt-in", None, None,
+                                f"{entry.benchmark.label} executes model-written code; pass "
+                                "--allow-code-exec to run it in the sandbox", model=model)
+    return None
+
+
+_EVENT = {"skipped": "skipped", "missing-data": "missing", "needs-opt-in": "opt-in"}
 
 
 def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None = None
@@ -513,40 +560,45 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
     card, stage, entries, checkpoint, data_dir = plan(options)
     notify = on_event or (lambda *_: None)
     outcomes: list[BenchmarkOutcome] = []
-    todo: list[SuiteEntry] = []
-    for entry in entries:
-        path = result_path(options.output, stage, card.name, entry.key)
-        if path.exists() and not options.force:
-            stored = read_result(path)  # a corrupt file stops the run here, before any work
-            outcomes.append(BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done"))
-            notify("skipped", entry, outcomes[-1])
-            continue
-        missing = _data_missing(entry, data_dir)
-        if missing:
-            outcomes.append(BenchmarkOutcome(entry.key, "missing-data" if not options.skip_missing else "skipped",
-                                             None, None, missing))
-            notify("missing", entry, outcomes[-1])
-            continue
-        if entry.key in CODE_BENCHMARKS and not options.allow_code_exec:
-            outcomes.append(BenchmarkOutcome(entry.key, "needs-opt-in", None, None,
-                                             f"{entry.benchmark.label} executes model-written code; pass "
-                                             "--allow-code-exec to run it in the sandbox"))
-            notify("opt-in", entry, outcomes[-1])
-            continue
-        todo.append(entry)
-    if not todo:
+    pending: list[tuple[str, dict[str, Any] | None, list[SuiteEntry]]] = []
+    for model, overrides in run_variants(card, options):
+        todo = []
+        for entry in entries:
+            outcome = _triage(entry, model, stage, options, data_dir)
+            if outcome is None:
+                todo.append(entry)
+            else:
+                outcomes.append(outcome)
+                notify(_EVENT.get(outcome.status, "skipped"), entry, outcome)
+        pending.append((model, overrides, todo))
+    if not any(todo for _, _, todo in pending):
         return RunSummary(card, stage, _in_order(entries, outcomes))
 
     if options.allow_code_exec:
         os.environ["EVO_EVAL_ALLOW_CODE_EXEC"] = "1"
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     lm = build_lm(card, checkpoint, options)
-    identity = run_identity(card, checkpoint, lm, options)
     task_manager = _task_manager(data_dir)
+    for model, overrides, todo in pending:
+        if not todo:
+            continue
+        variant_lm = lm if overrides is None else lm.with_settings(**overrides)
+        if overrides is not None:
+            notify("variant", todo[0], BenchmarkOutcome("", "variant", message=model, model=model))
+        outcomes += _evaluate_entries(card, stage, todo, checkpoint, data_dir, options, variant_lm,
+                                      task_manager, model, notify)
+    return RunSummary(card, stage, _in_order(entries, outcomes))
+
+
+def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], checkpoint: str, data_dir: Path | None,
+                      options: RunOptions, lm: Any, task_manager: Any, model: str, notify: Callable
+                      ) -> list[BenchmarkOutcome]:
+    identity = run_identity(card, checkpoint, lm, options)
+    outcomes = []
     for entry in todo:
         notify("start", entry, None)
-        path = result_path(options.output, stage, card.name, entry.key)
-        jdir = journal_dir(options.output, stage, card.name)
+        path = result_path(options.output, stage, model, entry.key)
+        jdir = journal_dir(options.output, stage, model)
         if options.force:
             # Rank 0 alone clears, and everyone waits: a rank deleting files while another already
             # appends to its own would throw that rank's finished requests away.
@@ -559,21 +611,24 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
                           rank=getattr(lm, "rank", 0))
         damaged = journal.report()
         if damaged:
-            notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged))
+            notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
         outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
         if outcome is not None:
-            record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir)
+            record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],
-                                    outcome["computed"], outcome["wall_s"])
+                                    outcome["computed"], outcome["wall_s"], model=model)
         else:
-            done = BenchmarkOutcome(entry.key, "done", None, None, f"rank {lm.rank}: results written by rank 0")
+            done = BenchmarkOutcome(entry.key, "done", None, None, f"rank {lm.rank}: results written by rank 0",
+                                    model=model)
         lm.barrier()
         outcomes.append(done)
         notify("done", entry, done)
-    return RunSummary(card, stage, _in_order(entries, outcomes))
+    return outcomes
 
 
 def _in_order(entries: list[SuiteEntry], outcomes: list[BenchmarkOutcome]) -> list[BenchmarkOutcome]:
+    """Outcomes by variant (in run order), then benchmark in the suite's order."""
     order = {e.key: i for i, e in enumerate(entries)}
-    return sorted(outcomes, key=lambda o: order[o.benchmark])
+    models = list(dict.fromkeys(o.model for o in outcomes))
+    return sorted(outcomes, key=lambda o: (models.index(o.model), order[o.benchmark]))

@@ -67,6 +67,22 @@ def _cards_for(stage: str) -> list[ModelCard]:
     return [by_system[s] for s in paper_order() if s in by_system]
 
 
+def _extra_columns(results: dict[tuple[str, str], StoredResult], stage: str) -> list[ModelCard]:
+    """Columns after the paper's for models outside the registry (a card YAML run by path).
+
+    Results filed as ``card@variant`` belong to the ablation table, not this one.
+    """
+    known = set(all_cards())
+    extras: dict[str, StoredResult] = {}
+    for (model, _), stored in sorted(results.items()):
+        if model not in known and "@" not in model:
+            extras.setdefault(model, stored)
+    return [ModelCard(name=model, system=model, stage=stage, family=str(r.data.get("family", "custom")),
+                      column=f"{r.data['column']} ({model})" if r.data.get("column") else model, dtype="",
+                      shape={"custom": True})
+            for model, r in extras.items()]
+
+
 def _paper_number(stage: str, row_name: str, column: str) -> tuple[float | None, int | None]:
     row = paper_table(stage).get(row_name)
     if row is None or column not in row:
@@ -129,8 +145,8 @@ def _mark_best(row: Row) -> None:
 def build_table(stage: str = "base", results_dir: Path = Path("results"), paper: bool = False,
                 speed_dir: Path | None = None) -> Table:
     check_stage(stage)
-    cards = _cards_for(stage)
     results = _load_results(Path(results_dir), stage)
+    cards = _cards_for(stage) + _extra_columns(results, stage)
     speed = _load_speed(Path(speed_dir) if speed_dir else Path(results_dir) / "speed")
     rows: list[Row] = []
     notes: list[str] = []

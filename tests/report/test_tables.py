@@ -97,3 +97,12 @@ def test_bad_inputs(results, tmp_path):
     broken.write_text('{"schema_version": 1, "kind"')
     with pytest.raises(ResultsError, match="truncated"):
         build_table("base", results)
+
+
+def test_custom_cards_get_their_own_columns_and_variants_stay_out(results):
+    write(results, "evo-tiny", "mmlu", 0.25, 5)
+    write(results, "evo-8b@fixed-0", "mmlu", 0.99, 5)
+    table = build_table("base", results)
+    assert (table.cards[-1], table.columns[-1]) == ("evo-tiny", "evo-tiny")
+    assert "evo-8b@fixed-0" not in table.cards
+    assert [c.value for c in row(table, "mmlu").cells][-1] == pytest.approx(25.0)
