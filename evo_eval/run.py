@@ -237,6 +237,9 @@ def _task_yaml_error(path: Path, resolve_func: bool = False) -> str | None:
     try:
         load_yaml(path, resolve_func=resolve_func)
     except Exception as exc:  # yaml, include and import errors alike: all mean the file cannot be used
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:  # a YAML syntax error: where, and what the parser expected
+            return f"not valid YAML at line {mark.line + 1} ({getattr(exc, 'problem', None) or 'syntax error'})"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         return f"{type(exc).__name__}: {first}"
     return None
@@ -285,7 +288,10 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
                             "arguments, e.g. max_length=2048") from exc
         except (OSError, RuntimeError, ValueError, ImportError) as exc:
             # Missing or truncated weights, weights of another shape than config.json, an unreachable hub.
-            raise CheckpointError(f"cannot load {checkpoint}: {_first_line(exc)}",
+            # transformers words a shape mismatch as "look at the above report", a table we keep quiet.
+            reason = ("its weights do not have the shapes its config.json gives"
+                      if "ignore_mismatched_sizes" in str(exc) else _first_line(exc))
+            raise CheckpointError(f"cannot load {checkpoint}: {reason}",
                                   "pass --checkpoint DIR with a complete save_pretrained folder (config.json, "
                                   "weights, tokenizer) of the card's architecture") from exc
         except Exception as exc:
