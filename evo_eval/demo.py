@@ -23,8 +23,10 @@ DEMO_GEN_KWARGS = {"max_gen_toks": 24}
 
 
 def _demo_models(models_dir: Path) -> list[tuple[str, Path]]:
-    """(card, checkpoint folder) pairs for the demo: one tiny Llama, so the demo stays within minutes."""
-    from .tiny import build_tiny_ar, build_tokenizer
+    """(card, checkpoint folder) pairs: a tiny Llama under the LLaMA3 card, and a tiny Evo under its own
+    card file (Evo checkpoints are checked against their card's shape). The other families have tiny
+    stand-ins too (``evo_eval.tiny.build_tiny_family``); two keep the demo within minutes."""
+    from .tiny import build_tiny_ar, build_tiny_family, build_tokenizer
 
     tokenizer = models_dir / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
@@ -34,6 +36,8 @@ def _demo_models(models_dir: Path) -> list[tuple[str, Path]]:
     if not (llama / "config.json").is_file():
         build_tiny_ar(llama, "llama", tokenizer_dir=tokenizer)
     pairs.append(("llama3-8b", llama))
+    card, checkpoint = build_tiny_family("evo", models_dir, tokenizer)
+    pairs.append((str(card), checkpoint))
     return pairs
 
 

@@ -11,7 +11,9 @@ through its adapter on the shared base.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -58,7 +60,7 @@ class RunOptions:
 @dataclass
 class BenchmarkOutcome:
     benchmark: str
-    status: str  # "done" | "skipped" | "missing-data" | "needs-opt-in" | "failed"
+    status: str  # "done" | "skipped" | "missing-data" | "no-data" (skipped as asked) | "needs-opt-in" | "failed"
     path: Path | None = None
     score: float | None = None
     message: str = ""
@@ -373,7 +375,10 @@ def main_score(results: dict[str, Any], task: str, metric: str) -> float | None:
     for section in ("groups", "results"):
         block = results.get(section, {}).get(task)
         if block and metric in block and isinstance(block[metric], (int, float)):
-            return float(block[metric])
+            value = float(block[metric])
+            # lm-eval reports NaN when a metric is undefined (e.g. TruthfulQA mc2 when every choice's
+            # probability underflows): that is no result, shown as a dash, not a number.
+            return None if math.isnan(value) else value
     return None
 
 
@@ -398,7 +403,9 @@ def protocol_fingerprint(results: dict[str, Any], shots: int, data_manifest: str
     """
     configs = {name: {k: v for k, v in cfg.items() if k not in ("metadata",)}
                for name, cfg in sorted(results.get("configs", {}).items())}
-    return sha256_text(to_json([configs, shots, data_manifest]))
+    # lm-eval writes functions as "<function f at 0x7f...>": the address differs per process.
+    text = re.sub(r" at 0x[0-9a-f]+>", ">", to_json([configs, shots, data_manifest]))
+    return sha256_text(text)
 
 
 def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: RunOptions, task_manager: Any,
@@ -549,7 +556,7 @@ def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data
         return BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done", model=model)
     missing = _data_missing(entry, data_dir)
     if missing:
-        return BenchmarkOutcome(entry.key, "missing-data" if not options.skip_missing else "skipped",
+        return BenchmarkOutcome(entry.key, "missing-data" if not options.skip_missing else "no-data",
                                 None, None, missing, model=model)
     if entry.key in CODE_BENCHMARKS and not options.allow_code_exec:
         return BenchmarkOutcome(entry.key, "needs-opt-in", None, None,
@@ -558,7 +565,7 @@ def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data
     return None
 
 
-_EVENT = {"skipped": "skipped", "missing-data": "missing", "needs-opt-in": "opt-in"}
+_EVENT = {"skipped": "skipped", "missing-data": "missing", "no-data": "missing", "needs-opt-in": "opt-in"}
 
 
 def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None = None

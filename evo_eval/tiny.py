@@ -89,3 +89,54 @@ def build_tiny_ar(out_dir: str | Path, arch: str = "llama", seed: int = 0, token
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# Cheap settings for the tiny stand-ins: the algorithm is the card's, only its sizes shrink, so the
+# demo and the end-to-end tests exercise every family's real code path in seconds.
+_TINY_SETTINGS: dict[str, tuple[dict, dict]] = {
+    "evo": ({"k_max": 4}, {"mc_num": 4, "batch": 4}),
+    "llada": ({"gen_length": 0, "steps": 8, "block_length": 8}, {"mc_num": 4, "batch": 4}),
+    "mdlm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
+    "bd3lm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
+    "ard": ({"gen_timesteps": 4}, {"mc_num": 4, "batch": 4}),
+}
+_PAPER_CARDS = {"evo": "evo-8b", "llada": "llada-8b", "mdlm": "mdlm-7b", "bd3lm": "bd3lm-7b", "ard": "ard-7b"}
+
+
+def tiny_families() -> list[str]:
+    return list(_TINY_SETTINGS)
+
+
+def build_tiny_family(family: str, out_dir: str | Path, tokenizer_dir: str | Path) -> tuple[Path, Path]:
+    """A tiny checkpoint of a non-AR family and a card YAML for it: (card path, checkpoint folder).
+
+    The card is the family's paper card with the architecture's TINY_SHAPE and cheap decoding, named
+    ``<family>-tiny`` and columned "<paper column> (tiny)", run with ``--model CARD.yaml``.
+    """
+    from dataclasses import replace
+    from importlib import import_module
+
+    from .cards import get_card, write_card
+
+    if family not in _TINY_SETTINGS:
+        raise ValueError(f"no tiny builder for family '{family}'; choose one of {', '.join(_TINY_SETTINGS)}")
+    out = Path(out_dir)
+    checkpoint = out / f"{family}-tiny"
+    module = import_module(f"evo_eval.models.{family}")
+    if not (checkpoint / "config.json").is_file():
+        if family in ("mdlm", "bd3lm"):
+            from .models.dit import build_tiny
+
+            build_tiny(module, checkpoint, tokenizer_dir)
+        else:
+            getattr(module, f"build_tiny_{family}")(checkpoint, tokenizer_dir)
+    paper = get_card(_PAPER_CARDS[family])
+    decoding, likelihood = _TINY_SETTINGS[family]
+    card = replace(
+        paper, name=f"{family}-tiny", column=f"{paper.column} (tiny)", shape=dict(module.TINY_SHAPE),
+        checkpoint=None, revision=None, path=None,
+        decoding={"default": {**paper.decoding_for(None), **decoding}},
+        likelihood={**paper.likelihood, **likelihood},
+        notes=f"Tiny random-weight stand-in for {paper.name} (demo and tests): not the paper's model.",
+    )
+    return write_card(card, out), checkpoint

@@ -72,15 +72,20 @@ def _extra_columns(results: dict[tuple[str, str], StoredResult], stage: str) -> 
 
     Results filed as ``card@variant`` belong to the ablation table, not this one.
     """
-    known = set(all_cards())
+    cards = all_cards()
+    taken = {c.column for c in cards.values()}
     extras: dict[str, StoredResult] = {}
     for (model, _), stored in sorted(results.items()):
-        if model not in known and "@" not in model:
+        if model not in cards and "@" not in model:
             extras.setdefault(model, stored)
-    return [ModelCard(name=model, system=model, stage=stage, family=str(r.data.get("family", "custom")),
-                      column=f"{r.data['column']} ({model})" if r.data.get("column") else model, dtype="",
-                      shape={"custom": True})
-            for model, r in extras.items()]
+    columns = []
+    for model, r in extras.items():
+        header = r.data.get("column") or model
+        header = f"{header} [{model}]" if header in taken else header
+        taken.add(header)
+        columns.append(ModelCard(name=model, system=model, stage=stage, family="custom", column=header,
+                                 dtype="", shape={"custom": True}))
+    return columns
 
 
 def _paper_number(stage: str, row_name: str, column: str) -> tuple[float | None, int | None]:

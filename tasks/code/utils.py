@@ -7,21 +7,59 @@ our sandbox instead. lm-eval refuses the tasks without ``confirm_run_unsafe_code
 (``--allow-code-exec``, i.e. EVO_EVAL_ALLOW_CODE_EXEC=1).
 
 With greedy decoding there is one sample per problem, so pass@1 is whether that sample passed.
+
+Programs run in parallel: lm-eval scores one document at a time, so the filter step (which sees every
+response of the task at once) executes all programs in one sandbox batch and remembers each verdict by
+the exact program text; the metric then looks its program up (and runs it alone only if it is not
+there, e.g. when lm-eval calls the metric outside this task's filter).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from lm_eval.api.samplers import ContextSampler
+from lm_eval.utils import apply_template
 
 # Seconds per program: lm-eval's code_eval default, so a slow or looping completion fails as it would
 # there (HumanEval's and MBPP's reference solutions pass in a fraction of that).
 TIMEOUT_S = 3.0
 
 
-def _passed(program: str) -> float:
-    from evo_eval.scoring.code_exec import check_program
+# The tests appended to a completion: these templates are the tasks' doc_to_target (lm-eval 0.4.13's
+# humaneval and mbpp), rendered by lm-eval's own apply_template, so the filter's programs are
+# byte-identical to the ones the metric assembles from the rendered target.
+HUMANEVAL_TESTS = "{{test}}\ncheck({{entry_point}})"
+MBPP_TARGET = ("{% if is_fewshot is defined %}{{code}}\n[DONE]{% else %}"
+               "{{test_list[0]}}\n{{test_list[1]}}\n{{test_list[2]}}{% endif %}")
 
-    return 1.0 if check_program(program, timeout=TIMEOUT_S).passed else 0.0
+_VERDICTS: dict[str, bool] = {}
+
+
+def humaneval_tests(doc: dict) -> str:
+    return apply_template(HUMANEVAL_TESTS, doc)
+
+
+def mbpp_target(doc: dict) -> str:
+    return apply_template(MBPP_TARGET, doc)
+
+
+def _key(program: str) -> str:
+    return hashlib.sha256(program.encode("utf-8")).hexdigest()
+
+
+def _run_batch(programs: list[str]) -> None:
+    from evo_eval.scoring.code_exec import check_programs
+
+    todo = list(dict.fromkeys(p for p in programs if _key(p) not in _VERDICTS))
+    for program, result in zip(todo, check_programs(todo, timeout=TIMEOUT_S)):
+        _VERDICTS[_key(program)] = result.passed
+
+
+def _passed(program: str) -> float:
+    if _key(program) not in _VERDICTS:
+        _run_batch([program])
+    return 1.0 if _VERDICTS[_key(program)] else 0.0
 
 
 def _program(prediction, reference: str) -> str:
@@ -39,14 +77,26 @@ def pass_at_1(references: list[str], predictions: list, **_: object) -> float:
     return _passed(_program(predictions[0], references[0]))
 
 
+def _execute_all(filtered: list[list[str]], docs: list[dict], tests) -> list[list[str]]:
+    _run_batch([_program(text, tests(doc)) for resp, doc in zip(filtered, docs) for text in resp])
+    return filtered
+
+
 def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval's `create_test` filter for HumanEval: the prompt followed by the completion."""
-    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+    programs = [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+    return _execute_all(programs, docs, humaneval_tests)
 
 
 def infilling_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval's `create_test` filter for infilling: prefix, the generated middle, suffix."""
-    return [[doc["prompt"] + r + doc["suffix"] for r in resp] for resp, doc in zip(resps, docs)]
+    programs = [[doc["prompt"] + r + doc["suffix"] for r in resp] for resp, doc in zip(resps, docs)]
+    return _execute_all(programs, docs, humaneval_tests)
+
+
+def mbpp_execute(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """MBPP keeps the raw completion (lm-eval's default filter); this only executes them all at once."""
+    return _execute_all(resps, docs, mbpp_target)
 
 
 def mbpp_shots(dataset):
