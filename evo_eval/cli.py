@@ -234,6 +234,7 @@ def _batch(value: str) -> int | str:
 
 def execute_run(options):
     """Run with a rich progress display; prints what happened to each benchmark."""
+    from rich.markup import escape  # messages name paths and values, which may hold [brackets]
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .run import plan, run as run_api, run_variants
@@ -261,7 +262,7 @@ def execute_run(options):
                 progress.update(overall, description=f"{card.name} ({stage}): {entry.key} ({entry.shots}-shot)")
                 return
             if kind == "journal":  # damaged journal lines: reported, skipped, their requests redone
-                progress.console.print(f"  {entry.key:<15} [yellow]warning:[/yellow] {outcome.message}",
+                progress.console.print(f"  {entry.key:<15} [yellow]warning:[/yellow] {escape(outcome.message)}",
                                        markup=True, highlight=False)
                 return
             if kind == "done":
@@ -270,7 +271,7 @@ def execute_run(options):
                 progress.console.print(f"  {entry.key:<15} {score:>6}  [dim]{outcome.computed} requests, "
                                        f"{outcome.wall_s:.1f} s{reuse}[/dim]")
             elif kind != "missing" or options.skip_missing:  # missing data ends in an error line below
-                progress.console.print(f"  {entry.key:<15} {status[kind]}  [dim]{outcome.message}[/dim]")
+                progress.console.print(f"  {entry.key:<15} {status[kind]}  [dim]{escape(outcome.message)}[/dim]")
             progress.advance(overall)
 
         summary = run_api(options, on_event=on_event)

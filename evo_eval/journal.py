@@ -39,6 +39,7 @@ from typing import Any
 from lm_eval.api.model import LM, CacheHook
 
 from .errors import ResultsError
+from .store import _fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,10 @@ class Journal:
     def _append(self, line: bytes) -> None:
         if self._fd is None:
             self.directory.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            if created:  # the new file's name must survive a crash too, not only its lines
+                _fsync_dir(self.directory)
             # A line cut by a crash or a full disk has no newline; end it, or the next line would be
             # glued to it and lost too.
             if os.fstat(self._fd).st_size and not _ends_with_newline(self.path):

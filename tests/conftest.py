@@ -20,6 +20,9 @@ def pytest_configure(config):
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # What `evo-eval` itself does before tqdm is first imported (cli.py); in one pytest process another
+    # test module may import tqdm before the CLI's, and a progress bar would be a second stderr line.
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session")
