@@ -36,18 +36,16 @@ def test_prompts_equal_lm_eval_gsm8k(benchdata):
     assert got[0].count("Question:") == 5 and got[0].endswith("Answer:")
 
 
-def test_prompts_equal_our_evo_gsm8k_task(benchdata):
-    path = tasks_dir() / "evo_gsm8k.yaml"
-    if not path.is_file():
-        pytest.skip("tasks/evo_gsm8k.yaml has not landed yet")
+def test_prompts_equal_our_evo_gsm8k_task(benchdata, small_mirror):
+    """The speed prompts are the suite's: our evo_gsm8k task, read from the mirror, renders them too."""
     from lm_eval.tasks import TaskManager
 
-    config = TaskManager(include_path=str(tasks_dir())).task_index["evo_gsm8k"]
-    with open(config["yaml_path"]) as handle:
-        task_config = yaml.safe_load(handle)
-    if "include" in task_config or not str(task_config.get("doc_to_text", "")).startswith("Question"):
-        pytest.skip("evo_gsm8k is built differently from lm-eval's gsm8k; compared through lm-eval's own above")
-    assert [p.text for p in gsm8k_prompts(4, 4, benchdata)] == _lm_eval_contexts(task_config, benchdata, 4, 4)
+    from evo_eval.data_prompts import rendered_requests
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"data_dir": str(small_mirror)})
+    task = manager.load(["evo_gsm8k"])["tasks"]["evo_gsm8k"]
+    ours = rendered_requests(task, limit=4, shots=4)
+    assert [p.text for p in gsm8k_prompts(4, 4, benchdata)] == [ours[i][0][0] for i in range(4)]
 
 
 def test_chat_messages_carry_the_same_shots(benchdata):
