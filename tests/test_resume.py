@@ -141,3 +141,64 @@ def test_sigkill_at_twelve_points_then_resume_matches_a_clean_run(cli_processes,
     assert valid_lines(resumed) == sum(BENCHMARKS.values())
     journal = results / ".journal"
     assert sum(p.read_bytes().count(b"\n") for p in journal.glob("*.jsonl")) == sum(BENCHMARKS.values()) + 1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def data_parallel(cli_processes, args: list[str], ranks: int = 2) -> str:
+    """One `evo-eval run` as `accelerate launch` would start it: one process per rank, gloo on CPU.
+
+    Returns rank 0's stderr (the other ranks keep quiet).
+    """
+    port = str(free_port())
+    commands = [cli_processes.start(*args, env={"WORLD_SIZE": str(ranks), "RANK": str(r), "LOCAL_RANK": str(r),
+                                                "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1",
+                                                "MASTER_PORT": port})
+                for r in range(ranks)]
+    for command in commands:
+        assert command.wait() == 0, command.stderr
+    return commands[0].stderr
+
+
+def evaluation(path: Path) -> dict:
+    """What a run measured, leaving out provenance and timing."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {"score": data["score"], "results": data["lm_eval"]["results"], "samples": data["samples"]}
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_keep_their_own_journals(cli_processes, small_mirror, tiny_llama_dir, tmp_path):
+    """Two ranks append to their own files, a resume reads both, and --force clears them only once.
+
+    A resume keeps the number of processes: lm-eval draws few-shot examples from one random stream
+    per task, in the order the process builds its documents, so with another number of ranks a
+    document may get other shots, hence another prompt, which the journal (keyed by the prompt) then
+    rightly answers anew.
+    """
+    out = tmp_path / "results"
+    args = [*RUN, "--checkpoint", str(tiny_llama_dir), "--data-dir", str(small_mirror), "--output", str(out)]
+    args[args.index("--limit") + 1] = "3"  # 12 ARC and 3 GSM8K requests, split over two ranks
+    results, journal = out / "base" / "llama3-8b", out / "base" / "llama3-8b" / ".journal"
+    data_parallel(cli_processes, [*args, "--force"])
+    files = sorted(p.name for p in journal.glob("*.jsonl"))
+    assert files == ["arc_challenge.rank0.jsonl", "arc_challenge.rank1.jsonl", "gsm8k.rank0.jsonl", "gsm8k.rank1.jsonl"]
+    assert valid_lines(out) == 15 and all(valid_lines(out, b) for b in BENCHMARKS)
+    measured = {b: evaluation(results / f"{b}.json") for b in BENCHMARKS}
+
+    for benchmark in BENCHMARKS:
+        (results / f"{benchmark}.json").unlink()
+    stderr = data_parallel(cli_processes, args)
+    assert stderr.count("  0 requests,") == 2, stderr  # every answer from the journals, on either rank
+    assert valid_lines(out) == 15
+    assert {b: evaluation(results / f"{b}.json") for b in BENCHMARKS} == measured
+
+    # --force under two ranks: rank 0 clears the old journals before either rank appends to its own.
+    data_parallel(cli_processes, [*args, "--force"])
+    assert valid_lines(out) == 15 and sorted(p.name for p in journal.glob("*.jsonl")) == files
+    assert {b: evaluation(results / f"{b}.json") for b in BENCHMARKS} == measured
