@@ -80,8 +80,10 @@ def build_tiny_ar(out_dir: str | Path, arch: str = "llama", seed: int = 0, token
     if arch not in classes:
         raise ValueError(f"unknown tiny architecture '{arch}'; choose one of {', '.join(classes)}")
     config_cls, model_cls = classes[arch]
+    # Embedding rows padded to a multiple of 64, as Qwen2.5 (152064 rows for ~151.6k tokens) and most
+    # checkpoints do: the Qwen2 tokenizer class adds <|endoftext|> when loaded next to a qwen2 config.
     config = config_cls(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=(len(tokenizer) + 64) // 64 * 64, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **TINY_SHAPES[arch],
     )
     torch.manual_seed(seed)

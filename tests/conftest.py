@@ -57,6 +57,27 @@ def tiny_qwen_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mirror(benchdata, tmp_path_factory) -> Path:
+    """Every benchmark the publishers' files hold, imported once per session through the real importer."""
+    from evo_eval.data import import_mirror
+
+    dst = tmp_path_factory.mktemp("mirror") / "data"
+    import_mirror(benchdata, dst)
+    return dst
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models are per-op overhead: one thread beats two fighting over CI's two shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def small_mirror(benchdata, tmp_path_factory) -> Path:
     """GSM8K and ARC-Challenge imported from the real files: one generative and one likelihood benchmark."""
     from evo_eval.data import import_mirror

@@ -1,21 +1,10 @@
-"""Fixtures for the task tests: one mirror of the real benchmark files per session, and task managers on it."""
+"""Fixtures for the task tests: task managers on the session's mirror of the real benchmark files (tests/conftest.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from evo_eval.paths import tasks_dir
-
-
-@pytest.fixture(scope="session")
-def mirror(benchdata, tmp_path_factory) -> Path:
-    from evo_eval.data import import_mirror
-
-    dst = tmp_path_factory.mktemp("tasks-mirror") / "data"
-    import_mirror(benchdata, dst)
-    return dst
 
 
 @pytest.fixture(scope="session")
