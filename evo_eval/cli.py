@@ -276,8 +276,8 @@ def execute_run(options):
 
         summary = run_api(options, on_event=on_event)
     failed = [o for o in summary.outcomes if o.status in ("missing-data", "failed")]
-    for o in failed:
-        typer.echo(f"error: {o.benchmark}: {o.message}", err=True)
+    for o in failed:  # each message names its benchmark
+        typer.echo(f"error: {o.message}", err=True)
     return summary
 
 

@@ -475,13 +475,19 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "samples": samples,
         "provenance": provenance(
             checkpoint=checkpoint, revision=None if options.checkpoint else card.revision,
-            dtype=str(getattr(lm, "dtype", options.dtype)), device=device_info(options.device),
+            dtype=_model_dtype(lm, options), device=device_info(options.device),
             seeds={"random": options.seed, "numpy": options.seed, "torch": options.seed, "fewshot": FEWSHOT_SEED},
             shots=entry.shots, limit=options.limit, data_dir=str(data_dir) if data_dir else "hub",
             data_manifest_sha256=manifest, wall_time_s=outcome["wall_s"], world_size=getattr(lm, "world_size", 1),
             weights="checkpoint",
         ),
     }
+
+
+def _model_dtype(lm: Any, options: RunOptions) -> str:
+    """The dtype the weights ran in: our adapters say it; lm-eval's HFLM only has it on its model."""
+    dtype = getattr(lm, "dtype", None) or getattr(getattr(lm, "model", None), "dtype", None) or options.dtype
+    return str(dtype).removeprefix("torch.")
 
 
 def _manifest_hash(data_dir: Path | None) -> str | None:

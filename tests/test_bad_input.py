@@ -321,7 +321,7 @@ CASES = [
           "error: {mirror} holds no manifest.json, so it is not a complete mirror — " + FIX_IMPORT),
     _case("mirror-lacks-benchmark", "benchmark the mirror does not hold",
           lambda c: replace_arg(run_args(c), "--tasks", "hellaswag"),
-          "error: hellaswag: hellaswag is not in the data mirror {mirror}; " + FIX_IMPORT),
+          "error: hellaswag is not in the data mirror {mirror}; " + FIX_IMPORT),
     # -- checkpoints -----------------------------------------------------------------------------------
     _case("tokenizer-larger-than-embedding", "tokenizer with more tokens than the model embeds",
           _with(small_vocab_model, lambda c: run_args(c, checkpoint=c.ckpt)),

@@ -50,6 +50,7 @@ def test_base_suite_runs_every_benchmark_with_the_papers_shots(llama_run):
         assert record["mode"] == expected[key].mode
         assert record["score"] is None or 0.0 <= record["score"] <= 1.0
         assert record["provenance"]["git"]["commit"] and record["provenance"]["data_dir"] != "hub"
+        assert record["provenance"]["dtype"] == "float32"
         assert record["prompt_hashes"] and record["samples"]
     assert "GPQA is not in the data mirror" in err and "Idavidrein/gpqa" in err
 
@@ -71,7 +72,7 @@ def test_missing_data_without_skip_is_an_error_after_the_rest(llama_run, tiny_ll
     code, err = run("--model", "llama3-8b", "--checkpoint", str(tiny_llama_dir), "--data-dir", str(mirror),
                     "--output", str(out), "--tasks", "gsm8k,gpqa", "--limit", "1", "--device", "cpu")
     assert code == 2
-    assert err.strip().splitlines()[-1].startswith("error: gpqa: GPQA is not in the data mirror")
+    assert err.strip().splitlines()[-1].startswith("error: GPQA is not in the data mirror")
 
 
 def test_table_shows_the_run(llama_run):
