@@ -96,7 +96,7 @@ def build_tiny_ar(out_dir: str | Path, arch: str = "llama", seed: int = 0, token
 # Cheap settings for the tiny stand-ins: the algorithm is the card's, only its sizes shrink, so the
 # demo and the end-to-end tests exercise every family's real code path in seconds.
 _TINY_SETTINGS: dict[str, tuple[dict, dict]] = {
-    "evo": ({"k_max": 4}, {"mc_num": 4, "batch": 4}),
+    "evo": ({"k_max": 4}, {"mc_num": 2, "batch": 2}),
     "llada": ({"gen_length": 0, "steps": 8, "block_length": 8}, {"mc_num": 4, "batch": 4}),
     "mdlm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
     "bd3lm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
