@@ -62,6 +62,28 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, lines: list[str]
     return fast
 
 
+def tiny_tokenizer(out_dir: str | Path, tokenizer_dir: str | Path | None = None):
+    """The tokenizer saved in ``tokenizer_dir``, or, without one, a new one trained into ``out_dir``."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else build_tokenizer(out_dir)
+
+
+def build_tiny_random(random_model, shape: dict, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                      seed: int = 0) -> Path:
+    """``random_model`` (a family's) at ``shape`` with the vocabulary sized to the tiny tokenizer and its
+    BOS/EOS/pad ids in the config, written with the tokenizer by ``save_pretrained``."""
+    out = Path(out_dir)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
+    model = random_model(dict(shape, vocab_size=len(tokenizer)), dtype=torch.float32, device="cpu", seed=seed)
+    model.config.bos_token_id = tokenizer.bos_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 TINY_SHAPES = {
     "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=2048),
@@ -109,6 +131,21 @@ def tiny_families() -> list[str]:
     return list(_TINY_SETTINGS)
 
 
+def build_tiny_checkpoint(family: str, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                          seed: int = 0) -> Path:
+    """A tiny random-weight checkpoint of a non-AR family, by that family's own builder."""
+    from importlib import import_module
+
+    if family not in _TINY_SETTINGS:
+        raise ValueError(f"no tiny builder for family '{family}'; choose one of {', '.join(_TINY_SETTINGS)}")
+    module = import_module(f"evo_eval.models.{family}")
+    if family in ("mdlm", "bd3lm"):
+        from .models.dit import build_tiny
+
+        return build_tiny(module, out_dir, tokenizer_dir, seed=seed)
+    return getattr(module, f"build_tiny_{family}")(out_dir, tokenizer_dir, seed=seed)
+
+
 def build_tiny_family(family: str, out_dir: str | Path, tokenizer_dir: str | Path) -> tuple[Path, Path]:
     """A tiny checkpoint of a non-AR family and a card YAML for it: (card path, checkpoint folder).
 
@@ -126,12 +163,7 @@ def build_tiny_family(family: str, out_dir: str | Path, tokenizer_dir: str | Pat
     checkpoint = out / f"{family}-tiny"
     module = import_module(f"evo_eval.models.{family}")
     if not (checkpoint / "config.json").is_file():
-        if family in ("mdlm", "bd3lm"):
-            from .models.dit import build_tiny
-
-            build_tiny(module, checkpoint, tokenizer_dir)
-        else:
-            getattr(module, f"build_tiny_{family}")(checkpoint, tokenizer_dir)
+        build_tiny_checkpoint(family, checkpoint, tokenizer_dir)
     paper = get_card(_PAPER_CARDS[family])
     decoding, likelihood = _TINY_SETTINGS[family]
     card = replace(

@@ -49,11 +49,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from ..errors import CheckpointError, UserError
-from .layers import rotate_half, timestep_embedding
+from .building import meta_parameter_count, normal_fill, random_weights, register_auto
+from .checkpoints import load_weights, read_family_config, resolve_folder
+from .layers import CastRMSNorm, rotate_half, timestep_embedding
+from .shapes import CardShapeConfig
 
 ARCHITECTURE = "ARDiffusionLM"
 
@@ -75,10 +77,15 @@ ARCHITECTURE_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "em
 NOISE_SCHEDULES = ("sqrt",)
 
 
-class ARDConfig(PreTrainedConfig):
+class ARDConfig(CardShapeConfig, PreTrainedConfig):
     """Configuration of :class:`ARDiffusionLM` (model type ``ard``); defaults are the ``ard-7b`` card."""
 
     model_type = "ard"
+    FAMILY = "ARD"
+    ARCHITECTURE = ARCHITECTURE
+    SHAPE_KEYS = SHAPE_KEYS
+    ARCHITECTURE_KEYS = ARCHITECTURE_KEYS
+    REQUIRED_SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff", "embed_dim", "vocab_size")
 
     vocab_size: int = 64000
     hidden_size: int = 4096
@@ -118,35 +125,6 @@ class ARDConfig(PreTrainedConfig):
         if self.diffusion_steps < 2 or self.end_point_scale <= 1:
             return f"diffusion_steps={self.diffusion_steps}, end_point_scale={self.end_point_scale}"
         return None
-
-    @classmethod
-    def from_shape(cls, shape: dict[str, Any], **extra: Any) -> "ARDConfig":
-        unknown = sorted(set(shape) - set(SHAPE_KEYS) - {"architecture"})
-        if unknown:
-            raise UserError(f"shape key(s) {', '.join(unknown)} are not ARD shape fields",
-                            f"use only {', '.join(SHAPE_KEYS)} in the card's shape block")
-        missing = [k for k in ("n_layers", "d_model", "n_heads", "d_ff", "embed_dim", "vocab_size") if k not in shape]
-        if missing:
-            raise UserError(f"the card's shape lacks {', '.join(missing)}", "add them to the card's shape block")
-        if shape.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-            raise UserError(f"shape architecture '{shape['architecture']}' is not {ARCHITECTURE}",
-                            f"set architecture: {ARCHITECTURE} in the card")
-        config = cls(**{SHAPE_KEYS[k]: v for k, v in shape.items() if k in SHAPE_KEYS}, **extra)
-        if config.problem():
-            raise UserError(f"the card's shape is not a valid ARD architecture ({config.problem()})",
-                            "fix the shape block")
-        return config
-
-    def to_shape(self) -> dict[str, Any]:
-        return {"architecture": ARCHITECTURE, **{key: getattr(self, attr) for key, attr in SHAPE_KEYS.items()}}
-
-    def check_fits(self, shape: dict[str, Any], card: str, where: str) -> None:
-        ours, wanted = self.to_shape(), ARDConfig.from_shape(shape).to_shape()
-        for key in ARCHITECTURE_KEYS:
-            if ours[key] != wanted[key]:
-                raise CheckpointError(
-                    f"checkpoint {where} has {key}={ours[key]} but card {card} has {key}={wanted[key]}",
-                    f"pass a checkpoint of the {card} architecture, or a card whose shape matches it")
 
 
 # ---- the process: noise schedule, position-dependent timesteps, skip grid --------------------------------
@@ -206,27 +184,17 @@ class Schedule:
 # ---- the network -----------------------------------------------------------------------------------------
 
 
-class ARDRMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
-
-
 class ARDBlock(nn.Module):
     def __init__(self, config: ARDConfig):
         super().__init__()
         d, hd = config.hidden_size, config.head_dim
         self.n_heads, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
-        self.input_layernorm = ARDRMSNorm(d, config.rms_norm_eps)
+        self.input_layernorm = CastRMSNorm(d, config.rms_norm_eps)
         self.q_proj = nn.Linear(d, self.n_heads * hd, bias=False)
         self.k_proj = nn.Linear(d, self.n_kv * hd, bias=False)
         self.v_proj = nn.Linear(d, self.n_kv * hd, bias=False)
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
-        self.post_attention_layernorm = ARDRMSNorm(d, config.rms_norm_eps)
+        self.post_attention_layernorm = CastRMSNorm(d, config.rms_norm_eps)
         self.gate_proj = nn.Linear(d, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(d, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, d, bias=False)
@@ -257,7 +225,7 @@ class ARDBackbone(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(ARDBlock(config) for _ in range(config.num_hidden_layers))
-        self.norm = ARDRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = CastRMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
 @dataclass
@@ -382,18 +350,7 @@ class ARDiffusionLM(ARDPreTrainedModel):
         return ARDOutput(pred_x0=pred, logits=self.round_logits(pred))
 
 
-def _register() -> None:
-    try:
-        AutoConfig.register("ard", ARDConfig)
-    except ValueError:
-        pass
-    try:
-        AutoModel.register(ARDConfig, ARDiffusionLM)
-    except ValueError:
-        pass
-
-
-_register()
+register_auto(ARDConfig, ARDiffusionLM, AutoModel)
 
 
 # ---- random weights ---------------------------------------------------------------------------------------
@@ -407,111 +364,45 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
     ``device="meta"`` returns the unmaterialised model (for counting).
     """
     config = ARDConfig.from_shape(shape)
-    device = torch.device(device)
-    with torch.device("meta"):
-        model = ARDiffusionLM(config).to(dtype)
-    if device.type == "meta":
-        return _inference_only(model)
-    model.to_empty(device=device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                param.fill_(1.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                param.normal_(0.0, config.initializer_range, generator=gen)
-    return _inference_only(model)
-
-
-def _inference_only(model: ARDiffusionLM) -> ARDiffusionLM:
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    # "norm.weight" ends the name of every norm's scale (the RMSNorms' and the input LayerNorm's);
+    # "bias" covers the rounding head's lm_head_bias as well as the layers' biases.
+    fill = normal_fill(config.initializer_range, ones=("norm.weight",), zeros=("bias",))
+    return random_weights(lambda: ARDiffusionLM(config), dtype=dtype, device=device, seed=seed, fill=fill)
 
 
 def parameter_count(shape: dict[str, Any]) -> int:
-    return sum(p.numel() for p in random_model(shape, dtype=torch.bfloat16, device="meta").parameters())
+    return meta_parameter_count(random_model, shape)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
 def resolve(checkpoint: str | Path) -> str:
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} has no config.json, so it is not a save_pretrained folder",
-                                  "point at the folder that holds config.json and the *.safetensors weights")
-        return str(path)
-    if checkpoint and str(checkpoint).count("/") == 1 and not str(checkpoint).startswith((".", "/", "~")):
-        return str(checkpoint)  # a hub id
-    raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
+    return resolve_folder(checkpoint,
                           "pass a save_pretrained folder of ARDiffusionLM (there are no public ARD LM weights)")
 
 
 def read_config(checkpoint: str | Path, revision: str | None = None) -> ARDConfig:
-    where = resolve(checkpoint)
-    try:
-        config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read the config of {checkpoint}: {_first_line(exc)}",
-                              "pass a save_pretrained folder of ARDiffusionLM") from None
-    if not isinstance(config, ARDConfig):
-        raise CheckpointError(f"{checkpoint} is a '{getattr(config, 'model_type', '?')}' checkpoint, not ARD",
-                              "pass a save_pretrained folder of ARDiffusionLM (model_type ard)")
-    if config.problem():
-        raise CheckpointError(f"{checkpoint} asks for ARD option {config.problem()}, which this loader does not "
-                              "implement", f"train with noise_schedule one of {', '.join(NOISE_SCHEDULES)}")
-    return config
+    return read_family_config(
+        resolve(checkpoint), checkpoint, revision, ARDConfig, "ARD",
+        unreadable_fix="pass a save_pretrained folder of ARDiffusionLM",
+        other_fix="pass a save_pretrained folder of ARDiffusionLM (model_type ard)",
+        problem_fix=f"train with noise_schedule one of {', '.join(NOISE_SCHEDULES)}")
 
 
 def load_ard(checkpoint: str | Path, *, revision: str | None = None, card: Any = None,
              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ARDiffusionLM:
     """An ARDiffusionLM ``save_pretrained`` folder (or hub id) on ``device`` in ``dtype``, checked against a card."""
     config = read_config(checkpoint, revision)
-    if card is not None:
-        config.check_fits(card.shape, card.name, str(checkpoint))
-    device = torch.device(device)
-    try:
-        model, info = ARDiffusionLM.from_pretrained(
-            resolve(checkpoint), config=config, revision=revision, dtype=dtype, output_loading_info=True,
-            device_map={"": str(device)} if device.type != "cpu" else None)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the weights of {checkpoint}: {_first_line(exc)}",
-                              "check that config.json belongs to these weights") from None
-    problems = [(kind, keys) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-                if (keys := list(info.get(kind) or []))]
-    if problems:
-        kind, keys = problems[0]
-        example = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
-        raise CheckpointError(f"{checkpoint} does not fit its config: {len(keys)} {kind.replace('_', ' ')}, "
-                              f"e.g. {example}", "check that config.json belongs to these weights")
-    return _inference_only(model.to(device))
+    return load_weights(ARDiffusionLM, resolve(checkpoint), checkpoint, config=config, card=card, revision=revision,
+                        device=device, dtype=dtype)
 
 
 def build_tiny_ard(out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
     """A random-weight ARD at TINY_SHAPE with the tiny tokenizer, written with ``save_pretrained``."""
-    from transformers import AutoTokenizer
+    from ..tiny import build_tiny_random
 
-    from ..tiny import build_tokenizer
-
-    out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else build_tokenizer(out)
-    model = random_model(dict(TINY_SHAPE, vocab_size=len(tokenizer)), dtype=torch.float32, device="cpu", seed=seed)
-    model.config.bos_token_id = tokenizer.bos_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_random(random_model, TINY_SHAPE, out_dir, tokenizer_dir, seed)
 
 
 def tiny_card(name: str = "ard-tiny", stage: str = "base"):

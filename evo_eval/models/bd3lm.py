@@ -30,11 +30,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
-from transformers import initialization as init
+from transformers import AutoModelForMaskedLM
 
 from ..errors import CheckpointError
 from . import dit
+from .building import register_auto
 from .layers import KVCache
 
 ARCHITECTURE = "BD3LM"
@@ -44,33 +44,20 @@ TINY_SHAPE: dict[str, Any] = dict(architecture=ARCHITECTURE, n_layers=2, d_model
                                   cond_dim=32, vocab_size=512, max_seq_len=4096, block_size=4)
 
 
-class BD3LMConfig(PretrainedConfig):
-    """The published config keys (configuration_bd3lm.py); defaults are the published classes'."""
+class BD3LMConfig(dit.DiTConfig):
+    """The published config keys (configuration_bd3lm.py): the DiT's and BD3-LM's own; defaults are the
+    published classes'."""
 
     model_type = "bd3lm"
 
-    def __init__(self, block_size: int = 1, vocab_size: int = 50258, model_length: int = 1024,
-                 cross_attn: bool = True, adaln: bool = True, attn_backend: str = "sdpa", causal: bool = False,
-                 hidden_dim: int = 768, cond_dim: int = 128, n_blocks: int = 12, n_heads: int = 12,
-                 dropout: float = 0.1, time_conditioning: bool = False, var_min: bool = True,
-                 sampling_eps_min: float = 1e-3, sampling_eps_max: float = 0.999, **kwargs):
-        super().__init__(**kwargs)
-        self.block_size = block_size
-        self.vocab_size = vocab_size
-        self.model_length = model_length
-        self.cross_attn = cross_attn
-        self.adaln = adaln
-        self.attn_backend = attn_backend
-        self.causal = causal
-        self.hidden_dim = hidden_dim
-        self.cond_dim = cond_dim
-        self.n_blocks = n_blocks
-        self.n_heads = n_heads
-        self.dropout = dropout
-        self.time_conditioning = time_conditioning
-        self.var_min = var_min
-        self.sampling_eps_min = sampling_eps_min
-        self.sampling_eps_max = sampling_eps_max
+    block_size: int = 1
+    cross_attn: bool = True
+    adaln: bool = True
+    attn_backend: str = "sdpa"
+    causal: bool = False
+    var_min: bool = True
+    sampling_eps_min: float = 1e-3
+    sampling_eps_max: float = 0.999
 
 
 def block_causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -91,26 +78,15 @@ def block_diff_mask(noisy_pos: torch.Tensor, clean_pos: torch.Tensor, block_size
     return diagonal | offset_causal | causal
 
 
-class BD3LM(PreTrainedModel):
+class BD3LM(dit.DiTModel):
     config_class = BD3LMConfig
     base_model_prefix = "bd3lm"
     hub_example = "kuleshov-group/bd3lm-owt-block_size16"
-    _keys_to_ignore_on_load_unexpected = dit.DERIVED_BUFFERS
-
-    def __init__(self, config: BD3LMConfig):
-        super().__init__(config)
-        self.backbone = dit.DiTBackbone(config)
-        self.post_init()
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, dit.EmbeddingLayer):
-            init.normal_(module.embedding, mean=0.0, std=0.02)
 
     @classmethod
     def check_config(cls, config, where: str) -> None:
+        super().check_config(config, where)
         fix = "use a published BD3-LM checkpoint layout (kuleshov-group/bd3lm-owt-block_size*)"
-        dit.DiTShape.from_config(config).check(CheckpointError, where, "fix the checkpoint's config.json")
         unsupported = [(k, v) for k, v in (("cross_attn", True), ("adaln", True), ("causal", False),
                                             ("time_conditioning", False)) if bool(getattr(config, k, v)) != v]
         if unsupported:
@@ -118,17 +94,8 @@ class BD3LM(PreTrainedModel):
             raise CheckpointError(f"{where}: {key}={not value} is not supported (the published BD3-LMs use {key}={value})", fix)
 
     @property
-    def shape(self) -> dit.DiTShape:
-        return dit.DiTShape.from_config(self.config)
-
-    @property
     def block_size(self) -> int:
         return int(self.config.block_size)
-
-    @property
-    def mask_token_id(self) -> int:
-        explicit = getattr(self.config, "mask_token_id", None)
-        return int(explicit) if explicit is not None else self.config.vocab_size - 1
 
     def new_cache(self, capacity: int) -> list[KVCache]:
         param = self.backbone.output_layer.linear.weight
@@ -191,8 +158,7 @@ class BD3LM(PreTrainedModel):
         return dit.subs_logits(self.backbone.output_layer(hidden, c), self.mask_token_id)
 
 
-AutoConfig.register(BD3LMConfig.model_type, BD3LMConfig, exist_ok=True)
-AutoModelForMaskedLM.register(BD3LMConfig, BD3LM, exist_ok=True)
+register_auto(BD3LMConfig, BD3LM, AutoModelForMaskedLM)
 
 
 def config_from_shape(shape: dict[str, Any]) -> BD3LMConfig:

@@ -39,9 +39,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
 
 from ..errors import CheckpointError, UserError
+from .building import inference_only, random_weights
+from .checkpoints import first_line, looks_like_hub_id
 from .layers import KVCache, apply_rotary, timestep_embedding
+from .shapes import reject_unknown_keys, require_keys
 
 FREQUENCY_DIM = 256  # sinusoidal features fed to the timestep MLP (DiT's frequency_embedding_size)
 ROPE_BASE = 10000.0
@@ -76,18 +81,13 @@ class DiTShape:
     @classmethod
     def from_card(cls, shape: dict[str, Any], architecture: str, needs_block: bool) -> "DiTShape":
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(shape) - known - {"architecture"})
-        if unknown:
-            raise UserError(f"shape key(s) {', '.join(unknown)} are not {architecture} shape fields",
-                            f"use only {', '.join(sorted(known))} in the card's shape block")
+        reject_unknown_keys(shape, sorted(known), architecture)
         if shape.get("architecture", architecture) != architecture:
             raise UserError(f"the card's shape describes a '{shape['architecture']}', not a {architecture}",
                             f"set architecture: {architecture} in the card's shape block")
         required = ["n_layers", "d_model", "n_heads", "d_ff", "cond_dim", "vocab_size", "max_seq_len"]
         required += ["block_size"] if needs_block else []
-        missing = [k for k in required if k not in shape]
-        if missing:
-            raise UserError(f"the card's shape lacks {', '.join(missing)}", "add them to the card's shape block")
+        require_keys(shape, required)
         if not needs_block and "block_size" in shape:
             raise UserError(f"a {architecture} has no block_size", "remove block_size from the card's shape block")
         out = cls(**{k: v for k, v in shape.items() if k in known})
@@ -263,49 +263,74 @@ def subs_logits(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:
     return logits
 
 
+# ---- what the published MDLM and BD3LM classes share ----------------------------------------------------------
+
+
+class DiTConfig(PretrainedConfig):
+    """The config keys of the DiT itself, as both published configurations name them (defaults: the
+    published classes'); ``models/mdlm.py`` and ``models/bd3lm.py`` give the model types."""
+
+    vocab_size: int = 50258
+    model_length: int = 1024
+    hidden_dim: int = 768
+    cond_dim: int = 128
+    n_blocks: int = 12
+    n_heads: int = 12
+    dropout: float = 0.1
+    time_conditioning: bool = False
+
+
+class DiTModel(PreTrainedModel):
+    """The ``backbone`` under its published name, its weight init, its shape and its [MASK] id; a
+    family class adds ``config_class``, ``base_model_prefix``, ``hub_example`` and its forwards."""
+
+    _keys_to_ignore_on_load_unexpected = DERIVED_BUFFERS
+
+    def __init__(self, config: DiTConfig):
+        super().__init__(config)
+        self.backbone = DiTBackbone(config)
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, EmbeddingLayer):
+            init.normal_(module.embedding, mean=0.0, std=0.02)
+
+    @classmethod
+    def check_config(cls, config, where: str) -> None:
+        DiTShape.from_config(config).check(CheckpointError, where, "fix the checkpoint's config.json")
+
+    @property
+    def shape(self) -> DiTShape:
+        return DiTShape.from_config(self.config)
+
+    @property
+    def mask_token_id(self) -> int:
+        explicit = getattr(self.config, "mask_token_id", None)
+        return int(explicit) if explicit is not None else self.config.vocab_size - 1
+
+
 # ---- building: random weights on the target device, or a checkpoint ------------------------------------------
 
 
-def init_random_(model: nn.Module, seed: int) -> None:
+def random_fill(name: str, param: nn.Parameter, gen: torch.Generator) -> None:
     """Seeded weights that keep every path live: unit-variance linears (so adaLN gates and attention
     matter, unlike the authors' zero init of adaLN, which makes a fresh DiT ignore its input),
     unit norms, zero biases, a standard-normal embedding table."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device if device.type != "meta" else "cpu")
-    gen.manual_seed(int(seed))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.device.type == "meta":
-                continue
-            if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("norm_final.weight"):
-                param.fill_(1.0)
-            elif param.dim() == 1:
-                param.zero_()
-            elif name.endswith("vocab_embed.embedding"):
-                param.normal_(0.0, 1.0, generator=gen)
-            else:
-                param.normal_(0.0, 1.0 / math.sqrt(param.shape[1]), generator=gen)
+    if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("norm_final.weight"):
+        param.fill_(1.0)
+    elif param.dim() == 1:
+        param.zero_()
+    elif name.endswith("vocab_embed.embedding"):
+        param.normal_(0.0, 1.0, generator=gen)
+    else:
+        param.normal_(0.0, 1.0 / math.sqrt(param.shape[1]), generator=gen)
 
 
 def build_random(model_cls, config, *, dtype: torch.dtype, device: torch.device | str, seed: int) -> nn.Module:
     """The architecture with random weights, allocated once on ``device`` in ``dtype`` (meta + to_empty:
     a 7B model never exists as a float32 copy on the CPU)."""
-    with torch.device("meta"):
-        model = model_cls(config)
-    model = model.to(dtype=dtype).to_empty(device=torch.device(device))
-    init_random_(model, seed)
-    return inference_only(model)
-
-
-def inference_only(model: nn.Module) -> nn.Module:
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    return random_weights(lambda: model_cls(config), dtype=dtype, device=device, seed=seed, fill=random_fill)
 
 
 def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype: torch.dtype,
@@ -325,7 +350,7 @@ def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype
         if not (local / "config.json").is_file():
             raise CheckpointError(f"{name} has no config.json, so it is not a save_pretrained folder",
                                   "point at the folder that holds config.json and the weights")
-    elif not _looks_like_hub_id(name):
+    elif not looks_like_hub_id(name):
         raise CheckpointError(f"checkpoint folder {name} does not exist",
                               f"pass a save_pretrained folder or a hub id such as {model_cls.hub_example}")
     try:
@@ -356,8 +381,7 @@ def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else ""
+    return first_line(exc, width=200, empty="")
 
 
 def _check_loading_info(info: dict[str, Any], name: str) -> None:
@@ -456,12 +480,10 @@ def save_published_layout(model: nn.Module, out_dir: str | Path, name: str | Non
 def build_tiny(family_module, out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
     """A random-weight checkpoint of ``family_module`` (models.mdlm or models.bd3lm) at its
     ``TINY_SHAPE`` in the published layout, with the tiny tokenizer (``evo_eval.tiny``)."""
-    from transformers import AutoTokenizer
-
-    from ..tiny import build_tokenizer
+    from ..tiny import tiny_tokenizer
 
     out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else build_tokenizer(out)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
     shape = dict(family_module.TINY_SHAPE)
     if len(tokenizer) > shape["vocab_size"]:
         raise UserError(f"the tokenizer has {len(tokenizer)} ids, more than the tiny vocabulary of {shape['vocab_size']}",

@@ -28,6 +28,8 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from ..errors import CheckpointError
+from .building import normal_fill, random_weights, register_auto
+from .checkpoints import load_weights, looks_like_hub_id, resolve_folder
 from .evo_config import EvoConfig
 from .evo_modeling import EvoForLatentFlow
 
@@ -38,19 +40,7 @@ TINY_SHAPE: dict[str, Any] = dict(
 )
 
 
-def _register() -> None:
-    try:
-        AutoConfig.register("evo", EvoConfig)
-    except ValueError:  # already registered (module re-imported)
-        pass
-    for auto in (AutoModel, AutoModelForCausalLM):
-        try:
-            auto.register(EvoConfig, EvoForLatentFlow)
-        except ValueError:
-            pass
-
-
-_register()
+register_auto(EvoConfig, EvoForLatentFlow, AutoModel, AutoModelForCausalLM)
 
 
 # ---- random weights ----------------------------------------------------------------------------------
@@ -65,47 +55,16 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
     pathway is inert when tests or timings run on synthetic weights.
     """
     config = EvoConfig.from_shape(shape)
-    device = torch.device(device)
-    with torch.device("meta"):
-        model = EvoForLatentFlow(config).to(dtype)
-    model.to_empty(device=device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
-                param.fill_(1.0)
-            elif name.endswith(".bias"):
-                param.zero_()
-            else:
-                param.normal_(0.0, config.initializer_range, generator=gen)
-    return _inference_only(model)
-
-
-def _inference_only(model: EvoForLatentFlow) -> EvoForLatentFlow:
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    fill = normal_fill(config.initializer_range, ones=("norm.weight",), zeros=(".bias",))
+    return random_weights(lambda: EvoForLatentFlow(config), dtype=dtype, device=device, seed=seed, fill=fill)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).suffix
-
-
 def _resolve(checkpoint: str | Path) -> str:
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} has no config.json, so it is not a save_pretrained folder",
-                                  "point at the folder that holds config.json and the *.safetensors weights")
-        return str(path)
-    if _looks_like_hub_id(str(checkpoint)):
-        return str(checkpoint)
-    raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
-                          "pass a save_pretrained folder of the Evo architecture (or a hub id owner/name)")
+    return resolve_folder(checkpoint, "pass a save_pretrained folder of the Evo architecture (or a hub id owner/name)",
+                          file_like_hub_ids=False)
 
 
 def read_config(checkpoint: str | Path, revision: str | None = None) -> EvoConfig:
@@ -127,26 +86,8 @@ def load_evo(checkpoint: str | Path, *, revision: str | None = None, card: Any =
              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> EvoForLatentFlow:
     """An Evo ``save_pretrained`` folder (or hub id) on ``device`` in ``dtype``, checked against a card."""
     config = read_config(checkpoint, revision)
-    if card is not None:
-        config.check_fits(card.shape, card.name, str(checkpoint))
-    where = _resolve(checkpoint)
-    device = torch.device(device)
-    try:
-        model, info = EvoForLatentFlow.from_pretrained(
-            where, config=config, revision=revision, dtype=dtype, output_loading_info=True,
-            device_map={"": str(device)} if device.type != "cpu" else None)
-    except (OSError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load the weights of {checkpoint}: {first}",
-                              "check that config.json belongs to these weights") from None
-    problems = [(kind, keys) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-                if (keys := list(info.get(kind) or []))]
-    if problems:
-        kind, keys = problems[0]
-        example = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
-        raise CheckpointError(f"{checkpoint} does not fit its config: {len(keys)} {kind.replace('_', ' ')}, "
-                              f"e.g. {example}", "check that config.json belongs to these weights")
-    return _inference_only(model.to(device))
+    return load_weights(EvoForLatentFlow, _resolve(checkpoint), checkpoint, config=config, card=card, revision=revision,
+                        device=device, dtype=dtype)
 
 
 # ---- pretrained init from a Llama-family checkpoint ---------------------------------------------------
@@ -161,7 +102,7 @@ def _llama(source: Any):
         raise CheckpointError(f"init_from_llama got a {type(source).__name__}, not a LlamaForCausalLM",
                               "pass a Llama checkpoint folder or a transformers LlamaForCausalLM")
     where = Path(source).expanduser()
-    if not where.exists() and not _looks_like_hub_id(str(source)):
+    if not where.exists() and not looks_like_hub_id(str(source), file_like=False):
         raise CheckpointError(f"Llama checkpoint {source} does not exist", "pass a Llama save_pretrained folder")
     try:
         config = AutoConfig.from_pretrained(str(source))
@@ -220,19 +161,9 @@ def init_from_llama(llama: Any, *, tie_word_embeddings: bool | None = None,
 
 def build_tiny_evo(out_dir: Path, tokenizer_dir: Path | None = None, seed: int = 0) -> Path:
     """A random-weight Evo at TINY_SHAPE with the tiny tokenizer, written with ``save_pretrained``."""
-    from transformers import AutoTokenizer
+    from ..tiny import build_tiny_random
 
-    from ..tiny import build_tokenizer
-
-    out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else build_tokenizer(out)
-    model = random_model(dict(TINY_SHAPE, vocab_size=len(tokenizer)), dtype=torch.float32, device="cpu", seed=seed)
-    model.config.bos_token_id = tokenizer.bos_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_random(random_model, TINY_SHAPE, out_dir, tokenizer_dir, seed)
 
 
 def tiny_card(name: str = "evo-tiny"):

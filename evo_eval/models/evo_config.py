@@ -32,7 +32,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from ..errors import CheckpointError, UserError
+from ..errors import UserError
+from .shapes import CardShapeConfig
 
 # Card shape key -> config attribute. "architecture" is the card's label only.
 SHAPE_KEYS = {
@@ -55,7 +56,7 @@ _REQUIRED = ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size")
 ARCHITECTURE = "EvoForLatentFlow"
 
 
-class EvoConfig(PretrainedConfig):
+class EvoConfig(CardShapeConfig, PretrainedConfig):
     """Configuration of :class:`~evo_eval.models.evo_modeling.EvoForLatentFlow` (model_type ``evo``).
 
     ``latent_scale`` (kappa) maps token embeddings into the latent space, ``z = kappa·e(x)``, chosen so a
@@ -65,6 +66,11 @@ class EvoConfig(PretrainedConfig):
     """
 
     model_type = "evo"
+    FAMILY = "Evo"
+    ARCHITECTURE = ARCHITECTURE
+    SHAPE_KEYS = SHAPE_KEYS
+    ARCHITECTURE_KEYS = ARCHITECTURE_KEYS
+    REQUIRED_SHAPE_KEYS = _REQUIRED
 
     def __init__(
         self,
@@ -108,42 +114,14 @@ class EvoConfig(PretrainedConfig):
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
-    # ---- card shapes ------------------------------------------------------------------------------
+    # ---- card shapes (from_shape, to_shape, check_fits: CardShapeConfig) -----------------------------
 
     @classmethod
-    def from_shape(cls, shape: dict[str, Any], **extra: Any) -> "EvoConfig":
-        """The config of a card's ``shape`` block (keys as in baselines/evo-8b.yaml)."""
-        unknown = sorted(set(shape) - set(SHAPE_KEYS) - {"architecture"})
-        if unknown:
-            raise UserError(f"shape key(s) {', '.join(unknown)} are not Evo shape fields",
-                            f"use only {', '.join(SHAPE_KEYS)} in the card's shape block")
-        missing = [k for k in _REQUIRED if k not in shape]
-        if missing:
-            raise UserError(f"the card's shape lacks {', '.join(missing)}", "add them to the card's shape block")
-        if shape.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-            raise UserError(f"shape architecture '{shape['architecture']}' is not {ARCHITECTURE}",
-                            f"set architecture: {ARCHITECTURE} in the card")
-        values = {SHAPE_KEYS[k]: v for k, v in shape.items() if k in SHAPE_KEYS}
+    def _from_shape_values(cls, values: dict[str, Any], extra: dict[str, Any]) -> "EvoConfig":
         try:
             return cls(**values, **extra)
         except ValueError as exc:
             raise UserError(f"the card's shape is not a valid Evo architecture: {exc}", "fix the shape block") from None
-
-    def to_shape(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"architecture": ARCHITECTURE}
-        for key, attr in SHAPE_KEYS.items():
-            out[key] = getattr(self, attr)
-        return out
-
-    def check_fits(self, shape: dict[str, Any], card: str, where: str) -> None:
-        """Raise a one-line CheckpointError if this checkpoint's architecture is not the card's."""
-        ours = self.to_shape()
-        wanted = EvoConfig.from_shape(shape).to_shape()
-        for key in ARCHITECTURE_KEYS:
-            if ours[key] != wanted[key]:
-                raise CheckpointError(
-                    f"checkpoint {where} has {key}={ours[key]} but card {card} has {key}={wanted[key]}",
-                    f"pass a checkpoint of the {card} architecture, or a card whose shape matches it")
 
 
 def parameter_count(shape: dict[str, Any]) -> int:

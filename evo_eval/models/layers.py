@@ -26,6 +26,19 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
+class CastRMSNorm(nn.Module):
+    """RMSNorm in transformers' Llama order, which LLaDA and ARD keep: normalise in float32, cast back
+    to the activation dtype, then scale (``RMSNorm`` scales before the cast)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+
 class SwiGLU(nn.Module):
     """``down(silu(gate(x)) * up(x))``; attribute names are the Llama ones, families may rename on load."""
 

@@ -47,11 +47,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PreTrainedConfig, PreTrainedModel
+from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ..errors import CheckpointError, UserError
-from .layers import rotate_half
+from ..errors import CheckpointError
+from .building import meta_parameter_count, normal_fill, random_weights, register_auto
+from .checkpoints import load_weights, read_family_config, resolve_folder
+from .layers import CastRMSNorm, rotate_half
+from .shapes import CardShapeConfig
 
 ARCHITECTURE = "LLaDAModelLM"
 MASK_TOKEN_ID = 126336
@@ -77,10 +80,15 @@ SHAPE_KEYS = {
 ARCHITECTURE_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size", "tie_embeddings")
 
 
-class LLaDAConfig(PreTrainedConfig):
+class LLaDAConfig(CardShapeConfig, PreTrainedConfig):
     """The published ``configuration_llada.py`` fields (defaults: LLaDA-8B's config.json)."""
 
     model_type = "llada"
+    FAMILY = "LLaDA"
+    ARCHITECTURE = ARCHITECTURE
+    SHAPE_KEYS = SHAPE_KEYS
+    ARCHITECTURE_KEYS = ARCHITECTURE_KEYS
+    REQUIRED_SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size")
     attribute_map = {
         "hidden_size": "d_model", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers",
         "num_key_value_heads": "n_kv_heads", "intermediate_size": "mlp_hidden_size",
@@ -148,7 +156,7 @@ class LLaDAConfig(PreTrainedConfig):
 
     # ---- what this implementation computes -------------------------------------------------------
 
-    def unsupported(self) -> str | None:
+    def problem(self) -> str | None:
         """The first option this network does not implement, as '<key>=<value>', or None."""
         wanted = dict(block_type="llama", activation_type="silu", layer_norm_type="rms", rope=True, alibi=False,
                       attention_layer_norm=False, input_emb_norm=False, include_bias=False, scale_logits=False,
@@ -162,59 +170,20 @@ class LLaDAConfig(PreTrainedConfig):
             return f"d_model={self.d_model} with n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}"
         return None
 
-    # ---- card shapes ------------------------------------------------------------------------------
+    # ---- card shapes (from_shape, check_fits: CardShapeConfig) ----------------------------------------
 
     @classmethod
-    def from_shape(cls, shape: dict[str, Any], **extra: Any) -> "LLaDAConfig":
-        """The config of a card's ``shape`` block (keys as in baselines/llada-8b.yaml)."""
-        unknown = sorted(set(shape) - set(SHAPE_KEYS) - {"architecture"})
-        if unknown:
-            raise UserError(f"shape key(s) {', '.join(unknown)} are not LLaDA shape fields",
-                            f"use only {', '.join(SHAPE_KEYS)} in the card's shape block")
-        missing = [k for k in ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size") if k not in shape]
-        if missing:
-            raise UserError(f"the card's shape lacks {', '.join(missing)}", "add them to the card's shape block")
-        if shape.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-            raise UserError(f"shape architecture '{shape['architecture']}' is not {ARCHITECTURE}",
-                            f"set architecture: {ARCHITECTURE} in the card")
-        values = {SHAPE_KEYS[k]: v for k, v in shape.items() if k in SHAPE_KEYS}
+    def _from_shape_values(cls, values: dict[str, Any], extra: dict[str, Any]) -> "LLaDAConfig":
         values["embedding_size"] = values["vocab_size"]
-        config = cls(**values, **extra)
-        problem = config.unsupported()
-        if problem:
-            raise UserError(f"the card's shape is not a valid LLaDA architecture ({problem})", "fix the shape block")
-        return config
+        return super()._from_shape_values(values, extra)
 
     def to_shape(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"architecture": ARCHITECTURE}
-        for key, attr in SHAPE_KEYS.items():
-            out[key] = getattr(self, attr)
+        out = super().to_shape()
         out["vocab_size"] = self.embedding_size
         return out
 
-    def check_fits(self, shape: dict[str, Any], card: str, where: str) -> None:
-        """Raise a one-line CheckpointError if this checkpoint's architecture is not the card's."""
-        ours = self.to_shape()
-        wanted = LLaDAConfig.from_shape(shape).to_shape()
-        for key in ARCHITECTURE_KEYS:
-            if ours[key] != wanted[key]:
-                raise CheckpointError(
-                    f"checkpoint {where} has {key}={ours[key]} but card {card} has {key}={wanted[key]}",
-                    f"pass a checkpoint of the {card} architecture, or a card whose shape matches it")
-
 
 # ---- the network ------------------------------------------------------------------------------------
-
-
-class LLaDARMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # LLaDA's order: normalise in float32, cast back to the activation dtype, then scale.
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 class RotaryTables:
@@ -262,12 +231,12 @@ class LLaDABlock(nn.Module):
         super().__init__()
         d, hd = config.d_model, config.head_dim
         self.n_heads, self.n_kv, self.head_dim = config.n_heads, config.n_kv_heads, hd
-        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.attn_norm = CastRMSNorm(d, config.rms_norm_eps)
         self.q_proj = nn.Linear(d, self.n_heads * hd, bias=False)
         self.k_proj = nn.Linear(d, self.n_kv * hd, bias=False)
         self.v_proj = nn.Linear(d, self.n_kv * hd, bias=False)
         self.attn_out = nn.Linear(self.n_heads * hd, d, bias=False)
-        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.ff_norm = CastRMSNorm(d, config.rms_norm_eps)
         self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
         self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)
@@ -297,7 +266,7 @@ class LLaDATransformer(nn.Module):
         super().__init__()
         parts = dict(wte=nn.Embedding(config.embedding_size, config.d_model),
                      blocks=nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
-                     ln_f=LLaDARMSNorm(config.d_model, config.rms_norm_eps))
+                     ln_f=CastRMSNorm(config.d_model, config.rms_norm_eps))
         if not config.weight_tying:
             parts["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=False)
         self.transformer = nn.ModuleDict(parts)
@@ -315,7 +284,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
-        problem = config.unsupported()
+        problem = config.problem()
         if problem:
             raise ValueError(f"LLaDA option {problem} is not implemented by evo_eval.models.llada")
         self.model = LLaDATransformer(config)
@@ -378,19 +347,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         return MaskedLMOutput(logits=self._logits(self._hidden(input_ids, 0, key_mask, None)))
 
 
-def _register() -> None:
-    try:
-        AutoConfig.register("llada", LLaDAConfig)
-    except ValueError:  # already registered (module re-imported)
-        pass
-    for auto in (AutoModel, AutoModelForMaskedLM):
-        try:
-            auto.register(LLaDAConfig, LLaDAModelLM)
-        except ValueError:
-            pass
-
-
-_register()
+register_auto(LLaDAConfig, LLaDAModelLM, AutoModel, AutoModelForMaskedLM)
 
 
 # ---- random weights ----------------------------------------------------------------------------------
@@ -405,75 +362,31 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
     float32 CPU copy. ``device="meta"`` returns the unmaterialised model (for counting).
     """
     config = LLaDAConfig.from_shape(shape)
-    device = torch.device(device)
-    with torch.device("meta"):
-        model = LLaDAModelLM(config).to(dtype)
-    if device.type == "meta":
-        return _inference_only(model)
-    model.to_empty(device=device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
-                param.fill_(1.0)
-            else:
-                param.normal_(0.0, config.init_std, generator=gen)
-    return _inference_only(model)
-
-
-def _inference_only(model: LLaDAModelLM) -> LLaDAModelLM:
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    fill = normal_fill(config.init_std, ones=("norm.weight", "ln_f.weight"))
+    return random_weights(lambda: LLaDAModelLM(config), dtype=dtype, device=device, seed=seed, fill=fill)
 
 
 def parameter_count(shape: dict[str, Any]) -> int:
     """Parameters of the architecture a shape describes (counted on the meta device)."""
-    return sum(p.numel() for p in random_model(shape, dtype=torch.bfloat16, device="meta").parameters())
+    return meta_parameter_count(random_model, shape)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).suffix
-
-
 def resolve(checkpoint: str | Path) -> str:
     """A local save_pretrained folder, or a hub id; anything else is a CheckpointError."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} has no config.json, so it is not a checkpoint folder",
-                                  "point at the folder that holds config.json and the *.safetensors weights")
-        return str(path)
-    if _looks_like_hub_id(str(checkpoint)):
-        return str(checkpoint)
-    raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
-                          "pass a LLaDA checkpoint folder or a hub id such as GSAI-ML/LLaDA-8B-Base")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+    return resolve_folder(checkpoint, "pass a LLaDA checkpoint folder or a hub id such as GSAI-ML/LLaDA-8B-Base",
+                          kind="checkpoint folder", file_like_hub_ids=False)
 
 
 def read_config(checkpoint: str | Path, revision: str | None = None) -> LLaDAConfig:
     """The checkpoint's LLaDAConfig (its auto_map ignored); anything that is not LLaDA is a CheckpointError."""
-    where = resolve(checkpoint)
-    try:
-        config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read the config of {checkpoint}: {_first_line(exc)}",
-                              "pass a local checkpoint folder, or check the hub id, revision and network") from None
-    if not isinstance(config, LLaDAConfig):
-        raise CheckpointError(f"{checkpoint} is a '{getattr(config, 'model_type', '?')}' checkpoint, not LLaDA",
-                              "pass a LLaDA checkpoint (config.json with model_type llada)")
-    problem = config.unsupported()
-    if problem:
-        raise CheckpointError(f"{checkpoint} asks for LLaDA option {problem}, which this loader does not implement",
-                              "use a checkpoint of the published LLaDA-8B architecture")
+    config = read_family_config(
+        resolve(checkpoint), checkpoint, revision, LLaDAConfig, "LLaDA",
+        unreadable_fix="pass a local checkpoint folder, or check the hub id, revision and network",
+        other_fix="pass a LLaDA checkpoint (config.json with model_type llada)",
+        problem_fix="use a checkpoint of the published LLaDA-8B architecture")
     if config.mask_token_id is None or not 0 <= config.mask_token_id < config.embedding_size:
         raise CheckpointError(f"{checkpoint} has mask_token_id={config.mask_token_id}, outside its "
                               f"{config.embedding_size} embeddings", "fix mask_token_id in its config.json")
@@ -488,24 +401,8 @@ def load_llada(checkpoint: str | Path, *, revision: str | None = None, card: Any
     the config each raise a one-line CheckpointError.
     """
     config = read_config(checkpoint, revision)
-    if card is not None:
-        config.check_fits(card.shape, card.name, str(checkpoint))
-    device = torch.device(device)
-    try:
-        model, info = LLaDAModelLM.from_pretrained(
-            resolve(checkpoint), config=config, revision=revision, dtype=dtype, output_loading_info=True,
-            device_map={"": str(device)} if device.type != "cpu" else None)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the weights of {checkpoint}: {_first_line(exc)}",
-                              "check that config.json belongs to these weights") from None
-    problems = [(kind, keys) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-                if (keys := list(info.get(kind) or []))]
-    if problems:
-        kind, keys = problems[0]
-        example = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
-        raise CheckpointError(f"{checkpoint} does not fit its config: {len(keys)} {kind.replace('_', ' ')}, "
-                              f"e.g. {example}", "check that config.json belongs to these weights")
-    return _inference_only(model.to(device))
+    return load_weights(LLaDAModelLM, resolve(checkpoint), checkpoint, config=config, card=card, revision=revision,
+                        device=device, dtype=dtype)
 
 
 # ---- a tiny checkpoint in the published layout, for tests and the demo -----------------------------------
@@ -518,12 +415,10 @@ AUTO_MAP = {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "model
 
 def build_tiny_llada(out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
     """A random-weight LLaDA at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask), save_pretrained."""
-    from transformers import AutoTokenizer
-
-    from ..tiny import build_tokenizer
+    from ..tiny import tiny_tokenizer
 
     out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else build_tokenizer(out)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
     shape = dict(TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
                  eos_token_id=tokenizer.eos_token_id)
     model = random_model(shape, dtype=torch.float32, device="cpu", seed=seed)

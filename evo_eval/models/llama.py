@@ -40,7 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, UserError
+from .building import inference_only, normal_fill, random_weights
+from .checkpoints import looks_like_hub_id
 from .layers import apply_rotary
+from .shapes import reject_unknown_keys, require_keys
 
 # A scaled-down shape of the same architecture (keys as in the AR cards) for CPU tests and runs.
 TINY_SHAPE: dict[str, Any] = dict(
@@ -48,9 +51,6 @@ TINY_SHAPE: dict[str, Any] = dict(
     vocab_size=512, max_seq_len=2048, rope_theta=10000.0, rms_norm_eps=1e-5, qkv_bias=False,
     tie_embeddings=False,
 )
-
-_CARD_ONLY_KEYS = {"architecture"}
-
 
 @dataclass(frozen=True)
 class LlamaShape:
@@ -74,16 +74,9 @@ class LlamaShape:
     @classmethod
     def from_card(cls, shape: dict[str, Any]) -> "LlamaShape":
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(shape) - known - _CARD_ONLY_KEYS)
-        if unknown:
-            raise UserError(f"shape key(s) {', '.join(unknown)} are not Llama/Qwen2 shape fields",
-                            f"use only {', '.join(sorted(known))} in the card's shape block")
-        values = {k: v for k, v in shape.items() if k in known}
-        required = ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size")
-        missing = [k for k in required if k not in values]
-        if missing:
-            raise UserError(f"the card's shape lacks {', '.join(missing)}", "add them to the card's shape block")
-        out = cls(**values)
+        reject_unknown_keys(shape, sorted(known), "Llama/Qwen2")
+        require_keys(shape, ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size"))
+        out = cls(**{k: v for k, v in shape.items() if k in known})
         if out.n_heads % out.n_kv_heads:
             raise UserError(f"n_heads {out.n_heads} is not a multiple of n_kv_heads {out.n_kv_heads}",
                             "fix the card's shape block")
@@ -453,26 +446,9 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
     generator on the target device: an 8B model never exists as a float32 copy on the CPU.
     """
     s = LlamaShape.from_card(shape)
-    device = torch.device(device)
-    with torch.device("meta"):
-        model = LlamaDecoder(s).to(dtype)
-    model.to_empty(device=device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm"):
-                param.fill_(1.0)
-            else:  # weights and Qwen2's q/k/v biases; 0.02 is transformers' Llama initializer_range
-                param.normal_(0.0, 0.02, generator=gen)
-    return _inference_only(model)
-
-
-def _inference_only(model: LlamaDecoder) -> LlamaDecoder:
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model
+    # Norm scales one; weights and Qwen2's q/k/v biases N(0, 0.02), transformers' Llama initializer_range.
+    return random_weights(lambda: LlamaDecoder(s), dtype=dtype, device=device, seed=seed,
+                          fill=normal_fill(0.02, ones=("norm",)))
 
 
 def _hf_key_map(s: LlamaShape) -> dict[str, tuple[str, ...]]:
@@ -525,8 +501,7 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Path:
     if path.is_dir():
         return path
     # A hub id is "owner/name"; anything else that is not a folder is a mistyped local path.
-    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
+    if not looks_like_hub_id(name_or_path):
         raise CheckpointError(f"checkpoint folder {name_or_path} does not exist",
                               "pass a save_pretrained folder or a hub id such as meta-llama/Meta-Llama-3-8B")
     try:
@@ -569,4 +544,4 @@ def load_pretrained(name_or_path: str, *, revision: str | None = None, dtype: to
         model = LlamaDecoder(shape).to(dtype)
     model.to_empty(device=torch.device(device))
     load_hf_state_dict(model, _read_safetensors(folder), str(folder))
-    return _inference_only(model)
+    return inference_only(model)

@@ -17,11 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
-from transformers import initialization as init
+from transformers import AutoModelForMaskedLM
 
-from ..errors import CheckpointError
 from . import dit
+from .building import register_auto
 
 ARCHITECTURE = "MDLM"
 
@@ -30,53 +29,16 @@ TINY_SHAPE: dict[str, Any] = dict(architecture=ARCHITECTURE, n_layers=2, d_model
                                   cond_dim=32, vocab_size=512, max_seq_len=4096)
 
 
-class MDLMConfig(PretrainedConfig):
-    """The published config keys (configuration_mdlm.py); defaults are mdlm-owt's."""
+class MDLMConfig(dit.DiTConfig):
+    """The published config keys (configuration_mdlm.py): the DiT's own; defaults are mdlm-owt's."""
 
     model_type = "mdlm"
 
-    def __init__(self, vocab_size: int = 50258, model_length: int = 1024, hidden_dim: int = 768,
-                 cond_dim: int = 128, n_blocks: int = 12, n_heads: int = 12, dropout: float = 0.1,
-                 time_conditioning: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size = vocab_size
-        self.model_length = model_length
-        self.hidden_dim = hidden_dim
-        self.cond_dim = cond_dim
-        self.n_blocks = n_blocks
-        self.n_heads = n_heads
-        self.dropout = dropout
-        self.time_conditioning = time_conditioning
 
-
-class MDLM(PreTrainedModel):
+class MDLM(dit.DiTModel):
     config_class = MDLMConfig
     base_model_prefix = "mdlm"
     hub_example = "kuleshov-group/mdlm-owt"
-    _keys_to_ignore_on_load_unexpected = dit.DERIVED_BUFFERS
-
-    def __init__(self, config: MDLMConfig):
-        super().__init__(config)
-        self.backbone = dit.DiTBackbone(config)
-        self.post_init()
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, dit.EmbeddingLayer):
-            init.normal_(module.embedding, mean=0.0, std=0.02)
-
-    @classmethod
-    def check_config(cls, config, where: str) -> None:
-        dit.DiTShape.from_config(config).check(CheckpointError, where, "fix the checkpoint's config.json")
-
-    @property
-    def shape(self) -> dit.DiTShape:
-        return dit.DiTShape.from_config(self.config)
-
-    @property
-    def mask_token_id(self) -> int:
-        explicit = getattr(self.config, "mask_token_id", None)
-        return int(explicit) if explicit is not None else self.config.vocab_size - 1
 
     def forward(self, input_ids: torch.Tensor, timesteps: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         """Raw logits (batch, L, vocab), as the published class returns them."""
@@ -93,8 +55,7 @@ class MDLM(PreTrainedModel):
         return dit.subs_logits(self.backbone.output_layer(hidden[:, start:], c), self.mask_token_id)
 
 
-AutoConfig.register(MDLMConfig.model_type, MDLMConfig, exist_ok=True)
-AutoModelForMaskedLM.register(MDLMConfig, MDLM, exist_ok=True)
+register_auto(MDLMConfig, MDLM, AutoModelForMaskedLM)
 
 
 def config_from_shape(shape: dict[str, Any]) -> MDLMConfig:

@@ -1,0 +1,91 @@
+"""Reading a family's ``save_pretrained`` folder (or hub id) with one-line errors.
+
+* ``first_line``: an exception's message cut to one line for a ``CheckpointError``;
+* ``looks_like_hub_id`` / ``resolve_folder``: a local folder with config.json, or an ``owner/name``
+  hub id; anything else is a CheckpointError naming the family's fix;
+* ``read_family_config``: the checkpoint's config through ``AutoConfig`` (its ``auto_map`` never
+  executed), which must be the family's class and describe something the family implements;
+* ``load_weights``: ``from_pretrained`` onto the device in the dtype, where missing, unexpected or
+  mis-shaped weights are a CheckpointError rather than transformers' warning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .building import inference_only
+
+
+def first_line(exc: BaseException, width: int = 160, empty: str | None = None) -> str:
+    """The message's first line, at most ``width`` characters; an empty message gives ``empty``
+    (by default the exception's class name)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if empty is None else empty
+    return text.splitlines()[0][:width]
+
+
+def looks_like_hub_id(name: str, *, file_like: bool = True) -> bool:
+    """``owner/name`` not starting like a path; ``file_like=False`` also refuses names with a suffix."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and (file_like or not Path(name).suffix)
+
+
+def resolve_folder(checkpoint: str | Path, missing_fix: str, *, kind: str = "save_pretrained folder",
+                   file_like_hub_ids: bool = True) -> str:
+    """A local folder holding config.json, or a hub id; anything else is a CheckpointError."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path} has no config.json, so it is not a {kind}",
+                                  "point at the folder that holds config.json and the *.safetensors weights")
+        return str(path)
+    if looks_like_hub_id(str(checkpoint), file_like=file_like_hub_ids):
+        return str(checkpoint)
+    raise CheckpointError(f"checkpoint folder {checkpoint} does not exist", missing_fix)
+
+
+def read_family_config(where: str, checkpoint: str | Path, revision: str | None, config_cls: type, family: str, *,
+                       unreadable_fix: str, other_fix: str, problem_fix: str) -> Any:
+    """The config of the resolved checkpoint ``where``: a ``config_cls`` whose ``problem()`` is None."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the config of {checkpoint}: {first_line(exc)}", unreadable_fix) from None
+    if not isinstance(config, config_cls):
+        raise CheckpointError(f"{checkpoint} is a '{getattr(config, 'model_type', '?')}' checkpoint, not {family}",
+                              other_fix)
+    problem = config.problem()
+    if problem:
+        raise CheckpointError(f"{checkpoint} asks for {family} option {problem}, which this loader does not implement",
+                              problem_fix)
+    return config
+
+
+def load_weights(model_cls: Any, where: str, checkpoint: str | Path, *, config: Any, card: Any, revision: str | None,
+                 device: torch.device | str, dtype: torch.dtype) -> Any:
+    """``model_cls.from_pretrained(where)`` on ``device`` in ``dtype``, its ``config`` of the ``card``'s
+    architecture (when a card is given) and every weight fitting that config."""
+    if card is not None:
+        config.check_fits(card.shape, card.name, str(checkpoint))
+    device = torch.device(device)
+    try:
+        model, info = model_cls.from_pretrained(
+            where, config=config, revision=revision, dtype=dtype, output_loading_info=True,
+            device_map={"": str(device)} if device.type != "cpu" else None)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"cannot load the weights of {checkpoint}: {first_line(exc)}",
+                              "check that config.json belongs to these weights") from None
+    problems = [(kind, keys) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+                if (keys := list(info.get(kind) or []))]
+    if problems:
+        kind, keys = problems[0]
+        example = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
+        raise CheckpointError(f"{checkpoint} does not fit its config: {len(keys)} {kind.replace('_', ' ')}, "
+                              f"e.g. {example}", "check that config.json belongs to these weights")
+    return inference_only(model.to(device))
