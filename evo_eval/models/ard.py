@@ -54,7 +54,7 @@ from transformers.utils import ModelOutput
 
 from .building import meta_parameter_count, normal_fill, random_weights, register_auto
 from .checkpoints import load_weights, read_family_config, resolve_folder
-from .layers import CastRMSNorm, rotate_half, timestep_embedding
+from .layers import CastRMSNorm, rotary_cos_sin, rotate_half, timestep_embedding
 from .shapes import CardShapeConfig
 
 ARCHITECTURE = "ARDiffusionLM"
@@ -297,11 +297,9 @@ class ARDiffusionLM(ARDPreTrainedModel):
         return table[scores.argmax(-1)]
 
     def _rotary(self, start: int, length: int, device: torch.device, dtype: torch.dtype):
-        hd = self.config.head_dim
-        inv = 1.0 / (self.config.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
-        freqs = torch.outer(torch.arange(start, start + length, device=device, dtype=torch.float32), inv)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        positions = torch.arange(start, start + length, device=device, dtype=torch.float32)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        return cos.to(dtype), sin.to(dtype)
 
     def _latent_inputs(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = self.word_embedding.weight.dtype

@@ -45,7 +45,7 @@ from transformers import initialization as init
 from ..errors import CheckpointError, UserError
 from .building import inference_only, random_weights
 from .checkpoints import first_line, looks_like_hub_id
-from .layers import KVCache, apply_rotary, timestep_embedding
+from .layers import KVCache, apply_rotary, rotary_cos_sin, timestep_embedding
 from .shapes import reject_unknown_keys, require_keys
 
 FREQUENCY_DIM = 256  # sinusoidal features fed to the timestep MLP (DiT's frequency_embedding_size)
@@ -216,10 +216,7 @@ class DDitFinalLayer(nn.Module):
 def rotary_tables(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin (L, head_dim) in float32 for absolute positions; computed, not stored, so no buffer
     can be left uninitialised by meta-device construction."""
-    inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = positions.float()[:, None] * inv_freq[None]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return rotary_cos_sin(positions, head_dim, ROPE_BASE)
 
 
 class DiTBackbone(nn.Module):

@@ -51,7 +51,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .evo_config import EvoConfig
-from .layers import RMSNorm, SwiGLU, rotate_half, timestep_embedding
+from .layers import RMSNorm, SwiGLU, rotary_cos_sin, rotate_half, timestep_embedding
 
 # ---- the cosine noise schedule a_t = cos²(pi t / 2) ------------------------------------------------
 
@@ -104,11 +104,9 @@ class RotaryTables:
         need = int(positions.max()) + 1 if positions.device.type == "cpu" and positions.numel() else 0
         if cos is None or cos.shape[0] < need:
             size = max(need, self.max_len)
-            inv = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, device=positions.device,
-                                                     dtype=torch.float32) / self.head_dim))
-            freqs = torch.outer(torch.arange(size, device=positions.device, dtype=torch.float32), inv)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+            cos, sin = rotary_cos_sin(torch.arange(size, device=positions.device, dtype=torch.float32),
+                                      self.head_dim, self.theta)
+            cos, sin = cos.to(dtype), sin.to(dtype)
             self._cache[key] = (cos, sin)
         return cos[positions], sin[positions]
 

@@ -1,7 +1,7 @@
 """Transformer pieces the model families are built from.
 
 Each family keeps its published weight names (so checkpoints load without remote code), so these are
-small building blocks rather than a whole network: norms, rotary embeddings, attention through
+small building blocks rather than a whole network: norms, rotary tables, attention through
 PyTorch's fused ``scaled_dot_product_attention`` (flash/memory-efficient kernels on GPUs), a SwiGLU
 feed-forward and a pre-allocated KV cache.
 """
@@ -52,30 +52,14 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class Rotary(nn.Module):
-    """Rotary position embedding tables (half-split layout, as HF Llama/Qwen and LLaDA use)."""
-
-    def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0):
-        super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.max_len = max_len
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self._cache
-        if cached is None or cached[0].shape[0] < length or cached[0].device != device or cached[0].dtype != dtype:
-            size = max(length, min(self.max_len, 4096))
-            t = torch.arange(size, device=device, dtype=torch.float32)
-            freqs = torch.outer(t, self.inv_freq.to(device))
-            emb = torch.cat((freqs, freqs), dim=-1)
-            self._cache = (emb.cos().to(dtype), emb.sin().to(dtype))
-        return self._cache
-
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for the given positions, shaped (..., seq, head_dim) to broadcast over heads."""
-        cos, sin = self.tables(int(positions.max()) + 1, positions.device, dtype)
-        return cos[positions], sin[positions]
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (len(positions), head_dim) in float32 for the half-split rotary layout (HF Llama/Qwen2,
+    LLaDA, Evo, ARD, the DiT). Computed from the positions, never stored in a buffer, so a meta-device
+    build leaves nothing uninitialised; each family caches and casts the tables as its numerics say."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(positions.float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from ..errors import CheckpointError
 from .building import meta_parameter_count, normal_fill, random_weights, register_auto
 from .checkpoints import load_weights, read_family_config, resolve_folder
-from .layers import CastRMSNorm, rotate_half
+from .layers import CastRMSNorm, rotary_cos_sin, rotate_half
 from .shapes import CardShapeConfig
 
 ARCHITECTURE = "LLaDAModelLM"
@@ -197,11 +197,7 @@ class RotaryTables:
         cos, sin = self._cache.get(device, (None, None))
         if cos is None or cos.shape[0] < start + length:
             size = max(start + length, 4096)
-            inv = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
-                                        / self.head_dim))
-            freqs = torch.outer(torch.arange(size, device=device, dtype=torch.float32), inv)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos, sin = emb.cos(), emb.sin()
+            cos, sin = rotary_cos_sin(torch.arange(size, device=device, dtype=torch.float32), self.head_dim, self.theta)
             self._cache[device] = (cos, sin)
         return cos[start:start + length], sin[start:start + length]
 

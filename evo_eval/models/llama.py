@@ -42,7 +42,7 @@ from torch import nn
 from ..errors import CheckpointError, UserError
 from .building import inference_only, normal_fill, random_weights
 from .checkpoints import looks_like_hub_id
-from .layers import apply_rotary
+from .layers import apply_rotary, rotary_cos_sin
 from .shapes import reject_unknown_keys, require_keys
 
 # A scaled-down shape of the same architecture (keys as in the AR cards) for CPU tests and runs.
@@ -126,11 +126,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 def rope_tables(shape: LlamaShape, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (length, head_dim), computed in float32 and cast, as transformers does."""
-    hd = shape.hd
-    inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64, device=device).float() / hd))
-    freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    cos, sin = rotary_cos_sin(torch.arange(length, device=device, dtype=torch.float32), shape.hd, shape.rope_theta)
+    return cos.to(dtype), sin.to(dtype)
 
 
 def mlp(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, gemv: str = "mm") -> torch.Tensor:
