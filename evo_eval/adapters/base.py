@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -343,6 +344,29 @@ class EvalAdapter(DistributedMixin, TemplateLM):
             return any(s and s in text for s in until)
 
         return stop
+
+
+class FolderAdapter(EvalAdapter):
+    """A family whose loader reads a checkpoint folder (or hub id) checked against the card, next to a
+    tokenizer that must not have more ids than the network embeds (LLaDA, ARD).
+
+    A subclass names ``load_model`` (``models.<family>.load_<family>``), ``load_tokenizer`` (name,
+    revision) and ``embedding_rows``, the config field that counts the embedding table's rows.
+    """
+
+    load_model: ClassVar[Callable[..., torch.nn.Module]]
+    load_tokenizer: ClassVar[Callable[[str, str | None], Any]]
+    embedding_rows: ClassVar[str] = "vocab_size"
+
+    def load(self, checkpoint: str, revision: str | None, tokenizer: str | None, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+        model = self.load_model(checkpoint, revision=revision, card=self.card, device=device, dtype=dtype)
+        tok = self.load_tokenizer(tokenizer or checkpoint, None if tokenizer else revision)
+        rows = getattr(model.config, self.embedding_rows)
+        if len(tok) > rows:
+            raise CheckpointError(f"the tokenizer has {len(tok)} tokens but {checkpoint} embeds {rows}",
+                                  "pass the checkpoint's own tokenizer")
+        return model, tok
 
 
 def cut_at_stop(text: str, until: list[str]) -> str:

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
-import torch
 from lm_eval.api.registry import register_model
 
 from ..decoding.masked import LLaDASampler
 from ..errors import CheckpointError
+from ..models.checkpoints import first_line
 from ..models.llada import load_llada, resolve
 from ..scoring.llada import LLaDAScorer
-from .base import EvalAdapter
+from .base import FolderAdapter
 
 
 def load_tokenizer(name: str, revision: str | None) -> Any:
@@ -28,22 +28,15 @@ def load_tokenizer(name: str, revision: str | None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(resolve(name), revision=revision)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load the tokenizer of {name}: {first}",
+        raise CheckpointError(f"cannot load the tokenizer of {name}: {first_line(exc)}",
                               "pass tokenizer=DIR (model_args) with the checkpoint's tokenizer files") from None
 
 
 @register_model("llada")
-class LLaDAAdapter(EvalAdapter):
+class LLaDAAdapter(FolderAdapter):
     family = "llada"
     sampler_cls = LLaDASampler
     scorer_cls = LLaDAScorer
-
-    def load(self, checkpoint: str, revision: str | None, tokenizer: str | None, device: torch.device,
-             dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
-        model = load_llada(checkpoint, revision=revision, card=self.card, device=device, dtype=dtype)
-        tok = load_tokenizer(tokenizer or checkpoint, None if tokenizer else revision)
-        if len(tok) > model.config.embedding_size:
-            raise CheckpointError(f"the tokenizer has {len(tok)} tokens but {checkpoint} embeds "
-                                  f"{model.config.embedding_size}", "pass the checkpoint's own tokenizer")
-        return model, tok
+    load_model = staticmethod(load_llada)
+    load_tokenizer = staticmethod(load_tokenizer)
+    embedding_rows = "embedding_size"
