@@ -131,14 +131,6 @@ def _answers(lm, generate, score, reverse: bool = False):
     return texts, logprobs, nfe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models are all per-op overhead; two threads fight on a shared machine
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("family", ["evo", "llada", "mdlm", "bd3lm", "ard"])
 def test_every_sampler_is_seeded_per_request(family, tmp_path, tokenizer_dir, benchdata):
     make = _family(family, tmp_path / family, tokenizer_dir, seed=3)

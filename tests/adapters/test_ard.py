@@ -7,21 +7,11 @@ import json
 import math
 
 import pytest
-import torch
 from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.ard import ARDAdapter
 from evo_eval.errors import CheckpointError
 from evo_eval.models.ard import ARDiffusionLM, build_tiny_ard, tiny_card
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

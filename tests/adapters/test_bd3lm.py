@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.bd3lm import BD3LMAdapter
 from evo_eval.errors import CheckpointError
 from evo_eval.models import bd3lm, dit, mdlm
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,6 @@ from evo_eval.errors import CheckpointError
 from evo_eval.models.evo import build_tiny_evo, tiny_card
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_evo_dir(tmp_path_factory, tokenizer_dir):
     return build_tiny_evo(tmp_path_factory.mktemp("tiny-evo"), tokenizer_dir=tokenizer_dir, seed=4)

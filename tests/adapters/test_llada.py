@@ -13,15 +13,6 @@ from evo_eval.errors import CheckpointError
 from evo_eval.models.llada import LLaDAModelLM, build_tiny_llada, tiny_card
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tokenizer_dir):
     return build_tiny_llada(tmp_path_factory.mktemp("tiny-llada"), tokenizer_dir=tokenizer_dir)

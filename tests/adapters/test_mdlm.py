@@ -13,14 +13,6 @@ from evo_eval.errors import CheckpointError
 from evo_eval.models import bd3lm, dit, mdlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tokenizer_dir):
     return dit.build_tiny(mdlm, tmp_path_factory.mktemp("tiny-mdlm"), tokenizer_dir, seed=4)

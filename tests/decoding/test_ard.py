@@ -13,15 +13,6 @@ from evo_eval.models.ard import TINY_SHAPE, alphas_cumprod, random_model
 PROMPT = torch.tensor([3, 14, 15, 92, 65])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sampler():
     return get_sampler("ard")

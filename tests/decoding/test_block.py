@@ -18,14 +18,6 @@ VOCAB, MASK, SIZE = 64, 63, 4
 PROMPT = torch.tensor([5, 17, 2, 40, 9, 33])  # 6 tokens: one whole block, then half of the next
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def favourite(position: torch.Tensor) -> torch.Tensor:
     return (position * 7 + 3) % (VOCAB - 1)
 

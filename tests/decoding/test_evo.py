@@ -16,15 +16,6 @@ from evo_eval.models.evo_modeling import noised
 
 PROMPT = torch.tensor([0, 41, 7, 300, 12, 99, 5, 18, 250])
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=11)

@@ -17,15 +17,6 @@ MASK, VOCAB = 99, 100
 PROMPT = torch.tensor([5, 6, 7, 8])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Toy(torch.nn.Module):
     """Logits depend on the absolute position only: position i predicts ``tokens[i]`` with probability
     ``conf[i]`` (the rest spread evenly), so every confidence is known in advance. Records each call."""

@@ -16,14 +16,6 @@ VOCAB, MASK = 64, 63
 PROMPT = torch.tensor([5, 17, 2, 40, 9])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def favourite(position: torch.Tensor) -> torch.Tensor:
     return (position * 7 + 3) % (VOCAB - 1)
 

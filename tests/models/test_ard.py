@@ -14,15 +14,6 @@ from evo_eval.models.ard import (TINY_SHAPE, ARDiffusionLM, Schedule, alphas_cum
                                  parameter_count, random_model, skip_indices, tiny_card, token_timesteps)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tokenizer_dir):
     return build_tiny_ard(tmp_path_factory.mktemp("tiny-ard"), tokenizer_dir=tokenizer_dir)

@@ -13,14 +13,6 @@ from evo_eval.errors import CheckpointError
 from evo_eval.models import bd3lm, dit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return bd3lm.random_model(bd3lm.TINY_SHAPE, dtype=torch.float32, device="cpu", seed=3)

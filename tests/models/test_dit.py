@@ -17,15 +17,6 @@ from evo_eval.errors import CheckpointError, UserError
 from evo_eval.models import bd3lm, dit, mdlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def reference_logits(state: dict[str, torch.Tensor], n_heads: int, ids: torch.Tensor) -> torch.Tensor:
     """kuleshov-group/mdlm models/dit.py's DIT.forward, transcribed equation by equation in float64
     from the weight names alone (sigma = 0: the published models are not time-conditioned)."""

@@ -14,15 +14,6 @@ from evo_eval.models.evo import TINY_SHAPE, build_tiny_evo, init_from_llama, loa
 from evo_eval.models.evo_config import EvoConfig, parameter_count, proportional_xl
 from evo_eval.models.evo_modeling import EvoForLatentFlow
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_evo_dir(tmp_path_factory, tokenizer_dir):
     return build_tiny_evo(tmp_path_factory.mktemp("tiny-evo"), tokenizer_dir=tokenizer_dir, seed=3)

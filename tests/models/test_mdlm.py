@@ -12,14 +12,6 @@ from transformers import AutoModelForMaskedLM
 from evo_eval.models import dit, mdlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_mdlm(tmp_path_factory, tokenizer_dir):
     return dit.build_tiny(mdlm, tmp_path_factory.mktemp("tiny-mdlm"), tokenizer_dir, seed=2)

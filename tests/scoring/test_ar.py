@@ -10,15 +10,6 @@ from evo_eval.scoring.ar import ARScorer, ar_logprob, causal_logits
 CONTEXT = torch.tensor([0, 44, 301, 7])
 CONTINUATION = torch.tensor([12, 150, 9])
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):
     from transformers import LlamaForCausalLM

@@ -15,15 +15,6 @@ from evo_eval.scoring.ard import ARDScorer, prior_kl, step_weights
 CTX, CONT = torch.tensor([5, 9, 2, 7]), torch.tensor([11, 40, 300, 7, 99, 12])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ConstantDenoiser(torch.nn.Module):
     """The tiny ARD whose x̂0 ignores its input and whose rounding logits are fixed: every term of the
     bound is then deterministic given the step, so the exact NELBO is a finite sum."""

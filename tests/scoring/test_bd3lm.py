@@ -55,15 +55,6 @@ class BlockJointToy(torch.nn.Module):
         return float(torch.logsumexp(self.logp[full], 0) - torch.logsumexp(self.logp[with_context], 0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scorer():
     return BD3LMScorer()

@@ -16,15 +16,6 @@ from evo_eval.scoring.evo import EvoScorer, EvoScorerConfig, _prior_kl, block_st
 CONTEXT = torch.tensor([0, 44, 301, 7])
 CONTINUATION = torch.tensor([12, 150, 9, 61, 3])
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ShrinkingDenoiser:
     """A stand-in network whose clean estimate is c·z0 at every noise level, so the diffusion term
     has the closed form 1/2·(1 - c)²·|z0|²·(SNR(t_min) - SNR(t_max)); its readout is fixed logits."""

@@ -16,15 +16,6 @@ from evo_eval.scoring.llada import LLaDAScorer, random_masks, stratified_counts
 MASK = 511
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ContextFree(torch.nn.Module):
     """Predictions depend on the position only, so the ELBO equals the exact log-likelihood."""
 

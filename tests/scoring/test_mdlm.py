@@ -45,15 +45,6 @@ class JointToy(torch.nn.Module):
         return float(self.logp[index])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all per-op overhead; two threads spin-wait on a shared two-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scorer():
     return MDLMScorer()

@@ -16,15 +16,6 @@ from evo_eval.training import FinetuneConfig, ObjectiveWeights, finetune
 SENTENCES = [TRAINING_LINES[i] for i in (1, 4, 7, 8)]
 PREFIX = 5  # tokens of the sentence given as the prompt (BOS included); every prefix is unique
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tokenizer_dir):
     from transformers import AutoTokenizer

@@ -11,15 +11,6 @@ from evo_eval.training import FinetuneConfig, ObjectiveWeights, evo_objective, f
 from evo_eval.training.finetune import lr_at, pad_batch
 from evo_eval.training.objective import _soft_histogram_entropy, block_layout, flow_step_weight
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than two fighting over a shared machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_block_layout_starts_blocks_at_the_offset():
     assert block_layout(10, 4, 0, "cpu").tolist() == [0, 0, 0, 0, 4, 4, 4, 4, 8, 8]
     assert block_layout(10, 4, 3, "cpu").tolist() == [0, 0, 0, 3, 3, 3, 3, 7, 7, 7]
