@@ -57,6 +57,34 @@ def tiny_qwen_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer_dir):
+    """``tiny_checkpoint(family, seed=0)``: the folder of a tiny random-weight checkpoint of a non-AR family
+    (evo_eval.tiny.build_tiny_checkpoint, with the session's tokenizer), built once per session for each
+    (family, seed). Tests share it, so they only read it: copy it before changing a file."""
+    from evo_eval.tiny import build_tiny_checkpoint
+
+    built: dict[tuple[str, int], Path] = {}
+
+    def get(family: str, seed: int = 0) -> Path:
+        if (family, seed) not in built:
+            out = tmp_path_factory.mktemp(f"tiny-{family}-{seed}")
+            built[family, seed] = build_tiny_checkpoint(family, out, tokenizer_dir, seed=seed)
+        return built[family, seed]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_llada_dir(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("llada")
+
+
+@pytest.fixture(scope="session")
+def tiny_ard_dir(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("ard")
+
+
+@pytest.fixture(scope="session")
 def mirror(benchdata, tmp_path_factory) -> Path:
     """Every benchmark the publishers' files hold, imported once per session through the real importer."""
     from evo_eval.data import import_mirror

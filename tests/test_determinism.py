@@ -80,35 +80,30 @@ def test_evo_samples_the_same_twice(cli_processes, small_mirror, tokenizer_dir, 
 # ---- every adapter, request by request -------------------------------------------------------------------
 
 
-def _family(name: str, root: Path, tokenizer_dir: Path, seed: int):
-    """(checkpoint folder, a function building the adapter with a given run seed) for a tiny model."""
+def _family(name: str, checkpoint: Path):
+    """A function building the adapter of a tiny checkpoint of family ``name`` with a given run seed."""
     if name == "evo":
         from evo_eval.adapters.evo import EvoAdapter as cls
-        from evo_eval.models.evo import build_tiny_evo, tiny_card
+        from evo_eval.models.evo import tiny_card
 
-        path = build_tiny_evo(root, tokenizer_dir=tokenizer_dir, seed=seed)
         settings = dict(card=tiny_card(), k_max=3, mc_num=3, batch=3, temperature=0.9)
     elif name == "llada":
         from evo_eval.adapters.llada import LLaDAAdapter as cls
-        from evo_eval.models.llada import build_tiny_llada, tiny_card
+        from evo_eval.models.llada import tiny_card
 
-        path = build_tiny_llada(root, tokenizer_dir=tokenizer_dir, seed=seed)
         settings = dict(card=tiny_card(), gen_length=8, steps=8, block_length=8, mc_num=3, batch=3, temperature=0.9)
     elif name in ("mdlm", "bd3lm"):
         from evo_eval.adapters.bd3lm import BD3LMAdapter
         from evo_eval.adapters.mdlm import MDLMAdapter
-        from evo_eval.models import bd3lm, dit, mdlm
 
         cls = MDLMAdapter if name == "mdlm" else BD3LMAdapter
-        path = dit.build_tiny(mdlm if name == "mdlm" else bd3lm, root, tokenizer_dir, seed=seed)
         settings = dict(card=f"{name}-7b", steps=8, mc_num=3, batch=3)
     else:
         from evo_eval.adapters.ard import ARDAdapter as cls
-        from evo_eval.models.ard import build_tiny_ard, tiny_card
+        from evo_eval.models.ard import tiny_card
 
-        path = build_tiny_ard(root, tokenizer_dir=tokenizer_dir, seed=seed)
         settings = dict(card=tiny_card(), gen_timesteps=4, mc_num=3, batch=3)
-    return lambda run_seed: cls(pretrained=str(path), device="cpu", seed=run_seed, max_gen_toks=8, **settings)
+    return lambda run_seed: cls(pretrained=str(checkpoint), device="cpu", seed=run_seed, max_gen_toks=8, **settings)
 
 
 def _requests(benchdata: Path) -> tuple[list[Instance], list[Instance]]:
@@ -132,8 +127,8 @@ def _answers(lm, generate, score, reverse: bool = False):
 
 
 @pytest.mark.parametrize("family", ["evo", "llada", "mdlm", "bd3lm", "ard"])
-def test_every_sampler_is_seeded_per_request(family, tmp_path, tokenizer_dir, benchdata):
-    make = _family(family, tmp_path / family, tokenizer_dir, seed=3)
+def test_every_sampler_is_seeded_per_request(family, tiny_checkpoint, benchdata):
+    make = _family(family, tiny_checkpoint(family, seed=3))
     generate, score = _requests(benchdata)
     first = _answers(make(1234), generate, score)
     torch.manual_seed(99)

@@ -11,17 +11,12 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.ard import ARDAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models.ard import ARDiffusionLM, build_tiny_ard, tiny_card
+from evo_eval.models.ard import ARDiffusionLM, tiny_card
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer_dir):
-    return build_tiny_ard(tmp_path_factory.mktemp("tiny-ard"), tokenizer_dir=tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_dir):
-    return ARDAdapter(pretrained=str(tiny_dir), card=tiny_card(), device="cpu", mc_num=20, batch=20)
+def lm(tiny_ard_dir):
+    return ARDAdapter(pretrained=str(tiny_ard_dir), card=tiny_card(), device="cpu", mc_num=20, batch=20)
 
 
 def test_registered_with_lm_eval():
@@ -59,8 +54,8 @@ def test_generate_until_on_a_real_gsm8k_question(lm, benchdata):
     assert record.nfe == 21 and record.extra["canvas"] == 12 and record.new_tokens <= 12
 
 
-def test_wrong_card_is_a_one_line_error(tiny_dir):
+def test_wrong_card_is_a_one_line_error(tiny_ard_dir):
     with pytest.raises(CheckpointError, match="has n_layers=2 but card ard-7b has n_layers=32"):
-        ARDAdapter(pretrained=str(tiny_dir), card="ard-7b", device="cpu")
+        ARDAdapter(pretrained=str(tiny_ard_dir), card="ard-7b", device="cpu")
     with pytest.raises(CheckpointError, match="has no public checkpoint"):
         ARDAdapter(card="ard-7b", device="cpu")

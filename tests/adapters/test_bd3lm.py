@@ -9,12 +9,12 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.bd3lm import BD3LMAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models import bd3lm, dit, mdlm
+from evo_eval.models import bd3lm
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer_dir):
-    return dit.build_tiny(bd3lm, tmp_path_factory.mktemp("tiny-bd3lm"), tokenizer_dir, seed=5)
+def tiny_dir(tiny_checkpoint):
+    return tiny_checkpoint("bd3lm", seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_generate_until_on_a_real_gsm8k_question(lm, benchdata):
     assert record.nfe <= 1 + (10 + 3) + 3
 
 
-def test_an_mdlm_checkpoint_is_not_a_bd3lm(tmp_path, tokenizer_dir):
-    other = dit.build_tiny(mdlm, tmp_path / "mdlm", tokenizer_dir)
+def test_an_mdlm_checkpoint_is_not_a_bd3lm(tiny_checkpoint):
+    other = tiny_checkpoint("mdlm")
     with pytest.raises(CheckpointError, match="holds a 'mdlm' checkpoint, not BD3-LM") as err:
         BD3LMAdapter(pretrained=str(other), card="bd3lm-7b", device="cpu")
     assert "\n" not in str(err.value)

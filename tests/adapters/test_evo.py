@@ -10,12 +10,12 @@ import torch
 from lm_eval.api.instance import Instance
 
 from evo_eval.errors import CheckpointError
-from evo_eval.models.evo import build_tiny_evo, tiny_card
+from evo_eval.models.evo import tiny_card
 
 
 @pytest.fixture(scope="module")
-def tiny_evo_dir(tmp_path_factory, tokenizer_dir):
-    return build_tiny_evo(tmp_path_factory.mktemp("tiny-evo"), tokenizer_dir=tokenizer_dir, seed=4)
+def tiny_evo_dir(tiny_checkpoint):
+    return tiny_checkpoint("evo", seed=4)
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,13 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.llada import LLaDAAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models.llada import LLaDAModelLM, build_tiny_llada, tiny_card
+from evo_eval.models.llada import LLaDAModelLM, tiny_card
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer_dir):
-    return build_tiny_llada(tmp_path_factory.mktemp("tiny-llada"), tokenizer_dir=tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_dir):
+def lm(tiny_llada_dir):
     # model_args as lm-eval hands them over (strings and numbers); a short canvas keeps the CPU test fast.
-    return LLaDAAdapter(pretrained=str(tiny_dir), card=tiny_card(), device="cpu", gen_length="16", steps=16,
+    return LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card(), device="cpu", gen_length="16", steps=16,
                         block_length=8, mc_num=8, batch=4)
 
 
@@ -70,8 +65,8 @@ def test_generate_until_on_a_real_gsm8k_question(lm, benchdata):
     assert record.nfe == 8 and record.new_tokens <= 8 and record.extra["blocks_decoded"] == 1
 
 
-def test_card_settings_per_benchmark(tiny_dir):
-    lm = LLaDAAdapter(pretrained=str(tiny_dir), card=tiny_card(stage="instruct"), device="cpu")
+def test_card_settings_per_benchmark(tiny_llada_dir):
+    lm = LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card(stage="instruct"), device="cpu")
     lm.benchmark = "mmlu"
     config = lm.sampler_config_for({"max_gen_toks": 256, "until": ["\n"]})
     assert (config.gen_length, config.steps, config.block_length) == (3, 3, 3) and config.max_new_tokens == 256
@@ -80,8 +75,8 @@ def test_card_settings_per_benchmark(tiny_dir):
     assert config.confidence_eos_eot_inf and config.eot_token_id == 126348 and config.gen_length == 512
 
 
-def test_checkpoint_problems_are_one_line_errors(tiny_dir):
+def test_checkpoint_problems_are_one_line_errors(tiny_llada_dir):
     with pytest.raises(CheckpointError, match="has n_layers=2 but card llada-8b has n_layers=32"):
-        LLaDAAdapter(pretrained=str(tiny_dir), card="llada-8b", device="cpu")
+        LLaDAAdapter(pretrained=str(tiny_llada_dir), card="llada-8b", device="cpu")
     with pytest.raises(CheckpointError, match="has no public checkpoint"):
         LLaDAAdapter(card=tiny_card(), device="cpu")

@@ -10,12 +10,12 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.mdlm import MDLMAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models import bd3lm, dit, mdlm
+from evo_eval.models import dit, mdlm
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer_dir):
-    return dit.build_tiny(mdlm, tmp_path_factory.mktemp("tiny-mdlm"), tokenizer_dir, seed=4)
+def tiny_dir(tiny_checkpoint):
+    return tiny_checkpoint("mdlm", seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +80,11 @@ def test_generate_until_on_a_real_gsm8k_question(lm, benchdata):
     assert 1 <= record.nfe <= 8 + 1 and record.new_tokens <= 12
 
 
-def test_checkpoints_that_do_not_fit_are_one_line_errors(tiny_dir, tmp_path, tokenizer_dir):
+def test_checkpoints_that_do_not_fit_are_one_line_errors(tiny_dir, tmp_path, tokenizer_dir, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="model 'mdlm-7b' has no public checkpoint") as err:
         MDLMAdapter(card="mdlm-7b", device="cpu")
     errors = [err]
-    other = dit.build_tiny(bd3lm, tmp_path / "bd3lm", tokenizer_dir)
+    other = tiny_checkpoint("bd3lm")
     with pytest.raises(CheckpointError, match="holds a 'bd3lm' checkpoint, not MDLM") as err:
         MDLMAdapter(pretrained=str(other), card="mdlm-7b", device="cpu")
     errors.append(err)

@@ -10,13 +10,8 @@ import torch
 
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError
-from evo_eval.models.ard import (TINY_SHAPE, ARDiffusionLM, Schedule, alphas_cumprod, build_tiny_ard, load_ard,
+from evo_eval.models.ard import (TINY_SHAPE, ARDiffusionLM, Schedule, alphas_cumprod, load_ard,
                                  parameter_count, random_model, skip_indices, tiny_card, token_timesteps)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer_dir):
-    return build_tiny_ard(tmp_path_factory.mktemp("tiny-ard"), tokenizer_dir=tokenizer_dir)
 
 
 def test_sqrt_schedule_as_ard_discretises_it():
@@ -45,19 +40,19 @@ def test_schedule_is_left_to_right_and_monotone():
     assert committed == sorted(committed) and committed[-1] == 48 and committed[0] == 0
 
 
-def test_checkpoint_round_trip_and_auto_classes(tiny_dir):
+def test_checkpoint_round_trip_and_auto_classes(tiny_ard_dir):
     from safetensors import safe_open
     from transformers import AutoModel
 
-    config = json.loads((tiny_dir / "config.json").read_text())
+    config = json.loads((tiny_ard_dir / "config.json").read_text())
     assert config["model_type"] == "ard" and config["diffusion_steps"] == 2000 and config["embed_dim"] == 16
-    with safe_open(str(tiny_dir / "model.safetensors"), "pt") as f:
+    with safe_open(str(tiny_ard_dir / "model.safetensors"), "pt") as f:
         names = set(f.keys())
     assert {"word_embedding.weight", "lm_head_bias", "input_up_proj.0.weight", "time_trans.2.weight",
             "output_down_proj.2.weight", "model.embed_tokens.weight", "model.layers.1.down_proj.weight"} <= names
-    model = AutoModel.from_pretrained(tiny_dir)
+    model = AutoModel.from_pretrained(tiny_ard_dir)
     assert isinstance(model, ARDiffusionLM)
-    ours = load_ard(tiny_dir, card=tiny_card())
+    ours = load_ard(tiny_ard_dir, card=tiny_card())
     ids, z, t = torch.randint(0, 500, (1, 6)), torch.randn(1, 5, 16), torch.randint(0, 2000, (1, 5))
     assert torch.equal(model(ids, z, t).pred_x0, ours(ids, z, t).pred_x0)
 
@@ -86,16 +81,16 @@ def test_random_model_at_the_card_shape(tmp_path):
     assert float(tiny.lm_head_bias.float().abs().sum()) == 0.0 and float(tiny.model.norm.weight.float().mean()) == 1.0
 
 
-def test_checkpoint_problems_are_one_line_errors(tiny_dir, tiny_llama_dir, tmp_path):
+def test_checkpoint_problems_are_one_line_errors(tiny_ard_dir, tiny_llama_dir, tmp_path):
     with pytest.raises(CheckpointError, match="has n_layers=2 but card ard-7b has n_layers=32"):
-        load_ard(tiny_dir, card=get_card("ard-7b"))
+        load_ard(tiny_ard_dir, card=get_card("ard-7b"))
     with pytest.raises(CheckpointError, match="is a 'llama' checkpoint, not ARD"):
         load_ard(tiny_llama_dir)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_ard(tmp_path / "missing")
     odd = tmp_path / "odd"
     odd.mkdir()
-    config = json.loads((tiny_dir / "config.json").read_text())
+    config = json.loads((tiny_ard_dir / "config.json").read_text())
     (odd / "config.json").write_text(json.dumps(dict(config, noise_schedule="cosine")))
     with pytest.raises(CheckpointError, match="option noise_schedule=cosine"):
         load_ard(odd)

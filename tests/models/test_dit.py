@@ -101,8 +101,8 @@ def test_block_shape_needs_a_block_size_that_divides_the_context():
 
 
 @pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory, tokenizer_dir):
-    return dit.build_tiny(mdlm, tmp_path_factory.mktemp("tiny-mdlm"), tokenizer_dir, seed=1)
+def tiny_mdlm(tiny_checkpoint):
+    return tiny_checkpoint("mdlm", seed=1)
 
 
 def _copy(src, dst):

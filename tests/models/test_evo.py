@@ -10,13 +10,13 @@ import torch
 
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError
-from evo_eval.models.evo import TINY_SHAPE, build_tiny_evo, init_from_llama, load_evo, random_model, tiny_card
+from evo_eval.models.evo import TINY_SHAPE, init_from_llama, load_evo, random_model, tiny_card
 from evo_eval.models.evo_config import EvoConfig, parameter_count, proportional_xl
 from evo_eval.models.evo_modeling import EvoForLatentFlow
 
 @pytest.fixture(scope="module")
-def tiny_evo_dir(tmp_path_factory, tokenizer_dir):
-    return build_tiny_evo(tmp_path_factory.mktemp("tiny-evo"), tokenizer_dir=tokenizer_dir, seed=3)
+def tiny_evo_dir(tiny_checkpoint):
+    return tiny_checkpoint("evo", seed=3)
 
 
 def _outputs(model, ids):

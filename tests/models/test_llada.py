@@ -11,40 +11,35 @@ import torch.nn.functional as F
 
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError
-from evo_eval.models.llada import (TINY_SHAPE, LLaDAModelLM, build_tiny_llada, load_llada, parameter_count,
+from evo_eval.models.llada import (TINY_SHAPE, LLaDAModelLM, load_llada, parameter_count,
                                    random_model, tiny_card)
 
 PUBLISHED_BLOCK_WEIGHTS = ("attn_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_norm", "ff_proj", "up_proj",
                            "ff_out")
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer_dir):
-    return build_tiny_llada(tmp_path_factory.mktemp("tiny-llada"), tokenizer_dir=tokenizer_dir)
-
-
-def test_checkpoint_has_the_published_layout(tiny_dir):
+def test_checkpoint_has_the_published_layout(tiny_llada_dir):
     from safetensors import safe_open
 
-    config = json.loads((tiny_dir / "config.json").read_text())
+    config = json.loads((tiny_llada_dir / "config.json").read_text())
     assert config["model_type"] == "llada" and config["architectures"] == ["LLaDAModelLM"]
     assert config["auto_map"]["AutoModel"] == "modeling_llada.LLaDAModelLM"
     assert config["block_type"] == "llama" and config["activation_type"] == "silu" and config["rope"] is True
     assert config["weight_tying"] is False and config["mask_token_id"] == 3  # the tiny tokenizer's <|mask|>
-    with safe_open(str(tiny_dir / "model.safetensors"), "pt") as f:
+    with safe_open(str(tiny_llada_dir / "model.safetensors"), "pt") as f:
         names = set(f.keys())
     expected = {f"model.transformer.blocks.{i}.{w}.weight" for i in range(2) for w in PUBLISHED_BLOCK_WEIGHTS}
     expected |= {"model.transformer.wte.weight", "model.transformer.ln_f.weight", "model.transformer.ff_out.weight"}
     assert names == expected
 
 
-def test_auto_classes_load_it_without_remote_code(tiny_dir):
+def test_auto_classes_load_it_without_remote_code(tiny_llada_dir):
     from transformers import AutoConfig, AutoModel
 
-    assert type(AutoConfig.from_pretrained(tiny_dir)).__name__ == "LLaDAConfig"
-    model = AutoModel.from_pretrained(tiny_dir)
+    assert type(AutoConfig.from_pretrained(tiny_llada_dir)).__name__ == "LLaDAConfig"
+    model = AutoModel.from_pretrained(tiny_llada_dir)
     assert isinstance(model, LLaDAModelLM)
-    ours = load_llada(tiny_dir, card=tiny_card())
+    ours = load_llada(tiny_llada_dir, card=tiny_card())
     ids = torch.randint(0, 500, (2, 9))
     assert torch.equal(model(ids).logits, ours(ids).logits)
 
@@ -76,12 +71,12 @@ def _reference_logits(state: dict, ids: torch.Tensor, heads: int, theta: float, 
     return rms(x, state["model.transformer.ln_f.weight"]) @ state["model.transformer.ff_out.weight"].T
 
 
-def test_forward_is_llada_math(tiny_dir):
+def test_forward_is_llada_math(tiny_llada_dir):
     from safetensors.torch import load_file
 
-    model = load_llada(tiny_dir)
+    model = load_llada(tiny_llada_dir)
     ids = torch.randint(0, 500, (1, 13))
-    expected = _reference_logits(load_file(str(tiny_dir / "model.safetensors")), ids, heads=4, theta=500000.0,
+    expected = _reference_logits(load_file(str(tiny_llada_dir / "model.safetensors")), ids, heads=4, theta=500000.0,
                                  eps=1e-5)
     torch.testing.assert_close(model(ids).logits[0], expected, rtol=1e-4, atol=1e-4)
 
@@ -122,9 +117,9 @@ def test_random_model_builds_the_card_shape_on_the_device_asked_for():
     assert float(tiny.model.transformer.ln_f.weight.float().mean()) == 1.0
 
 
-def test_wrong_shape_missing_path_and_foreign_checkpoint_are_one_line_errors(tiny_dir, tiny_llama_dir, tmp_path):
+def test_wrong_shape_missing_path_and_foreign_checkpoint_are_one_line_errors(tiny_llada_dir, tiny_llama_dir, tmp_path):
     with pytest.raises(CheckpointError) as err:
-        load_llada(tiny_dir, card=get_card("llada-8b"))
+        load_llada(tiny_llada_dir, card=get_card("llada-8b"))
     assert "n_layers=2 but card llada-8b has n_layers=32" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_llada(tmp_path / "nowhere")
@@ -132,11 +127,11 @@ def test_wrong_shape_missing_path_and_foreign_checkpoint_are_one_line_errors(tin
         load_llada(tiny_llama_dir)
     odd = tmp_path / "odd"
     odd.mkdir()
-    config = json.loads((tiny_dir / "config.json").read_text())
+    config = json.loads((tiny_llada_dir / "config.json").read_text())
     (odd / "config.json").write_text(json.dumps(dict(config, block_type="sequential")))
     with pytest.raises(CheckpointError, match="option block_type=sequential"):
         load_llada(odd)
     (odd / "config.json").write_text(json.dumps(dict(config, n_layers=3)))
-    (odd / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes())
+    (odd / "model.safetensors").write_bytes((tiny_llada_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="does not fit its config: .*missing keys"):
         load_llada(odd)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from evo_eval.models import dit, mdlm
+from evo_eval.models import mdlm
 
 
 @pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory, tokenizer_dir):
-    return dit.build_tiny(mdlm, tmp_path_factory.mktemp("tiny-mdlm"), tokenizer_dir, seed=2)
+def tiny_mdlm(tiny_checkpoint):
+    return tiny_checkpoint("mdlm", seed=2)
 
 
 def test_published_layout_loads_without_remote_code(tiny_mdlm):
