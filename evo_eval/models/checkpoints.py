@@ -29,13 +29,13 @@ def first_line(exc: BaseException, width: int = 160, empty: str | None = None) -
     return text.splitlines()[0][:width]
 
 
-def looks_like_hub_id(name: str, *, file_like: bool = True) -> bool:
-    """``owner/name`` not starting like a path; ``file_like=False`` also refuses names with a suffix."""
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and (file_like or not Path(name).suffix)
+def looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` not starting like a path. Dots are allowed: hub names carry versions
+    (meta-llama/Llama-3.1-8B, GSAI-ML/LLaDA-1.5)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
-def resolve_folder(checkpoint: str | Path, missing_fix: str, *, kind: str = "save_pretrained folder",
-                   file_like_hub_ids: bool = True) -> str:
+def resolve_folder(checkpoint: str | Path, missing_fix: str, *, kind: str = "save_pretrained folder") -> str:
     """A local folder holding config.json, or a hub id; anything else is a CheckpointError."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
@@ -43,7 +43,7 @@ def resolve_folder(checkpoint: str | Path, missing_fix: str, *, kind: str = "sav
             raise CheckpointError(f"{path} has no config.json, so it is not a {kind}",
                                   "point at the folder that holds config.json and the *.safetensors weights")
         return str(path)
-    if looks_like_hub_id(str(checkpoint), file_like=file_like_hub_ids):
+    if looks_like_hub_id(str(checkpoint)):
         return str(checkpoint)
     raise CheckpointError(f"checkpoint folder {checkpoint} does not exist", missing_fix)
 

@@ -63,8 +63,7 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
 
 
 def _resolve(checkpoint: str | Path) -> str:
-    return resolve_folder(checkpoint, "pass a save_pretrained folder of the Evo architecture (or a hub id owner/name)",
-                          file_like_hub_ids=False)
+    return resolve_folder(checkpoint, "pass a save_pretrained folder of the Evo architecture (or a hub id owner/name)")
 
 
 def read_config(checkpoint: str | Path, revision: str | None = None) -> EvoConfig:
@@ -102,7 +101,7 @@ def _llama(source: Any):
         raise CheckpointError(f"init_from_llama got a {type(source).__name__}, not a LlamaForCausalLM",
                               "pass a Llama checkpoint folder or a transformers LlamaForCausalLM")
     where = Path(source).expanduser()
-    if not where.exists() and not looks_like_hub_id(str(source), file_like=False):
+    if not where.exists() and not looks_like_hub_id(str(source)):
         raise CheckpointError(f"Llama checkpoint {source} does not exist", "pass a Llama save_pretrained folder")
     try:
         config = AutoConfig.from_pretrained(str(source))

@@ -373,7 +373,7 @@ def parameter_count(shape: dict[str, Any]) -> int:
 def resolve(checkpoint: str | Path) -> str:
     """A local save_pretrained folder, or a hub id; anything else is a CheckpointError."""
     return resolve_folder(checkpoint, "pass a LLaDA checkpoint folder or a hub id such as GSAI-ML/LLaDA-8B-Base",
-                          kind="checkpoint folder", file_like_hub_ids=False)
+                          kind="checkpoint folder")
 
 
 def read_config(checkpoint: str | Path, revision: str | None = None) -> LLaDAConfig:
