@@ -25,11 +25,12 @@ from .cards import ModelCard, get_card
 from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 from .paths import tasks_dir
+# FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
+from .data_prompts import FEWSHOT_SEED, prompt_hash
+from .devices import resolve_device, resolve_dtype
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
 
-# lm-eval's default few-shot seed. Fixed, not tied to --seed, so every model sees the same shots.
-FEWSHOT_SEED = 1234
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
 
 
@@ -130,27 +131,6 @@ def _check_architecture(card: ModelCard, path: Path) -> None:
     if expected and isinstance(found, list) and found and expected not in found:
         raise CheckpointError(f"{path} holds a {found[0]} checkpoint but model card {card.name} is {expected}",
                               "pass a checkpoint of the card's architecture, or the card that matches it")
-
-
-def check_device(device: str | None) -> None:
-    """A device torch can use here; lm-eval's HF backend would silently fall back or fail deep inside."""
-    if device is None:
-        return
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device '{device}' is not a device name torch knows", "use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device} was given but no CUDA GPU is visible here",
-                            "drop --device to run on the CPU, or run on a machine with a GPU")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)",
-                            f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    elif parsed.type not in ("cpu", "mps"):
-        raise UserError(f"--device {device} is not supported", "use cpu, cuda or cuda:N")
 
 
 # Generation settings lm-eval and every sampler understand; anything else would reach
@@ -279,11 +259,12 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
     if card.is_hf:
         from .adapters.hf import RankedHFLM
 
-        dtype = options.dtype or ("float32" if (options.device or _default_device()) == "cpu" else card.dtype)
+        device = resolve_device(options.device)
+        dtype = str(resolve_dtype(options.dtype, device, card.dtype)).removeprefix("torch.")
         try:
             lm = RankedHFLM(
                 pretrained=checkpoint, revision=None if options.checkpoint else card.revision, dtype=dtype,
-                device=options.device or _default_device(), batch_size=options.batch_size, **options.model_args,
+                device=str(device), batch_size=options.batch_size, **options.model_args,
             )
         except TypeError as exc:  # transformers hands unknown model_args to the model's constructor
             raise UserError(f"--model-args: {_first_line(exc)}", "remove the setting; HF cards take HFLM's "
@@ -324,12 +305,6 @@ def _check_vocab(tokenizer: Any, model: Any, checkpoint: str) -> None:
     if len(tokenizer) > embeddings:
         raise CheckpointError(f"the tokenizer of {checkpoint} has {len(tokenizer)} tokens but the model embeds "
                               f"only {embeddings}", "pass the tokenizer the checkpoint was trained with")
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_identity(card: ModelCard, checkpoint: str, lm: Any, options: RunOptions) -> dict[str, Any]:
@@ -391,7 +366,7 @@ def prompt_hashes(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[st
             args = row.get("arguments") or []
             first = args[0] if args else None
             context = first[0] if isinstance(first, (list, tuple)) and first else str(first)
-            per_doc[str(row.get("doc_id"))] = sha256_text(str(context))
+            per_doc[str(row.get("doc_id"))] = prompt_hash(str(context))
     return out
 
 
@@ -508,7 +483,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     checkpoint = resolve_checkpoint(card, options.checkpoint)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
-    check_device(options.device)
+    resolve_device(options.device)
     check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
     check_tasks(entries, data_dir)
@@ -574,9 +549,10 @@ def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data
 _EVENT = {"skipped": "skipped", "missing-data": "missing", "no-data": "missing", "needs-opt-in": "opt-in"}
 
 
-def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None = None
-        ) -> RunSummary:
-    card, stage, entries, checkpoint, data_dir = plan(options)
+def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None = None,
+        planned: tuple | None = None) -> RunSummary:
+    """Run a plan (``plan(options)``, computed here unless the caller already has it)."""
+    card, stage, entries, checkpoint, data_dir = planned or plan(options)
     notify = on_event or (lambda *_: None)
     outcomes: list[BenchmarkOutcome] = []
     pending: list[tuple[str, dict[str, Any] | None, list[SuiteEntry]]] = []

@@ -42,6 +42,7 @@ import typer
 
 from .cards import STAGES, ModelCard, all_cards, get_card, paper_order
 from .decoding.base import SamplerConfig, make_generator, synchronize
+from .devices import resolve_device
 from .errors import ResultsError, UnknownNameError, UserError
 from .roofline import Roofline, copy_bandwidth, datasheet_bandwidth, device_name, matmul_rate, model_cost
 
@@ -195,13 +196,6 @@ def plan_cards(options: SpeedOptions) -> list[ModelCard]:
     # System by system (base, then post-trained): cards of one shape follow each other, so the
     # model pool builds (and compiles) each architecture once.
     return sorted(cards, key=lambda c: (order.get(c.system, 99), STAGES.index(c.stage)))
-
-
-def resolve_device(device: str | None) -> torch.device:
-    dev = torch.device(device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device} asked for, but no CUDA GPU is visible", "drop --device or pass --device cpu")
-    return dev
 
 
 def family_module(card: ModelCard):
@@ -620,7 +614,7 @@ def load_speed_results(directory: Path, variants: bool = False) -> dict[str, dic
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ResultsError(f"speed results file {path} is not valid JSON", f"delete it and re-run evo-eval speed") from None
+            raise ResultsError(f"speed results file {path} is not valid JSON", "delete it and re-run evo-eval speed") from None
         if not isinstance(record, dict) or record.get("kind") != KIND:
             continue
         result = SpeedResult.from_record(record, str(path))

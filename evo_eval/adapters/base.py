@@ -37,30 +37,11 @@ from tqdm import tqdm
 from ..cards import ModelCard, get_card
 from ..decoding.base import Sampler, SamplerConfig, make_generator
 from ..errors import CheckpointError
+from ..devices import resolve_device, resolve_dtype
 from ..scoring.base import Scorer, ScorerConfig
 from .distributed import DistributedMixin
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    if name in (None, "auto"):
-        # bfloat16 matmuls are slow or unsupported on many CPUs; the card's dtype is for accelerators.
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype '{name}'; choose one of {', '.join(_DTYPES)}")
-    return _DTYPES[name]
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 @dataclass
 class RequestRecord:
@@ -116,7 +97,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         self.checkpoint = str(checkpoint)
         self.revision = revision if revision is not None else (self.card.revision if self.card else None)
         self._setup_distributed(device)
-        self.dtype = resolve_dtype(dtype if dtype is not None else None, self._device)
+        self.dtype = resolve_dtype(dtype, self._device, self.card.dtype if self.card else None)
         self.seed = int(seed)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
         self._max_gen_toks = int(max_gen_toks)
