@@ -239,7 +239,8 @@ def execute_run(options):
 
     from .run import plan, run as run_api, run_variants
 
-    card, stage, entries, _, _ = plan(options)
+    planned = plan(options)
+    card, stage, entries, _, _ = planned
     variants = len(run_variants(card, options))
     # Under accelerate launch every process runs this; only the first one talks.
     quiet = int(os.environ.get("RANK", "0")) != 0
@@ -274,7 +275,7 @@ def execute_run(options):
                 progress.console.print(f"  {entry.key:<15} {status[kind]}  [dim]{escape(outcome.message)}[/dim]")
             progress.advance(overall)
 
-        summary = run_api(options, on_event=on_event)
+        summary = run_api(options, on_event=on_event, planned=planned)
     failed = [o for o in summary.outcomes if o.status in ("missing-data", "failed")]
     for o in failed:  # each message names its benchmark
         typer.echo(f"error: {o.message}", err=True)

@@ -22,6 +22,7 @@ from typing import Any
 from .data_catalog import CATALOG, GPQA_FIX
 from .data_convert import CONVERTERS, SourceReader
 from .errors import DataError
+from .paths import default_data_dir
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -30,8 +31,7 @@ REIMPORT = "re-run `evo-eval data import SRC`"
 
 def default_mirror_dir() -> Path:
     """$EVO_EVAL_DATA, else ~/.cache/evo-eval/data."""
-    value = os.environ.get("EVO_EVAL_DATA")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "evo-eval" / "data"
+    return default_data_dir() or Path.home() / ".cache" / "evo-eval" / "data"
 
 
 def sha256_file(path: Path) -> str:

@@ -7,8 +7,9 @@ by request (tests/tasks/test_prompt_parity.py) and a run can hash the prompts it
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
+
+from .store import sha256_text
 
 # lm-eval's default few-shot seed (simple_evaluate's fewshot_random_seed); run.py uses the same.
 FEWSHOT_SEED = 1234
@@ -16,7 +17,7 @@ FEWSHOT_SEED = 1234
 
 def prompt_hash(text: str) -> str:
     """sha256 (hex) of a rendered prompt's UTF-8 bytes: equal hashes mean the model saw the same text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_text(text)
 
 
 def rendered_requests(task: Any, limit: int, shots: int, seed: int = FEWSHOT_SEED) -> dict[int, list[tuple]]:
