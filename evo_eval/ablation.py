@@ -18,7 +18,7 @@ Evo (full)                  schedule ``learned`` (the card's default)
 
 Results of a variant live beside the card's own: ``results/<stage>/<model>@<slug>/<benchmark>.json``
 (``variant_dir``), for the benchmarks ``mmlu``, ``gsm8k`` and ``ppl`` (the lm-eval task
-``evo_ppl`` in ``tasks/evo_ppl/``: rolling log-likelihood of HellaSwag validation passages, context
+``evo_ppl`` in ``resources/tasks/evo_ppl/``: rolling log-likelihood of HellaSwag validation passages, context
 plus gold ending, through the same data source as every task, mirror or hub; the paper's own
 validation set is not public, so its PPL and ours share only their ordering, not their units).
 """
@@ -81,10 +81,10 @@ def variant_dir(results_dir: Path, stage: str, model: str, slug: str) -> Path:
 
 
 def paper_ablation(figure: str = FIGURE) -> dict[str, dict[str, float]]:
-    """{variant: {"ppl": x, "task_acc": y}} from baselines/paper/ablations.csv."""
+    """{variant: {"ppl": x, "task_acc": y}} from the packaged paper table (resources/paper/ablations.csv)."""
     path = paper_dir() / "ablations.csv"
     if not path.is_file():
-        raise ResultsError(f"the paper's ablation table {path} is missing", "restore baselines/paper/")
+        raise ResultsError(f"the paper's ablation table {path} is missing", "reinstall evo-eval: the paper's tables ship inside the package (evo_eval/resources/paper)")
     with path.open(encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["figure"] == figure]
     return {r["variant"]: {"ppl": float(r["ppl"]), "task_acc": float(r["task_acc"])} for r in rows}

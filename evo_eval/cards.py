@@ -1,4 +1,4 @@
-"""Model cards: one YAML per (system, stage) in ``baselines/``, looked up by name.
+"""Model cards: one YAML per (system, stage) in ``evo_eval/resources/cards/`` (or EVO_EVAL_CARDS), looked up by name.
 
 A card says everything the harness needs to run or time a model without reading code: which
 adapter family runs it, where its checkpoint is (a hub id with revision, or none where no public

@@ -153,7 +153,7 @@ def models() -> None:
     from .cards import all_cards, paper_order
 
     order = {s: i for i, s in enumerate(paper_order())}
-    table = RichTable(title="Model cards (baselines/*.yaml)")
+    table = RichTable(title="Model cards")
     for column in ("name", "paper column", "stage", "family", "checkpoint", "dtype", "shape", "sampler"):
         table.add_column(column)
     for card in sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage)):

@@ -186,7 +186,7 @@ def check_output(output: Path, stage: str, model: str) -> None:
 
 
 def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None) -> None:
-    """Every chosen task is one lm-eval can load from tasks/; lm-eval itself skips a YAML it cannot read."""
+    """Every chosen task is one lm-eval can load from the task folder; lm-eval itself skips a YAML it cannot read."""
     index = _task_manager(data_dir).task_index
     for entry in entries:
         if entry.task not in index:
@@ -209,7 +209,7 @@ def _missing_task(task: str) -> UserError:
             reason = _task_yaml_error(path) or "lm-eval skipped it"
             return UserError(f"task YAML {path} (task {task}) cannot be read: {reason}", f"fix {path}")
     return UserError(f"no task YAML under {tasks_dir()} defines task '{task}'",
-                     "restore tasks/ from the repository (or point EVO_EVAL_TASKS at a folder that has it)")
+                     "reinstall evo-eval (its tasks ship in evo_eval/resources/tasks), or point EVO_EVAL_TASKS at a folder that has it")
 
 
 def _task_yaml_error(path: Path, resolve_func: bool = False) -> str | None:

@@ -1,7 +1,7 @@
 """The paper's benchmark suites: which lm-eval task runs each benchmark, with how many shots, scored how.
 
 One definition serves ``run``, ``suites`` and ``table``. Shots come from the Evo column of the paper's
-Table 1 (pre-trained) and Table 2 (post-trained), read from ``baselines/paper/*.csv`` so the numbers
+Table 1 (pre-trained) and Table 2 (post-trained), read from ``evo_eval/resources/paper/*.csv`` so the numbers
 are never typed twice. Scoring mode follows DESIGN.md: base models score the multiple-choice
 benchmarks by conditional likelihood and generate the rest; post-trained models generate everything.
 """
@@ -31,7 +31,7 @@ class Benchmark:
     label: str  # row label in our tables
     section: str  # the paper's section row
     paper_row: dict[str, str]  # stage -> row name in the paper's CSV
-    task: dict[str, str]  # stage -> our lm-eval task (tasks/)
+    task: dict[str, str]  # stage -> our lm-eval task (resources/tasks/)
     builtin: dict[str, str | None]  # stage -> lm-eval's own task with the same prompt, for parity tests
     metric: dict[str, str]  # stage -> "<metric>,<filter>" reported in tables
 
@@ -153,7 +153,7 @@ def paper_table(stage: str) -> dict[str, dict[str, str]]:
     """The paper's table for a stage as {row name: {column: cell}} in file order."""
     path = paper_dir() / PAPER_TABLES[check_stage(stage)]
     if not path.is_file():
-        raise UserError(f"the paper's table {path} is missing", "restore baselines/paper/ from the repository")
+        raise UserError(f"the paper's table {path} is missing", "reinstall evo-eval: the paper's tables ship inside the package (evo_eval/resources/paper)")
     with path.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return {row["benchmark"]: row for row in rows}

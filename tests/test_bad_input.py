@@ -293,8 +293,8 @@ CASES = [
           "error: task YAML {tasks}/gsm8k/evo_gsm8k.yaml (task evo_gsm8k) cannot be loaded: … — fix "
           "{tasks}/gsm8k/evo_gsm8k.yaml"),
     _case("task-yaml-missing", "the task's YAML deleted", _with(lambda c: tasks_copy(c, Path.unlink), run_args),
-          "error: no task YAML under {tasks} defines task 'evo_gsm8k' — restore tasks/ from the repository (or point "
-          "EVO_EVAL_TASKS at a folder that has it)"),
+          "error: no task YAML under {tasks} defines task 'evo_gsm8k' — reinstall evo-eval (its tasks ship in "
+          "evo_eval/resources/tasks), or point EVO_EVAL_TASKS at a folder that has it"),
     # -- data ------------------------------------------------------------------------------------------
     _case("source-missing-column", "publisher's file without the `answer` column",
           _with(lambda c: source_copy(c, first_line_lacks("answer")),

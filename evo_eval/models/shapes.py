@@ -37,7 +37,7 @@ class CardShapeConfig:
 
     @classmethod
     def from_shape(cls, shape: dict[str, Any], **extra: Any) -> Any:
-        """The config of a card's ``shape`` block (keys as in the family's baselines/*.yaml)."""
+        """The config of a card's ``shape`` block (keys as in the family's resources/cards/*.yaml)."""
         reject_unknown_keys(shape, cls.SHAPE_KEYS, cls.FAMILY)
         require_keys(shape, cls.REQUIRED_SHAPE_KEYS)
         if shape.get("architecture", cls.ARCHITECTURE) != cls.ARCHITECTURE:
