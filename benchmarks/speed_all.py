@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from evo_eval.cards import all_cards  # noqa: E402
 from evo_eval.errors import UserError  # noqa: E402
-from evo_eval.speed import (ModelPool, SpeedOptions, SpeedResult, format_result, parse_settings,  # noqa: E402
+from evo_eval.speed.measure import (ModelPool, SpeedOptions, SpeedResult, format_result, parse_settings,  # noqa: E402
                             plan_cards, resolve_device, run_speed)
 
 DEFAULT_OUTPUT = REPO / "results" / "speed"
@@ -209,7 +209,7 @@ def reports(output: Path) -> list[str]:
 
 
 def stored(output: Path) -> list[SpeedResult]:
-    from evo_eval.speed import load_speed_results
+    from evo_eval.speed.measure import load_speed_results
 
     order = {key: i for i, key in enumerate(c.name for c in plan_cards(SpeedOptions()))}
     records = load_speed_results(output, variants=True)

@@ -42,7 +42,7 @@ def _demo_models(models_dir: Path) -> list[tuple[str, Path]]:
 
 
 def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console) -> int:
-    from .data import import_mirror, verify_mirror
+    from .data.mirror import import_mirror, verify_mirror
     from .report.tables import build_table, render
     from .run import RunOptions, run
 

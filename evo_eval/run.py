@@ -26,7 +26,7 @@ from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, 
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
-from .data_prompts import FEWSHOT_SEED, prompt_hash
+from .data.prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
@@ -245,7 +245,7 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
     if not chosen.is_dir():
         raise DataError(f"data folder {chosen} does not exist",
                         "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
-    from .data import verify_mirror
+    from .data.mirror import verify_mirror
 
     verify_mirror(chosen)
     return chosen.resolve()
@@ -495,7 +495,7 @@ def _data_missing(entry: SuiteEntry, data_dir: Path | None) -> str | None:
     if data_dir is None:
         return None
     from .ablation import PPL_BENCHMARK, PPL_DATA
-    from .data import mirror_problem
+    from .data.mirror import mirror_problem
 
     return mirror_problem(data_dir, PPL_DATA if entry.key == PPL_BENCHMARK else entry.key, entry.shots)
 

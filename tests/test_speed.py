@@ -11,10 +11,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from evo_eval import speed
+from evo_eval.speed import measure as speed
 from evo_eval.decoding.ar import ARSampler
 from evo_eval.errors import ResultsError, UserError
-from evo_eval.speed import (SYNTHETIC_LABEL, SpeedOptions, SpeedResult, Skip, format_result, load_speed_results,
+from evo_eval.speed.measure import (SYNTHETIC_LABEL, SpeedOptions, SpeedResult, Skip, format_result, load_speed_results,
                             percentile, run_speed, speed_command, summarise)
 
 GEN = 8
@@ -82,7 +82,7 @@ def test_eos_truncation_counts_tokens_up_to_eos(tmp_path, benchdata, tiny_llama_
 
     from evo_eval.decoding import get_sampler
     from evo_eval.models.llama import load_pretrained
-    from evo_eval.speed_prompts import gsm8k_prompts
+    from evo_eval.data.speed_prompts import gsm8k_prompts
 
     model = load_pretrained(str(tiny_llama_dir), dtype=torch.float32, device="cpu")
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
@@ -205,7 +205,7 @@ def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
 
 
 def test_fixed_canvas_is_sized_to_the_protocol_length():
-    from evo_eval.speed import fit_canvas
+    from evo_eval.speed.measure import fit_canvas
 
     llada_base = {"gen_length": 1024, "steps": 1024, "block_length": 1024}
     fit_canvas(llada_base, 256, user={})

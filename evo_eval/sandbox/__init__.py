@@ -1,6 +1,6 @@
 """A sandbox for model-written programs: one short-lived, confined interpreter per program.
 
-The public entry point is evo_eval.scoring.code_exec (check_programs, protections). Here:
+The public entry point is evo_eval.sandbox.code_exec (check_programs, protections). Here:
 runner.py starts and judges one program (harness side); child.py is the sandboxed interpreter's
 bootstrap; layers.py probes which kernel mechanisms this machine allows and describes them;
 isolation.py, landlock.py, seccomp.py, limits.py and guard.py are the mechanisms; kernel.py holds
@@ -50,7 +50,7 @@ What contains a program (protections() says which are in force on this machine):
 
 The verdict. A program passes only if its last line returns normally. The exit status cannot
 say that: sys.exit(0) or os._exit(0) before the asserts, or an exit handler that exits 0 after a
-failed assert, all end with status 0 (tests/scoring/hostile has each). So the parent decides from
+failed assert, all end with status 0 (tests/sandbox/hostile has each). So the parent decides from
 a marker instead: after the program's code object returns, the bootstrap reads a 128-bit nonce from
 an inherited socket and writes back "passed <nonce>"; the parent, which made the nonce with
 secrets.token_hex, accepts only that exact reply plus a zero exit status. The nonce is never in

@@ -112,7 +112,7 @@ def test_the_ablation_perplexity_task_runs_on_the_real_data(adapter, benchdata, 
 
     from evo_eval.adapters.evo import EvoAdapter
     from evo_eval.ablation import ppl_document
-    from evo_eval.data import import_mirror
+    from evo_eval.data.mirror import import_mirror
     from evo_eval.paths import tasks_dir
 
     mirror = tmp_path / "data"

@@ -9,7 +9,7 @@ import yaml
 
 from evo_eval.errors import DataError
 from evo_eval.paths import tasks_dir
-from evo_eval.speed_prompts import ProxyTokenizer, find_gsm8k, gsm8k_prompts, proxy_limit
+from evo_eval.data.speed_prompts import ProxyTokenizer, find_gsm8k, gsm8k_prompts, proxy_limit
 
 
 def _lm_eval_contexts(task_config: dict, benchdata, count: int, shots: int) -> list[str]:
@@ -40,7 +40,7 @@ def test_prompts_equal_our_evo_gsm8k_task(benchdata, small_mirror):
     """The speed prompts are the suite's: our evo_gsm8k task, read from the mirror, renders them too."""
     from lm_eval.tasks import TaskManager
 
-    from evo_eval.data_prompts import rendered_requests
+    from evo_eval.data.prompts import rendered_requests
 
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"data_dir": str(small_mirror)})
     task = manager.load(["evo_gsm8k"])["tasks"]["evo_gsm8k"]

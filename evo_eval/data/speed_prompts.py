@@ -3,7 +3,7 @@
 GPU machines that time models often lack lm-eval and datasets, so the speed protocol renders the
 suite's GSM8K prompts itself from the publishers' files (``gsm8k/{train,test}.jsonl`` as in
 ``../shared/benchdata``). The rendering is lm-eval 0.4.13's ``gsm8k`` task, which the matched
-protocol requires our prompts to equal (tests/test_speed_prompts.py checks it against lm-eval):
+protocol requires our prompts to equal (tests/data/test_speed_prompts.py checks it against lm-eval):
 ``"Question: {q}\\nAnswer: {a}"`` per shot, shots joined by a blank line, the target question last
 with ``"Answer:"``; shots drawn from the train split by lm-eval's default sampler, a
 ``random.Random(1234)`` shared across documents in order, ``sample(train, k)`` per document.
@@ -24,8 +24,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
-from .paths import REPO_ROOT
+from ..errors import DataError
+from ..paths import REPO_ROOT
 
 GSM8K_UNTIL = ("Question:", "</s>", "<|im_end|>")  # lm-eval gsm8k.yaml generation_kwargs.until
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed

@@ -40,11 +40,11 @@ from typing import Annotated, Any, Callable, Optional
 import torch
 import typer
 
-from .cards import STAGES, ModelCard, all_cards, get_card, paper_order
-from .decoding.base import SamplerConfig, make_generator, synchronize
-from .devices import resolve_device
-from .errors import ResultsError, UnknownNameError, UserError
-from .roofline import Roofline, copy_bandwidth, datasheet_bandwidth, device_name, matmul_rate, model_cost
+from ..cards import STAGES, ModelCard, all_cards, get_card, paper_order
+from ..decoding.base import SamplerConfig, make_generator, synchronize
+from ..devices import resolve_device
+from ..errors import ResultsError, UnknownNameError, UserError
+from ..roofline import Roofline, copy_bandwidth, datasheet_bandwidth, device_name, matmul_rate, model_cost
 
 KIND = "evo-eval/speed-result"
 SCHEMA_VERSION = 1
@@ -220,7 +220,7 @@ def _not_landed(exc: ModuleNotFoundError) -> bool:
 
 
 def sampler_for(card: ModelCard, benchmark: str):
-    from .decoding import get_sampler
+    from ..decoding import get_sampler
 
     settings = card.decoding_for(benchmark)
     name = settings.get("sampler")
@@ -317,7 +317,7 @@ def _vocab_size(model: torch.nn.Module, shape: dict[str, Any]) -> int:
 
 
 def build_synthetic(card: ModelCard, module, device: torch.device, dtype: torch.dtype, seed: int) -> Built:
-    from .speed_prompts import ProxyTokenizer, proxy_limit
+    from ..data.speed_prompts import ProxyTokenizer, proxy_limit
 
     shape = dict(card.shape) if device.type == "cuda" else dict(module.TINY_SHAPE)
     model = module.random_model(shape, dtype=dtype, device=device, seed=seed)
@@ -333,7 +333,7 @@ def _tied(model: torch.nn.Module, shape: dict[str, Any]) -> bool:
 
 
 def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.device, dtype: torch.dtype) -> Built:
-    from .speed_prompts import GSM8K_UNTIL
+    from ..data.speed_prompts import GSM8K_UNTIL
 
     path = checkpoint or card.checkpoint
     if not path:
@@ -341,12 +341,12 @@ def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.devi
     if card.is_hf:
         from transformers import AutoTokenizer
 
-        from .models.llama import load_pretrained, resolve_checkpoint
+        from ..models.llama import load_pretrained, resolve_checkpoint
 
         model = load_pretrained(path, revision=card.revision, dtype=dtype, device=device)
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_checkpoint(path, card.revision)))
     else:  # every other family loads through its adapter, the one place that knows its checkpoint layout
-        from .adapters import adapter_class
+        from ..adapters import adapter_class
 
         name = {v: k for k, v in _DTYPES.items()}[dtype]
         adapter = adapter_class(card.family)(pretrained=path, card=card, device=str(device), dtype=name)
@@ -432,7 +432,7 @@ def roofline_for(timed: list[RequestTiming], cost, device: torch.device, dtype: 
 
 
 def paper_speed(card: ModelCard) -> dict[str, float | None]:
-    from .suites import paper_table
+    from ..suites import paper_table
 
     table = paper_table(card.stage)
     out = {}
@@ -447,7 +447,7 @@ def paper_speed(card: ModelCard) -> dict[str, float | None]:
 def speed_provenance(device: torch.device) -> dict[str, Any]:
     """store.provenance, plus the git state passed in by environment where the tree has no .git
     (the GPU machine receives a copy of the working tree without it)."""
-    from .store import package_versions, provenance
+    from ..store import package_versions, provenance
 
     prov = provenance(device=device_name(device), cuda=torch.version.cuda,
                       gpu_count=torch.cuda.device_count() if device.type == "cuda" else 0)
@@ -467,8 +467,8 @@ Event = Callable[..., None]
 
 def measure_card(card: ModelCard, options: SpeedOptions, pool: ModelPool, device: torch.device,
                  on_event: Event | None = None) -> SpeedResult:
-    from .speed_prompts import gsm8k_prompts
-    from .suites import paper_shots
+    from ..data.speed_prompts import gsm8k_prompts
+    from ..suites import paper_shots
 
     emit = on_event or (lambda *a, **k: None)
     dtype = _DTYPES[options.dtype] if options.dtype else (_DTYPES[card.dtype] if device.type == "cuda" else torch.float32)
@@ -565,7 +565,7 @@ def result_path(output: Path, result: SpeedResult) -> Path:
 
 
 def write_result(output: Path, result: SpeedResult) -> Path:
-    from .store import atomic_write_text, to_json
+    from ..store import atomic_write_text, to_json
 
     path = result_path(output, result)
     atomic_write_text(path, to_json(result.to_record()))
@@ -672,7 +672,7 @@ def speed_command(
     seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = 1234,
 ) -> None:
     """Time models under the matched protocol: batch 1, prompt encoding included, warm-ups excluded."""
-    from .cli import handle_errors
+    from ..cli import handle_errors
 
     options = SpeedOptions(
         models=[m.strip() for m in models.split(",") if m.strip()], stage=stage, weights=weights,
@@ -721,10 +721,10 @@ def plot_command(
     output: Annotated[Path, typer.Option(help="Figure file (.png, .pdf or .svg).")] = Path("results/speed/accuracy_vs_speed.png"),
 ) -> None:
     """Accuracy against decoding speed, one point per system, Pareto frontier marked."""
-    from .cli import handle_errors
+    from ..cli import handle_errors
 
     def make() -> None:
-        from .report.plot import plot_accuracy_vs_speed
+        from ..report.plot import plot_accuracy_vs_speed
 
         path = plot_accuracy_vs_speed(stage=stage, task=task, accuracy=accuracy, speed=speed, results=results,
                                       speed_dir=speed_dir or results / "speed", output=output)
