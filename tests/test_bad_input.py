@@ -159,9 +159,9 @@ def small_vocab_model(ctx: Ctx) -> None:
 
 
 def tiny_evo(ctx: Ctx) -> None:
-    from evo_eval.models.evo import build_tiny_evo
+    from evo_eval.tiny import build_tiny_checkpoint
 
-    ctx.ckpt = build_tiny_evo(ctx.tmp / "evo", tokenizer_dir=ctx.llama)
+    ctx.ckpt = build_tiny_checkpoint("evo", ctx.tmp / "evo", tokenizer_dir=ctx.llama)
 
 
 def journal_line_from_the_future(ctx: Ctx) -> None:

@@ -165,13 +165,6 @@ def test_bad_options_fail_before_building(tmp_path, benchdata):
         run_speed(_options(tmp_path, benchdata, decoding={"sampler_x": "1"}))
 
 
-def test_missing_family_is_skipped_with_one_line(monkeypatch):
-    with pytest.raises(Skip, match="not available yet \\(evo_eval.models.nofamily does not exist\\)"):
-        speed._import_or_skip("evo_eval.models.nofamily", "nofamily model")
-    with pytest.raises(ModuleNotFoundError):  # a missing third-party package is a real error
-        speed._import_or_skip("no_such_top_level_package", "x")
-
-
 def test_unavailable_variant_is_a_skip(tmp_path, benchdata):
     events = []
     results = run_speed(_options(tmp_path, benchdata, variant="cached"), on_event=lambda kind, **kw: events.append((kind, kw)))

@@ -36,8 +36,9 @@ from tqdm import tqdm
 
 from ..cards import ModelCard, get_card
 from ..decoding.base import Sampler, SamplerConfig, make_generator
-from ..errors import CheckpointError
 from ..devices import resolve_device, resolve_dtype
+from ..errors import CheckpointError
+from ..families import card_sampler, family as family_record, sampler_class, scorer_class
 from ..scoring.base import Scorer, ScorerConfig
 from .distributed import DistributedMixin
 
@@ -67,9 +68,9 @@ def request_seed(seed: int, *parts: Any) -> int:
 class EvalAdapter(DistributedMixin, TemplateLM):
     """lm-eval ``LM`` for models that are not run by lm-eval's HF backend."""
 
-    family: ClassVar[str]
-    sampler_cls: ClassVar[type[Sampler]]
-    scorer_cls: ClassVar[type[Scorer]]
+    family: ClassVar[str]  # its record in evo_eval.families names the sampler and the scorer
+    sampler_cls: type[Sampler]
+    scorer_cls: type[Scorer]
 
     def __init__(
         self,
@@ -87,6 +88,9 @@ class EvalAdapter(DistributedMixin, TemplateLM):
     ) -> None:
         super().__init__()
         self.card = get_card(card) if isinstance(card, str) else card
+        # The card's sampler (speed reads the same one: families.card_sampler), else the family's.
+        self.sampler_cls = sampler_class(card_sampler(self.card) if self.card else family_record(self.family).sampler)
+        self.scorer_cls = scorer_class(self.family)
         checkpoint = pretrained or (self.card.checkpoint if self.card else None)
         if not checkpoint:
             name = self.card.name if self.card else self.family

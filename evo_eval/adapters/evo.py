@@ -23,18 +23,14 @@ import lm_eval.models  # noqa: F401  (lm-eval's built-in backends register befor
 import torch
 from lm_eval.api.registry import register_model
 
-from ..decoding.evo import EvoSampler
 from ..errors import CheckpointError
 from ..models.evo import load_evo
-from ..scoring.evo import EvoScorer
 from .base import EvalAdapter
 
 
 @register_model("evo")
 class EvoAdapter(EvalAdapter):
     family = "evo"
-    sampler_cls = EvoSampler
-    scorer_cls = EvoScorer
 
     def load(self, checkpoint: str, revision: str | None, tokenizer: str | None, device: torch.device,
              dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:

@@ -472,20 +472,3 @@ def save_published_layout(model: nn.Module, out_dir: str | Path, name: str | Non
                   transformers_version="4.49.0")
     path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     return out
-
-
-def build_tiny(family_module, out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random-weight checkpoint of ``family_module`` (models.mdlm or models.bd3lm) at its
-    ``TINY_SHAPE`` in the published layout, with the tiny tokenizer (``evo_eval.tiny``)."""
-    from ..tiny import tiny_tokenizer
-
-    out = Path(out_dir)
-    tokenizer = tiny_tokenizer(out, tokenizer_dir)
-    shape = dict(family_module.TINY_SHAPE)
-    if len(tokenizer) > shape["vocab_size"]:
-        raise UserError(f"the tokenizer has {len(tokenizer)} ids, more than the tiny vocabulary of {shape['vocab_size']}",
-                        "build it with evo_eval.tiny.build_tokenizer's default vocabulary")
-    model = family_module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
-    save_published_layout(model, out)
-    tokenizer.save_pretrained(out)
-    return out

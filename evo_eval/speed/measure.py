@@ -42,8 +42,9 @@ import typer
 
 from ..cards import STAGES, ModelCard, all_cards, get_card, paper_order
 from ..decoding.base import SamplerConfig, make_generator, synchronize
-from ..devices import resolve_device
+from ..devices import DTYPES, resolve_device, resolve_dtype
 from ..errors import ResultsError, UnknownNameError, UserError
+from ..families import card_sampler, model_module, sampler_class
 from ..roofline import Roofline, copy_bandwidth, datasheet_bandwidth, device_name, matmul_rate, model_cost
 
 KIND = "evo-eval/speed-result"
@@ -54,7 +55,6 @@ CPU_NOTE = "CPU run at each family's tiny shape: figures are not comparable to t
 PROMPT_SETS = ("gsm8k",)
 WEIGHTS = ("synthetic", "checkpoint")
 PAPER_SPEED_ROWS = {"tokens_per_s": "Inference Speed (tokens/s)", "e2e_latency_s": "E2E Latency (s)"}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ---- what a run is asked to do ----------------------------------------------------------------------
@@ -161,7 +161,7 @@ class SpeedResult:
 
 
 class Skip(Exception):
-    """A card that cannot be timed yet (its family has not landed, no checkpoint ...): one line why."""
+    """A card that cannot be timed as asked (no checkpoint, no such variant): one line why."""
 
 
 # ---- the plan ---------------------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def plan_cards(options: SpeedOptions) -> list[ModelCard]:
         raise UnknownNameError("weights", options.weights, list(WEIGHTS))
     if options.prompts not in PROMPT_SETS:
         raise UnknownNameError("prompt set", options.prompts, list(PROMPT_SETS))
-    if options.dtype is not None and options.dtype not in _DTYPES:
-        raise UnknownNameError("dtype", options.dtype, list(_DTYPES))
+    if options.dtype is not None and options.dtype not in DTYPES:
+        raise UnknownNameError("dtype", options.dtype, list(DTYPES))
     for name, value, least in (("--gen-len", options.gen_len, 1), ("--repeats", options.repeats, 1),
                                ("--warmup", options.warmup, 0)):
         if value < least:
@@ -199,39 +199,13 @@ def plan_cards(options: SpeedOptions) -> list[ModelCard]:
 
 
 def family_module(card: ModelCard):
-    """``models/<family>.py`` (AR cards: the fast decoder ``models/llama.py``), or Skip if not landed."""
-    name = "llama" if card.is_hf else card.family
-    return _import_or_skip(f"evo_eval.models.{name}", f"{card.family} model")
+    """The card's ModelModule from the family registry (AR cards: the fast decoder ``models/llama.py``)."""
+    return model_module(card.family)
 
 
-def _import_or_skip(module: str, what: str):
-    try:
-        return import_module(module)
-    except ModuleNotFoundError as exc:
-        if _not_landed(exc):
-            raise Skip(f"{what} not available yet ({exc.name} does not exist)") from None
-        raise
-
-
-def _not_landed(exc: ModuleNotFoundError) -> bool:
-    # One of our own modules is missing (its family has not landed); a missing third-party
-    # package, or a broken import inside a module that exists, is a real error and propagates.
-    return bool(exc.name) and exc.name.startswith("evo_eval.")
-
-
-def sampler_for(card: ModelCard, benchmark: str):
-    from ..decoding import get_sampler
-
-    settings = card.decoding_for(benchmark)
-    name = settings.get("sampler")
-    if not name:
-        raise UserError(f"card {card.name} names no sampler in its decoding block", f"add sampler: ... to {card.path}")
-    try:
-        return get_sampler(name)
-    except ModuleNotFoundError as exc:
-        if _not_landed(exc):
-            raise Skip(f"sampler '{name}' not available yet ({exc.name} does not exist)") from None
-        raise
+def sampler_for(card: ModelCard):
+    """The card's sampler: the one ``run``'s adapter uses too (``families.card_sampler``)."""
+    return sampler_class(card_sampler(card))()
 
 
 def fit_canvas(values: dict[str, Any], gen_len: int, user: dict[str, Any]) -> None:
@@ -348,8 +322,7 @@ def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.devi
     else:  # every other family loads through its adapter, the one place that knows its checkpoint layout
         from ..adapters import adapter_class
 
-        name = {v: k for k, v in _DTYPES.items()}[dtype]
-        adapter = adapter_class(card.family)(pretrained=path, card=card, device=str(device), dtype=name)
+        adapter = adapter_class(card.family)(pretrained=path, card=card, device=str(device), dtype=dtype)
         model, tokenizer = adapter.model, adapter.tokenizer
     shape = getattr(model, "shape", None)
     shape = shape.as_dict() if hasattr(shape, "as_dict") else dict(card.shape)
@@ -471,9 +444,9 @@ def measure_card(card: ModelCard, options: SpeedOptions, pool: ModelPool, device
     from ..suites import paper_shots
 
     emit = on_event or (lambda *a, **k: None)
-    dtype = _DTYPES[options.dtype] if options.dtype else (_DTYPES[card.dtype] if device.type == "cuda" else torch.float32)
+    dtype = resolve_dtype(options.dtype, device, card.dtype)
     module = family_module(card)
-    sampler = sampler_for(card, options.prompts)
+    sampler = sampler_for(card)
     synthetic = options.weights == "synthetic"
     key = (card.family, repr(sorted(card.shape.items())), dtype, str(device), options.weights, options.checkpoint or card.checkpoint)
     built = pool.get(key, lambda: build_synthetic(card, module, device, dtype, options.seed) if synthetic
