@@ -29,6 +29,7 @@ from .paths import tasks_dir
 from .data.prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
+from .settings import in_force
 from .suites import SuiteEntry, check_stage, resolve
 
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
@@ -387,8 +388,6 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
                        journal: Journal) -> dict[str, Any] | None:
     import lm_eval
 
-    if hasattr(lm, "benchmark"):
-        lm.benchmark = entry.key
     if hasattr(lm, "records"):
         lm.records.clear()
     # lm-eval's HF backend batches, and batched results depend on the batch: with a fixed batch size the
@@ -442,8 +441,8 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "prompt_hashes": prompt_hashes(samples),
         "protocol": protocol_fingerprint(results, entry.shots, manifest),
         "chat_template": card.chat_template,
-        "decoding": lm.decoding_settings() if hasattr(lm, "decoding_settings") else
-        {"sampler": "hf-generate", "gen_kwargs": options.gen_kwargs},
+        # What produced the samples: the merged settings, with what the requests changed folded in.
+        "decoding": in_force(lm.decoding_settings(), outcome["records"]),
         "requests": {"reused_from_journal": outcome["reused"], "computed": outcome["computed"],
                      "per_request": outcome["records"]},
         "lm_eval": results,
@@ -607,9 +606,11 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
         damaged = journal.report()
         if damaged:
             notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
-        outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
+        # The card's settings for this benchmark apply (evo_eval/settings.py); lm-eval's HF backend has none.
+        bench_lm = lm.with_settings(benchmark=entry.key) if hasattr(lm, "with_settings") else lm
+        outcome = evaluate_benchmark(bench_lm, entry, card, options, task_manager, journal)
         if outcome is not None:
-            record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
+            record = build_record(entry, card, checkpoint, bench_lm, options, outcome, data_dir, model=model)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],
                                     outcome["computed"], outcome["wall_s"], model=model)

@@ -45,6 +45,7 @@ from ..decoding.base import SamplerConfig, make_generator, synchronize
 from ..devices import DTYPES, resolve_device, resolve_dtype
 from ..errors import ResultsError, UnknownNameError, UserError
 from ..families import card_sampler, model_module, sampler_class
+from ..settings import merge
 from ..roofline import Roofline, copy_bandwidth, datasheet_bandwidth, device_name, matmul_rate, model_cost
 
 KIND = "evo-eval/speed-result"
@@ -230,15 +231,13 @@ def fit_canvas(values: dict[str, Any], gen_len: int, user: dict[str, Any]) -> No
 def sampler_config(card: ModelCard, sampler, options: SpeedOptions, eos_token_id: int | None) -> SamplerConfig:
     """The card's decoding for the prompt benchmark, then the variant's and the user's overrides;
     the generation length and end-of-sequence are the protocol's."""
-    values = card.decoding_for(options.prompts)
-    values.pop("sampler", None)
     variants = getattr(sampler, "variants", {})
-    if options.variant is not None:
-        if options.variant not in variants and options.variant != "reference":
-            raise Skip(f"sampler '{sampler.name}' has no '{options.variant}' variant "
-                       f"(it offers: {', '.join(variants) or 'none'})")
-        values.update(variants.get(options.variant, {}))
-    values.update(options.decoding)
+    if options.variant is not None and options.variant not in variants and options.variant != "reference":
+        raise Skip(f"sampler '{sampler.name}' has no '{options.variant}' variant "
+                   f"(it offers: {', '.join(variants) or 'none'})")
+    # The one merge (evo_eval/settings.py): the variant and --decoding stand where run's --model-args do;
+    # the protocol's length, EOS and seed stand where a request's kwargs do.
+    values = merge(card, options.prompts, {**variants.get(options.variant, {}), **options.decoding})
     fit_canvas(values, options.gen_len, user=options.decoding)
     values.update(max_new_tokens=options.gen_len, eos_token_id=eos_token_id, seed=options.seed)
     try:

@@ -75,8 +75,7 @@ def test_model_args_win_over_the_cards_per_benchmark_settings(tiny_evo_dir):
     card = replace(card, decoding={"default": card.decoding["default"], "tasks": {"gsm8k": {"schedule": "fixed:1"}}})
     plain = EvoAdapter(pretrained=str(tiny_evo_dir), card=card, device="cpu")
     ablated = EvoAdapter(pretrained=str(tiny_evo_dir), card=card, device="cpu", schedule="fixed:0.5")
-    for lm in (plain, ablated):
-        lm.benchmark = "gsm8k"
+    plain, ablated = (lm.with_settings(benchmark="gsm8k") for lm in (plain, ablated))
     assert plain.sampler_config_for({}).schedule == "fixed:1"
     assert ablated.sampler_config_for({}).schedule == "fixed:0.5"
     assert ablated.sampler_config_for({"temperature": 0.0}).temperature == 0.0
@@ -139,5 +138,4 @@ def test_ablation_variants_share_one_loaded_model(adapter):
     assert variants["no-time"].sampler_config.schedule == "none"
     assert variants["fixed-0"].sampler_config.k_max == 4  # the adapter's own model_args are kept
     assert adapter.sampler_config.schedule == "learned" and adapter.scorer_config.time_conditioning is True
-    variants["fixed-0"].benchmark = "gsm8k"
-    assert variants["fixed-0"].sampler_config_for({}).schedule == "fixed:0"
+    assert variants["fixed-0"].with_settings(benchmark="gsm8k").sampler_config_for({}).schedule == "fixed:0"

@@ -68,11 +68,9 @@ def test_generate_until_on_a_real_gsm8k_question(lm, benchdata):
 
 def test_card_settings_per_benchmark(tiny_llada_dir):
     lm = LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card("llada", stage="instruct"), device="cpu")
-    lm.benchmark = "mmlu"
-    config = lm.sampler_config_for({"max_gen_toks": 256, "until": ["\n"]})
+    config = lm.with_settings(benchmark="mmlu").sampler_config_for({"max_gen_toks": 256, "until": ["\n"]})
     assert (config.gen_length, config.steps, config.block_length) == (3, 3, 3) and config.max_new_tokens == 256
-    lm.benchmark = "gsm8k"
-    config = lm.sampler_config_for({"max_gen_toks": 256})
+    config = lm.with_settings(benchmark="gsm8k").sampler_config_for({"max_gen_toks": 256})
     assert config.confidence_eos_eot_inf and config.eot_token_id == 126348 and config.gen_length == 512
 
 
