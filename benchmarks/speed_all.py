@@ -37,8 +37,12 @@ sys.path.insert(0, str(REPO))
 
 from evo_eval.cards import all_cards  # noqa: E402
 from evo_eval.errors import UserError  # noqa: E402
-from evo_eval.speed.measure import (ModelPool, SpeedOptions, SpeedResult, format_result, parse_settings,  # noqa: E402
-                            plan_cards, resolve_device, run_speed)
+from evo_eval.cli.speed import format_result, parse_settings  # noqa: E402
+from evo_eval.devices import resolve_device  # noqa: E402
+from evo_eval.speed.build import ModelPool  # noqa: E402
+from evo_eval.speed.measure import run_speed  # noqa: E402
+from evo_eval.speed.options import SpeedOptions, plan_cards  # noqa: E402
+from evo_eval.store import SpeedResult  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "results" / "speed"
 EXTRAS = (
@@ -209,7 +213,7 @@ def reports(output: Path) -> list[str]:
 
 
 def stored(output: Path) -> list[SpeedResult]:
-    from evo_eval.speed.measure import load_speed_results
+    from evo_eval.store import load_speed_results
 
     order = {key: i for i, key in enumerate(c.name for c in plan_cards(SpeedOptions()))}
     records = load_speed_results(output, variants=True)

@@ -12,7 +12,7 @@ from evo_eval.cards import all_cards
 from evo_eval.decoding import get_sampler, sampler_names
 from evo_eval.errors import UnknownNameError
 from evo_eval.families import FAMILIES, SAMPLERS, ModelModule, card_sampler, model_module, sampler_class
-from evo_eval.speed.measure import family_module, sampler_for
+from evo_eval.speed.options import family_module, sampler_for
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -11,11 +11,14 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from evo_eval.speed import measure as speed
+from evo_eval.cli import handle_errors
+from evo_eval.cli.speed import format_result, speed_command
 from evo_eval.decoding.ar import ARSampler
 from evo_eval.errors import ResultsError, UserError
-from evo_eval.speed.measure import (SYNTHETIC_LABEL, SpeedOptions, SpeedResult, Skip, format_result, load_speed_results,
-                            percentile, run_speed, speed_command, summarise)
+from evo_eval.speed import measure as speed
+from evo_eval.speed.measure import percentile, run_speed, summarise
+from evo_eval.speed.options import SpeedOptions
+from evo_eval.store import SYNTHETIC_LABEL, SpeedResult, load_speed_results
 
 GEN = 8
 
@@ -184,7 +187,7 @@ def test_statistics():
 
 def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
     app = typer.Typer()
-    app.command("speed")(speed_command)
+    app.command("speed")(handle_errors(speed_command))
     app.command("other")(lambda: None)  # two commands, so typer keeps the subcommand name
     runner = CliRunner()
     ok = runner.invoke(app, ["speed", "--models", "llama3-8b", "--gen-len", "4", "--repeats", "1", "--warmup", "0",
@@ -198,7 +201,7 @@ def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
 
 
 def test_fixed_canvas_is_sized_to_the_protocol_length():
-    from evo_eval.speed.measure import fit_canvas
+    from evo_eval.speed.options import fit_canvas
 
     llada_base = {"gen_length": 1024, "steps": 1024, "block_length": 1024}
     fit_canvas(llada_base, 256, user={})

@@ -41,7 +41,7 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import CheckpointError
 from ..families import card_sampler, family as family_record, sampler_class, scorer_class
 from ..settings import changed, for_request, likelihood, merge
-from ..scoring.base import Scorer, ScorerConfig
+from ..scoring.base import Scorer
 from .distributed import DistributedMixin
 
 log = logging.getLogger(__name__)

@@ -372,15 +372,15 @@ def demo(
     """The embedded default: the whole pipeline offline on tiny local models, then the table."""
     from ..demo import run_demo
 
-    raise typer.Exit(run_demo(workdir, limit, benchdata, console))
+    raise typer.Exit(run_demo(workdir, limit, benchdata, console, execute=execute_run))
 
 
 def _register_speed() -> None:
     # speed.py imports nothing from lm-eval, so the device machine (which has no lm-eval) can time models.
-    from ..speed.measure import plot_command, speed_command
+    from .speed import plot_command, speed_command
 
-    app.command("speed")(speed_command)
-    app.command("plot")(plot_command)
+    app.command("speed")(handle_errors(speed_command))
+    app.command("plot")(handle_errors(plot_command))
 
 
 _register_speed()

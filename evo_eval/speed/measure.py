@@ -1,8 +1,8 @@
-"""``evo-eval speed``: the timing protocol of DESIGN.md, its results files, and the speed/plot commands.
+"""``evo-eval speed``: the timing protocol (docs/architecture.md), one card at a time.
 
 Per model card, one request at a time (batch 1):
 
-1. Build the card's network through its family's contract (``models/<family>.random_model`` at the
+1. Build the card's network through its family's contract (``families.ModelModule.random_model`` at the
    card's shape with synthetic weights; on a machine without a GPU, at the family's ``TINY_SHAPE``),
    or load the checkpoint's weights and tokenizer. AR cards (family ``hf``) are timed on the fast
    decoder of ``models/llama.py``.
@@ -20,74 +20,30 @@ Per model card, one request at a time (batch 1):
    summed over the timed requests; NFE and tokens per forward come from the sampler's stats; peak
    memory, achieved bandwidth and FLOP rate against the device's ceilings from ``roofline``.
 
-A family whose model or sampler module is not there yet is skipped with one line, so families are
-picked up as they land. Results go to ``<output>/<card>.json`` (the card's own decoding, which the
-table and plot read) or ``<output>/<card>--<label>.json`` for a variant or decoding override.
+A card that cannot be timed as asked (no checkpoint, no such variant) is skipped with one line.
+Results go through ``store.write_speed_result`` to ``<output>/<card>.json`` (the card's own decoding,
+which the table and plot read) or ``<output>/<card>--<label>.json`` for a variant or decoding override.
 """
 
 from __future__ import annotations
 
-import gc
 import os
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import import_module
-from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
-import typer
 
-from ..cards import STAGES, ModelCard, all_cards, get_card, paper_order
+from ..cards import ModelCard
 from ..decoding.base import SamplerConfig, make_generator, synchronize
-from ..devices import DTYPES, resolve_device, resolve_dtype
-from ..errors import ResultsError, UnknownNameError, UserError
-from ..families import card_sampler, model_module, sampler_class
-from ..settings import merge
+from ..devices import resolve_device, resolve_dtype
 from ..roofline import Roofline, copy_bandwidth, datasheet_bandwidth, device_name, matmul_rate, model_cost
+from ..store import CHECKPOINT_LABEL, CPU_NOTE, SYNTHETIC_LABEL, SpeedResult, write_speed_result
+from .build import Built, ModelPool, build_checkpoint, build_synthetic
+from .options import SpeedOptions, Skip, family_module, plan_cards, sampler_config, sampler_for
 
-KIND = "evo-eval/speed-result"
-SCHEMA_VERSION = 1
-SYNTHETIC_LABEL = "synthetic weights"
-CHECKPOINT_LABEL = "checkpoint weights"
-CPU_NOTE = "CPU run at each family's tiny shape: figures are not comparable to the paper's (one A100, 8B shapes)"
-PROMPT_SETS = ("gsm8k",)
-WEIGHTS = ("synthetic", "checkpoint")
 PAPER_SPEED_ROWS = {"tokens_per_s": "Inference Speed (tokens/s)", "e2e_latency_s": "E2E Latency (s)"}
-
-
-# ---- what a run is asked to do ----------------------------------------------------------------------
-
-
-@dataclass
-class SpeedOptions:
-    models: list[str] | None = None  # card names; None = every card (of --stage, if given)
-    stage: str | None = None
-    weights: str = "synthetic"
-    checkpoint: str | None = None  # overrides the card's checkpoint with --weights checkpoint
-    prompts: str = "gsm8k"
-    gen_len: int = 256
-    repeats: int = 5
-    warmup: int = 2
-    # reference: the card's decoding; any other name: that entry of the sampler's ``variants`` dict
-    # (Config overrides, e.g. LLaDA's "cached"); a sampler without it skips the card with one line.
-    variant: str | None = None
-    decoding: dict[str, Any] = field(default_factory=dict)  # sampler Config overrides, e.g. schedule=fixed:0.5
-    output: Path = Path("results/speed")
-    device: str | None = None
-    dtype: str | None = None  # default: the card's dtype on GPUs, float32 on the CPU
-    data_dir: Path | None = None
-    seed: int = 1234
-    time_budget_s: float | None = None  # per model: fewer timed repeats (never under 3) if they would not fit
-
-    @property
-    def label(self) -> str | None:
-        """Results-file suffix: what differs from the card's own decoding, in file-name-safe letters."""
-        parts = [self.variant] if self.variant and self.variant != "reference" else []
-        parts += [f"{k}-{v}" for k, v in sorted(self.decoding.items())]
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(map(str, parts))) if parts else None
 
 
 @dataclass
@@ -101,232 +57,6 @@ class RequestTiming:
     active_token_steps: int
     sampler_wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SpeedResult:
-    """One card's timing, as written to and read from its results file."""
-
-    model: str
-    stage: str
-    system: str
-    column: str
-    family: str
-    label: str | None  # None: the card's own decoding (what the table shows)
-    weights: str
-    synthetic: bool
-    weights_label: str
-    comparable_to_paper: bool
-    device: str
-    dtype: str
-    shape: dict[str, Any]
-    cost: dict[str, Any]
-    sampler: str
-    sampler_config: dict[str, Any]
-    protocol: dict[str, Any]
-    e2e_latency_s: float
-    e2e_latency_p90_s: float
-    tokens_per_s: float
-    tokens_per_s_median: float
-    new_tokens: float
-    prompt_tokens: float
-    nfe: float
-    tokens_per_forward: float
-    peak_memory_gib: float | None
-    roofline: dict[str, Any]
-    paper: dict[str, Any]
-    requests: list[dict[str, Any]]
-    warmup_requests: list[dict[str, Any]]
-    notes: list[str]
-    provenance: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return self.model if self.label is None else f"{self.model}--{self.label}"
-
-    def to_record(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "kind": KIND, **asdict(self)}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], where: str = "speed record") -> "SpeedResult":
-        if record.get("kind") != KIND:
-            raise ResultsError(f"{where} is not an evo-eval speed result", "move it out of the speed folder")
-        if record.get("schema_version") != SCHEMA_VERSION:
-            raise ResultsError(f"{where} has speed schema version {record.get('schema_version')}, this evo-eval "
-                               f"reads {SCHEMA_VERSION}", "re-run evo-eval speed for that model")
-        names = set(cls.__dataclass_fields__)
-        missing = sorted(names - set(record))
-        if missing:
-            raise ResultsError(f"{where} lacks field(s) {', '.join(missing)}", "re-run evo-eval speed for that model")
-        return cls(**{k: record[k] for k in names})
-
-
-class Skip(Exception):
-    """A card that cannot be timed as asked (no checkpoint, no such variant): one line why."""
-
-
-# ---- the plan ---------------------------------------------------------------------------------------
-
-
-def plan_cards(options: SpeedOptions) -> list[ModelCard]:
-    """The cards to time, in the paper's order, with every option checked before anything is built."""
-    if options.stage is not None and options.stage not in STAGES:
-        raise UnknownNameError("stage", options.stage, list(STAGES))
-    if options.weights not in WEIGHTS:
-        raise UnknownNameError("weights", options.weights, list(WEIGHTS))
-    if options.prompts not in PROMPT_SETS:
-        raise UnknownNameError("prompt set", options.prompts, list(PROMPT_SETS))
-    if options.dtype is not None and options.dtype not in DTYPES:
-        raise UnknownNameError("dtype", options.dtype, list(DTYPES))
-    for name, value, least in (("--gen-len", options.gen_len, 1), ("--repeats", options.repeats, 1),
-                               ("--warmup", options.warmup, 0)):
-        if value < least:
-            raise UserError(f"{name} must be at least {least}, got {value}", f"pass {name} {max(least, 1)} or more")
-    if options.checkpoint and options.weights != "checkpoint":
-        raise UserError("--checkpoint is given but --weights is synthetic", "add --weights checkpoint")
-    order = {s: i for i, s in enumerate(paper_order())}
-    if not options.models or options.models == ["all"]:
-        cards = [c for c in all_cards().values() if options.stage in (None, c.stage)]
-    else:
-        cards = [get_card(name) for name in options.models]
-        wrong = [c.name for c in cards if options.stage not in (None, c.stage)]
-        if wrong:
-            raise UserError(f"{', '.join(wrong)} is not a {options.stage} card", "drop --stage or name that stage's cards")
-    if options.checkpoint and len(cards) != 1:
-        raise UserError("--checkpoint applies to one model", "name exactly one card with --models")
-    # System by system (base, then post-trained): cards of one shape follow each other, so the
-    # model pool builds (and compiles) each architecture once.
-    return sorted(cards, key=lambda c: (order.get(c.system, 99), STAGES.index(c.stage)))
-
-
-def family_module(card: ModelCard):
-    """The card's ModelModule from the family registry (AR cards: the fast decoder ``models/llama.py``)."""
-    return model_module(card.family)
-
-
-def sampler_for(card: ModelCard):
-    """The card's sampler: the one ``run``'s adapter uses too (``families.card_sampler``)."""
-    return sampler_class(card_sampler(card))()
-
-
-def fit_canvas(values: dict[str, Any], gen_len: int, user: dict[str, Any]) -> None:
-    """Size a fixed canvas (LLaDA's gen_length) to the protocol's generation length.
-
-    Every system must generate the same number of tokens in a timed request. A card whose canvas is
-    larger (LLaDA base: 1024, though tables time 256 tokens) keeps its steps per token and its block
-    length (capped at the canvas), so the algorithm is the card's, only its length is the protocol's.
-    Settings the user passed with --decoding are left alone.
-    """
-    canvas = values.get("gen_length")
-    if not canvas or "gen_length" in user or int(canvas) == gen_len:
-        return
-    canvas = int(canvas)
-    values["gen_length"] = gen_len
-    if "steps" in values and "steps" not in user:
-        values["steps"] = max(1, round(int(values["steps"]) * gen_len / canvas))
-    if "block_length" in values and "block_length" not in user:
-        values["block_length"] = min(int(values["block_length"]), gen_len)
-
-
-def sampler_config(card: ModelCard, sampler, options: SpeedOptions, eos_token_id: int | None) -> SamplerConfig:
-    """The card's decoding for the prompt benchmark, then the variant's and the user's overrides;
-    the generation length and end-of-sequence are the protocol's."""
-    variants = getattr(sampler, "variants", {})
-    if options.variant is not None and options.variant not in variants and options.variant != "reference":
-        raise Skip(f"sampler '{sampler.name}' has no '{options.variant}' variant "
-                   f"(it offers: {', '.join(variants) or 'none'})")
-    # The one merge (evo_eval/settings.py): the variant and --decoding stand where run's --model-args do;
-    # the protocol's length, EOS and seed stand where a request's kwargs do.
-    values = merge(card, options.prompts, {**variants.get(options.variant, {}), **options.decoding})
-    fit_canvas(values, options.gen_len, user=options.decoding)
-    values.update(max_new_tokens=options.gen_len, eos_token_id=eos_token_id, seed=options.seed)
-    try:
-        return sampler.Config.from_dict(values)
-    except ValueError as exc:
-        raise UserError(f"{card.name}: {exc}", "fix --decoding or the card's decoding block") from None
-
-
-# ---- building the model and its tokenizer -------------------------------------------------------------
-
-
-@dataclass
-class Built:
-    model: torch.nn.Module
-    tokenizer: Any
-    shape: dict[str, Any]
-    tokenizer_label: str
-    eos_token_id: int | None
-    until: tuple[str, ...]
-    tied: bool
-
-
-class ModelPool:
-    """Keeps the last built model, so base and post-trained cards of one shape share one build."""
-
-    def __init__(self):
-        self._key: Any = None
-        self._built: Built | None = None
-
-    def get(self, key: Any, build: Callable[[], Built]) -> Built:
-        if key != self._key:
-            self.clear()
-            self._built, self._key = build(), key
-        return self._built
-
-    def clear(self) -> None:
-        self._built, self._key = None, None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def _vocab_size(model: torch.nn.Module, shape: dict[str, Any]) -> int:
-    if "vocab_size" in shape:
-        return int(shape["vocab_size"])
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            return module.num_embeddings
-    raise UserError("cannot tell the model's vocabulary size", "add vocab_size to the family's shape")
-
-
-def build_synthetic(card: ModelCard, module, device: torch.device, dtype: torch.dtype, seed: int) -> Built:
-    from ..data.speed_prompts import ProxyTokenizer, proxy_limit
-
-    shape = dict(card.shape) if device.type == "cuda" else dict(module.TINY_SHAPE)
-    model = module.random_model(shape, dtype=dtype, device=device, seed=seed)
-    model.eval()
-    tokenizer = ProxyTokenizer(proxy_limit(shape, _vocab_size(model, shape)))
-    return Built(model, tokenizer, shape, ProxyTokenizer.label, None, (), _tied(model, shape))
-
-
-def _tied(model: torch.nn.Module, shape: dict[str, Any]) -> bool:
-    """Whether the output head reads the embedding table (then it counts as read per forward)."""
-    config = getattr(model, "config", None)
-    return bool(shape.get("tie_embeddings") or getattr(config, "tie_word_embeddings", False))
-
-
-def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.device, dtype: torch.dtype) -> Built:
-    from ..data.speed_prompts import GSM8K_UNTIL
-
-    path = checkpoint or card.checkpoint
-    if not path:
-        raise Skip(f"no public checkpoint for {card.name}; pass --checkpoint DIR")
-    if card.is_hf:
-        from transformers import AutoTokenizer
-
-        from ..models.llama import load_pretrained, resolve_checkpoint
-
-        model = load_pretrained(path, revision=card.revision, dtype=dtype, device=device)
-        tokenizer = AutoTokenizer.from_pretrained(str(resolve_checkpoint(path, card.revision)))
-    else:  # every other family loads through its adapter, the one place that knows its checkpoint layout
-        from ..adapters import adapter_class
-
-        adapter = adapter_class(card.family)(pretrained=path, card=card, device=str(device), dtype=dtype)
-        model, tokenizer = adapter.model, adapter.tokenizer
-    shape = getattr(model, "shape", None)
-    shape = shape.as_dict() if hasattr(shape, "as_dict") else dict(card.shape)
-    return Built(model, tokenizer, shape, f"checkpoint ({type(tokenizer).__name__})", tokenizer.eos_token_id,
-                 GSM8K_UNTIL, _tied(model, shape))
 
 
 # ---- timing -------------------------------------------------------------------------------------------
@@ -532,18 +262,6 @@ def _affordable_repeats(options: SpeedOptions, warmups: list[RequestTiming]) -> 
 # ---- the run ------------------------------------------------------------------------------------------
 
 
-def result_path(output: Path, result: SpeedResult) -> Path:
-    return Path(output) / f"{result.key}.json"
-
-
-def write_result(output: Path, result: SpeedResult) -> Path:
-    from ..store import atomic_write_text, to_json
-
-    path = result_path(output, result)
-    atomic_write_text(path, to_json(result.to_record()))
-    return path
-
-
 def run_speed(options: SpeedOptions, on_event: Event | None = None, pool: ModelPool | None = None) -> list[SpeedResult]:
     """Time every planned card; write one results file each; return the results.
 
@@ -564,142 +282,10 @@ def run_speed(options: SpeedOptions, on_event: Event | None = None, pool: ModelP
             except Skip as reason:
                 emit("skip", card=card, reason=str(reason))
                 continue
-            path = write_result(options.output, result)
+            path = write_speed_result(options.output, result)
             results.append(result)
             emit("done", card=card, result=result, path=path)
     finally:
         if own_pool:
             pool.clear()
     return results
-
-
-def load_speed_results(directory: Path, variants: bool = False) -> dict[str, dict]:
-    """Card name -> speed record for every results file in ``directory`` (the card's own decoding).
-
-    ``variants=True`` adds the variant files under ``<card>--<label>``. Files of another kind (a
-    summary) are ignored; a malformed speed file is a ResultsError.
-    """
-    import json
-
-    out: dict[str, dict] = {}
-    for path in sorted(Path(directory).glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ResultsError(f"speed results file {path} is not valid JSON", "delete it and re-run evo-eval speed") from None
-        if not isinstance(record, dict) or record.get("kind") != KIND:
-            continue
-        result = SpeedResult.from_record(record, str(path))
-        if result.label is None or variants:
-            out[result.key] = record
-    return out
-
-
-def format_result(result: SpeedResult) -> str:
-    """One console line: the headline figures, the paper's, and the labels that qualify them."""
-    roof = result.roofline
-    bw = f"{roof['achieved_bandwidth_tbs']:.2f} TB/s"
-    if roof.get("bandwidth_fraction") is not None:
-        bw += f" ({roof['bandwidth_fraction']:.0%} of {roof['datasheet_bandwidth_tbs']:.2f})"
-    paper = result.paper.get("tokens_per_s")
-    memory = f"{result.peak_memory_gib:.1f} GiB" if result.peak_memory_gib is not None else "—"
-    roof_frac = f"{roof['roofline_fraction']:.0%} of {roof['bound']} roofline" if roof.get("roofline_fraction") else ""
-    return (f"{result.key:<28} {result.tokens_per_s:8.1f} tok/s (paper {paper if paper is not None else '—'})  "
-            f"E2E {result.e2e_latency_s:.2f} s (p90 {result.e2e_latency_p90_s:.2f})  NFE {result.nfe:.0f}  "
-            f"{result.tokens_per_forward:.2f} tok/fwd  {memory}  {bw}  {roof_frac}  [{result.weights_label}"
-            f"{'' if result.comparable_to_paper else '; CPU tiny, not comparable'}]")
-
-
-# ---- the commands -------------------------------------------------------------------------------------
-
-
-def parse_settings(text: str | None) -> dict[str, Any]:
-    """``key=value,key2=value2`` -> dict (values stay strings; the sampler Config casts them)."""
-    if not text:
-        return {}
-    out = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"cannot parse '{item}' in --decoding", "write key=value pairs separated by commas")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def speed_command(
-    models: Annotated[str, typer.Option("--models", help="Comma-separated card names, or all.")] = "all",
-    stage: Annotated[Optional[str], typer.Option(help="base or instruct (default: both, with --models all).")] = None,
-    weights: Annotated[str, typer.Option(help="synthetic (random weights at the card's shape) or checkpoint.")] = "synthetic",
-    checkpoint: Annotated[Optional[str], typer.Option(help="Checkpoint folder or hub id for --weights checkpoint.")] = None,
-    prompts: Annotated[str, typer.Option(help="Benchmark whose rendered prompts are timed.")] = "gsm8k",
-    gen_len: Annotated[int, typer.Option(help="Tokens to generate per request (fixed with synthetic weights).")] = 256,
-    repeats: Annotated[int, typer.Option(help="Timed requests per model (median and p90 over them).")] = 5,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up requests per model.")] = 2,
-    variant: Annotated[Optional[str], typer.Option(help="reference (the card's decoding), or a variant the sampler offers (e.g. cached).")] = None,
-    decoding: Annotated[Optional[str], typer.Option(help="Sampler overrides, e.g. schedule=fixed:0.5.")] = None,
-    output: Annotated[Path, typer.Option(help="Folder for the per-model results files.")] = Path("results/speed"),
-    device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda if available).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="Override the card's dtype.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with gsm8k/train.jsonl and test.jsonl.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = 1234,
-) -> None:
-    """Time models under the matched protocol: batch 1, prompt encoding included, warm-ups excluded."""
-    from ..cli import handle_errors
-
-    options = SpeedOptions(
-        models=[m.strip() for m in models.split(",") if m.strip()], stage=stage, weights=weights,
-        checkpoint=checkpoint, prompts=prompts, gen_len=gen_len, repeats=repeats, warmup=warmup, variant=variant,
-        decoding=parse_settings(decoding), output=output, device=device, dtype=dtype, data_dir=data_dir, seed=seed,
-    )
-    handle_errors(run_with_progress)(options)
-
-
-def run_with_progress(options: SpeedOptions) -> list[SpeedResult]:
-    """run_speed with a rich progress bar and one line per model (skips included)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    plan_cards(options)  # bad input fails here, as one line, before anything is printed
-    device = resolve_device(options.device)
-    if device.type != "cuda":
-        console.print(f"[yellow]{CPU_NOTE}[/yellow]")
-    if options.weights == "synthetic":
-        console.print(f"[yellow]{SYNTHETIC_LABEL}[/yellow]: random weights at each card's shape, "
-                      f"fixed length {options.gen_len}, proxy prompt tokenizer")
-    tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        def on_event(kind: str, card: ModelCard, **info: Any) -> None:
-            if kind == "start":
-                tasks[card.name] = progress.add_task(f"{card.name}", total=info["total"])
-            elif kind == "advance":
-                progress.advance(tasks[card.name])
-            elif kind == "done":
-                progress.console.print(format_result(info["result"]) + f"  -> {info['path']}")
-            elif kind == "skip":
-                progress.console.print(f"{card.name:<28} skipped: {info['reason']}")
-
-        return run_speed(options, on_event)
-
-
-def plot_command(
-    stage: Annotated[str, typer.Option(help="base (Table 1) or instruct (Table 2).")] = "base",
-    task: Annotated[str, typer.Option(help="Benchmark key for the accuracy axis, or mean (over benchmarks every model has).")] = "gsm8k",
-    accuracy: Annotated[str, typer.Option(help="measured (results files) or paper (the paper's table).")] = "measured",
-    speed: Annotated[str, typer.Option(help="measured (speed results) or paper (the paper's speed row).")] = "measured",
-    results: Annotated[Path, typer.Option("--results", help="Results folder to read.")] = Path("results"),
-    speed_dir: Annotated[Optional[Path], typer.Option(help="Speed results (default RESULTS/speed).")] = None,
-    output: Annotated[Path, typer.Option(help="Figure file (.png, .pdf or .svg).")] = Path("results/speed/accuracy_vs_speed.png"),
-) -> None:
-    """Accuracy against decoding speed, one point per system, Pareto frontier marked."""
-    from ..cli import handle_errors
-
-    def make() -> None:
-        from ..report.plot import plot_accuracy_vs_speed
-
-        path = plot_accuracy_vs_speed(stage=stage, task=task, accuracy=accuracy, speed=speed, results=results,
-                                      speed_dir=speed_dir or results / "speed", output=output)
-        typer.echo(f"wrote {path}", err=True)
-
-    handle_errors(make)()
