@@ -70,9 +70,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def data_mirror(args: argparse.Namespace) -> Path | None:
+    """--data-dir (a mirror, as for evo-eval run), else GSM8K imported from ../shared/benchdata into
+    OUTPUT/data when no default mirror exists (a fresh device machine has none)."""
+    from evo_eval.data.mirror import default_mirror_dir, import_mirror
+
+    if args.data_dir is not None or (default_mirror_dir() / "gsm8k").is_dir():
+        return args.data_dir
+    mirror = args.output / "data"
+    if not (mirror / "gsm8k" / "main" / "test.jsonl").is_file():
+        import_mirror(REPO.parent / "shared" / "benchdata", mirror, ["gsm8k"])
+    return mirror
+
+
 def jobs(args: argparse.Namespace) -> list[SpeedOptions]:
     common = dict(gen_len=args.gen_len, repeats=args.repeats, warmup=args.warmup, output=args.output,
-                  data_dir=args.data_dir, device=args.device)
+                  data_dir=data_mirror(args), device=args.device)
     names = list(all_cards()) if args.models == "all" else [m.strip() for m in args.models.split(",")]
     ordered = [c.name for c in plan_cards(SpeedOptions(models=names))]
     overrides = parse_settings(args.decoding)

@@ -58,7 +58,7 @@ def speed_command(
     output: Annotated[Path, typer.Option(help="Folder for the per-model results files.")] = Path("results/speed"),
     device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda if available).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Override the card's dtype.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with gsm8k/train.jsonl and test.jsonl.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local data mirror, as for run (default $EVO_EVAL_DATA, else ~/.cache/evo-eval/data).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = 1234,
 ) -> None:
     """Time models under the matched protocol: batch 1, prompt encoding included, warm-ups excluded."""
