@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cards import ModelCard, get_card
-from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError
+from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError, first_line
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
@@ -223,7 +223,7 @@ def _task_yaml_error(path: Path, resolve_func: bool = False) -> str | None:
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:  # a YAML syntax error: where, and what the parser expected
             return f"not valid YAML at line {mark.line + 1} ({getattr(exc, 'problem', None) or 'syntax error'})"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc, 200)
         return f"{type(exc).__name__}: {first}"
     return None
 
@@ -268,20 +268,20 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
                 device=str(device), batch_size=options.batch_size, **options.model_args,
             )
         except TypeError as exc:  # transformers hands unknown model_args to the model's constructor
-            raise UserError(f"--model-args: {_first_line(exc)}", "remove the setting; HF cards take HFLM's "
+            raise UserError(f"--model-args: {first_line(exc, 300)}", "remove the setting; HF cards take HFLM's "
                             "arguments, e.g. max_length=2048") from exc
         except (OSError, RuntimeError, ValueError, ImportError) as exc:
             # Missing or truncated weights, weights of another shape than config.json, an unreachable hub.
             # transformers words a shape mismatch as "look at the above report", a table we keep quiet.
             reason = ("its weights do not have the shapes its config.json gives"
-                      if "ignore_mismatched_sizes" in str(exc) else _first_line(exc))
+                      if "ignore_mismatched_sizes" in str(exc) else first_line(exc, 300))
             raise CheckpointError(f"cannot load {checkpoint}: {reason}",
                                   "pass --checkpoint DIR with a complete save_pretrained folder (config.json, "
                                   "weights, tokenizer) of the card's architecture") from exc
         except Exception as exc:
             if type(exc).__name__ != "SafetensorError":  # safetensors' own error class is not importable
                 raise
-            raise CheckpointError(f"cannot load {checkpoint}: the weights file is corrupt ({_first_line(exc)})",
+            raise CheckpointError(f"cannot load {checkpoint}: the weights file is corrupt ({first_line(exc, 300)})",
                                   "restore the checkpoint's *.safetensors files") from exc
         _check_vocab(lm.tokenizer, lm.model, checkpoint)
         return lm
@@ -293,11 +293,7 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
                    device=options.device, dtype=options.dtype, batch_size=options.batch_size, seed=options.seed,
                    **options.model_args)
     except (ValueError, TypeError) as exc:  # the adapters reject unknown or ill-typed settings this way
-        raise UserError(f"--model-args: {_first_line(exc)}", "fix or remove the setting") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"--model-args: {first_line(exc, 300)}", "fix or remove the setting") from exc
 
 
 def _check_vocab(tokenizer: Any, model: Any, checkpoint: str) -> None:

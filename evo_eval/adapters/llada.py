@@ -13,8 +13,7 @@ from typing import Any
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
-from ..errors import CheckpointError
-from ..models.checkpoints import first_line
+from ..errors import CheckpointError, first_line
 from ..models.llada import load_llada, resolve
 from .base import FolderAdapter
 

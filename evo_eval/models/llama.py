@@ -1,30 +1,10 @@
 """A Llama / Qwen2 decoder built for fast batch-1 decoding, loading Hugging Face Llama and Qwen2 weights.
 
-The AR cards run through lm-eval's own HF backend for accuracy; ``evo-eval speed`` times them here
-instead, because the stock ``generate`` leaves most of the GPU idle at batch 1 (38.7 tokens/s on an
-H100 for the Llama-3-8B shape against an HBM roofline near 208) and its static-cache +
-``torch.compile`` path crashed under transformers 5.17. Batch-1 decoding is bound by reading the
-weights once per token, so this file does only what helps that:
-
-* q/k/v and gate/up are stored fused (``wqkv``, ``w13``): one large matrix-vector product instead of
-  three or two, fewer kernel launches, better bandwidth per launch;
-* a static KV cache per layer, ``(kv_heads, capacity, head_dim)``, written at a position held in a
-  device tensor, so one decode step has fixed shapes and no host round trip, and can be captured
-  once as a CUDA graph and replayed for every token;
-* grouped-query attention by reshaping the queries, never by repeating the cache;
-* the per-layer step is a free function of tensors, so ``torch.compile`` compiles it once and every
-  layer reuses that code.
-
-Numerics follow transformers' ``modeling_llama.py`` / ``modeling_qwen2.py`` (read for the weight
-names and the order of operations, not copied): RMSNorm normalises in float32, casts back, then
-scales; rotary tables are computed in float32 and cast to the model dtype; Qwen2 has q/k/v biases.
-The static cache, the device-side position and compiling the one-token step follow the facts of
-pytorch-labs/gpt-fast (``model.py``, ``generate.py``).
-
-Measured on one H100 at the Llama-3-8B shape (results/speed/README.md): eager 30-56 tokens/s, CUDA
-graph 114, compiled step in the graph 160-169 (the default), within 4-9% of what its cuBLAS
-matrix-vector products alone allow; inductor-generated products (``compile-reduce``) were slower
-(152), so they stay an option, not the default.
+``evo-eval speed`` times the AR cards here (lm-eval's HF backend runs them for accuracy): fused q/k/v
+and gate/up weights, a static per-layer KV cache written at a device-side position (one decode step
+of fixed shapes, captured as a CUDA graph), grouped-query attention by reshaping the queries, and a
+per-layer step ``torch.compile`` compiles once. Numerics follow transformers' ``modeling_llama.py`` /
+``modeling_qwen2.py``. Why each choice, and what it measured: docs/fast-decoder.md.
 """
 
 from __future__ import annotations
