@@ -84,7 +84,7 @@ def test_eos_truncation_counts_tokens_up_to_eos(tmp_path, small_mirror, tiny_lla
     from transformers import AutoTokenizer
 
     from evo_eval.decoding import get_sampler
-    from evo_eval.models.llama import load_pretrained
+    from evo_eval.models.llama_checkpoint import load_pretrained
     from evo_eval.data.speed_prompts import gsm8k_prompts
 
     model = load_pretrained(str(tiny_llama_dir), dtype=torch.float32, device="cpu")

@@ -67,7 +67,7 @@ class ARSampler(Sampler):
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
         if not hasattr(model, "session"):
             raise TypeError(f"the AR sampler drives evo_eval.models.llama.LlamaDecoder, not {type(model).__name__}; "
-                            "load the checkpoint with models.llama.load_pretrained")
+                            "load the checkpoint with models.llama_checkpoint.load_pretrained")
         n = int(config.max_new_tokens)
         t = int(prompt_ids.numel())
         if n <= 0:

@@ -80,7 +80,7 @@ def build_checkpoint(card: ModelCard, checkpoint: str | None, device: torch.devi
     if card.is_hf:
         from transformers import AutoTokenizer
 
-        from ..models.llama import load_pretrained, resolve_checkpoint
+        from ..models.llama_checkpoint import load_pretrained, resolve_checkpoint
 
         model = load_pretrained(path, revision=card.revision, dtype=dtype, device=device)
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_checkpoint(path, card.revision)))
