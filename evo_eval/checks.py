@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cards import ModelCard
-from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError
+from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError, first_line
 from .paths import tasks_dir
 from .suites import SuiteEntry, check_stage
 
