@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evo_eval.sandbox import layers as sandbox_layers  # noqa: E402
-from evo_eval.scoring.code_exec import check_programs, protections  # noqa: E402
+from evo_eval.sandbox.code_exec import check_programs, protections  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "benchdata" / "humaneval" / "HumanEval.jsonl.gz"
 

@@ -37,8 +37,12 @@ sys.path.insert(0, str(REPO))
 
 from evo_eval.cards import all_cards  # noqa: E402
 from evo_eval.errors import UserError  # noqa: E402
-from evo_eval.speed import (ModelPool, SpeedOptions, SpeedResult, format_result, parse_settings,  # noqa: E402
-                            plan_cards, resolve_device, run_speed)
+from evo_eval.cli.speed import format_result, parse_settings  # noqa: E402
+from evo_eval.devices import resolve_device  # noqa: E402
+from evo_eval.speed.build import ModelPool  # noqa: E402
+from evo_eval.speed.measure import run_speed  # noqa: E402
+from evo_eval.speed.options import SpeedOptions, plan_cards  # noqa: E402
+from evo_eval.store import SpeedResult  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "results" / "speed"
 EXTRAS = (
@@ -66,9 +70,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def data_mirror(args: argparse.Namespace) -> Path | None:
+    """--data-dir (a mirror, as for evo-eval run), else GSM8K imported from ../shared/benchdata into
+    OUTPUT/data when no default mirror exists (a fresh device machine has none)."""
+    from evo_eval.data.mirror import default_mirror_dir, import_mirror
+
+    if args.data_dir is not None or (default_mirror_dir() / "gsm8k").is_dir():
+        return args.data_dir
+    mirror = args.output / "data"
+    if not (mirror / "gsm8k" / "main" / "test.jsonl").is_file():
+        import_mirror(REPO.parent / "shared" / "benchdata", mirror, ["gsm8k"])
+    return mirror
+
+
 def jobs(args: argparse.Namespace) -> list[SpeedOptions]:
     common = dict(gen_len=args.gen_len, repeats=args.repeats, warmup=args.warmup, output=args.output,
-                  data_dir=args.data_dir, device=args.device)
+                  data_dir=data_mirror(args), device=args.device)
     names = list(all_cards()) if args.models == "all" else [m.strip() for m in args.models.split(",")]
     ordered = [c.name for c in plan_cards(SpeedOptions(models=names))]
     overrides = parse_settings(args.decoding)
@@ -209,7 +226,7 @@ def reports(output: Path) -> list[str]:
 
 
 def stored(output: Path) -> list[SpeedResult]:
-    from evo_eval.speed import load_speed_results
+    from evo_eval.store import load_speed_results
 
     order = {key: i for i, key in enumerate(c.name for c in plan_cards(SpeedOptions()))}
     records = load_speed_results(output, variants=True)

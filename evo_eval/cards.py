@@ -17,12 +17,10 @@ from typing import Any
 import yaml
 
 from .errors import UnknownNameError, UserError
+from .families import FAMILIES, SAMPLERS
 from .paths import cards_dir
 
 STAGES = ("base", "instruct")
-# Families that lm-eval's own HF backend runs; everything else goes through adapters/base.py.
-HF_FAMILIES = ("hf",)
-FAMILIES = ("hf", "evo", "llada", "mdlm", "bd3lm", "ard")
 DTYPES = ("float32", "bfloat16", "float16")
 
 _REQUIRED = ("name", "system", "stage", "family", "column", "dtype", "shape")
@@ -33,7 +31,7 @@ class ModelCard:
     name: str
     system: str  # groups a system's base and post-trained cards, e.g. "llada"
     stage: str  # "base" or "instruct"
-    family: str  # adapter family, one of FAMILIES
+    family: str  # a family of the registry (evo_eval.families)
     column: str  # the paper's column header, e.g. "LLaDA 8B"
     dtype: str
     shape: dict[str, Any]
@@ -54,7 +52,7 @@ class ModelCard:
 
     @property
     def is_hf(self) -> bool:
-        return self.family in HF_FAMILIES
+        return FAMILIES[self.family].is_hf
 
     def decoding_for(self, benchmark: str | None = None) -> dict[str, Any]:
         """Decoding settings in force for a benchmark: the card's default, then its per-task entry."""
@@ -92,7 +90,7 @@ def load_card(path: Path) -> ModelCard:
         raise _bad_card(path, f"unknown field(s) {', '.join(unknown)}")
     if raw["stage"] not in STAGES:
         raise _bad_card(path, f"stage '{raw['stage']}' is not one of {', '.join(STAGES)}")
-    if raw["family"] not in FAMILIES:
+    if raw["family"] not in FAMILIES:  # the registry's families (evo_eval.families)
         raise _bad_card(path, f"family '{raw['family']}' is not one of {', '.join(FAMILIES)}")
     if raw["dtype"] not in DTYPES:
         raise _bad_card(path, f"dtype '{raw['dtype']}' is not one of {', '.join(DTYPES)}")
@@ -121,6 +119,11 @@ def _check_types(path: Path, raw: dict[str, Any]) -> None:
     if not isinstance(decoding.get("default", {}), dict) or not isinstance(decoding.get("tasks", {}), dict) or \
             not all(isinstance(v, dict) for v in decoding.get("tasks", {}).values()):
         raise _bad_card(path, "decoding.default and each decoding.tasks entry must be mappings")
+    if any("sampler" in v for v in decoding.get("tasks", {}).values()):
+        raise _bad_card(path, "sampler is set per card (decoding.default), not per benchmark")
+    sampler = decoding.get("default", {}).get("sampler")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise _bad_card(path, f"sampler '{sampler}' is not one of {', '.join(sorted(SAMPLERS))}")
     if not isinstance(raw.get("chat_template", False), bool):
         raise _bad_card(path, "chat_template must be true or false")
     if not isinstance(raw.get("sources", []), list) or not isinstance(raw.get("notes", ""), str):
@@ -141,10 +144,6 @@ def _all_cards(directory: str) -> dict[str, ModelCard]:
 
 def all_cards() -> dict[str, ModelCard]:
     return _all_cards(str(cards_dir()))
-
-
-def card_names() -> list[str]:
-    return list(all_cards())
 
 
 def get_card(name: str) -> ModelCard:

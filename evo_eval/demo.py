@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -41,10 +42,12 @@ def _demo_models(models_dir: Path) -> list[tuple[str, Path]]:
     return pairs
 
 
-def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console) -> int:
-    from .data import import_mirror, verify_mirror
+def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console,
+             execute: Callable[[Any], Any]) -> int:
+    """``execute(RunOptions)`` runs one card (the CLI passes its progress display, ``cli.execute_run``)."""
+    from .data.mirror import import_mirror, verify_mirror
     from .report.tables import build_table, render
-    from .run import RunOptions, run
+    from .run import RunOptions
 
     started = time.time()
     source = benchdata or REPO_ROOT.parent / "shared" / "benchdata"
@@ -64,9 +67,7 @@ def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console
             device="cpu", batch_size=8, allow_code_exec=True, skip_missing=True, bootstrap_iters=0,
             gen_kwargs=DEMO_GEN_KWARGS, quiet=True,
         )
-        from .cli import execute_run
-
-        execute_run(options)
+        execute(options)
     table = build_table("base", results, paper=True)
     print(render(table, "markdown"))
     console.print(f"demo finished in {time.time() - started:.0f} s; results in {results}; "

@@ -5,6 +5,15 @@ CLI prints its message on one line and exits with status 2, without a traceback 
 """
 
 
+def first_line(exc: BaseException, width: int = 160, empty: str | None = None) -> str:
+    """An exception's message cut to one line of at most ``width`` characters, for a one-line error; an
+    empty message gives ``empty`` (by default the exception's class name)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if empty is None else empty
+    return text.splitlines()[0][:width]
+
+
 class UserError(Exception):
     """A problem with the user's input, reported as one line with the fix."""
 

@@ -14,22 +14,22 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 from .cards import ModelCard, get_card
-from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError
+from .checks import (_task_manager, check_gen_kwargs, check_output, check_tasks, resolve_checkpoint,
+                     resolve_data_dir, resolve_stage)
+from .errors import CheckpointError, UserError, first_line
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
-from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
-from .data_prompts import FEWSHOT_SEED, prompt_hash
+from .data.prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
-from .suites import SuiteEntry, check_stage, resolve
+from .settings import in_force
+from .suites import SuiteEntry, resolve
 
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
 
@@ -82,175 +82,6 @@ class RunSummary:
         return 2 if any(o.status in ("missing-data", "failed") for o in self.outcomes) else 0
 
 
-# ---- checking the inputs -------------------------------------------------------------------------
-
-
-def resolve_stage(card: ModelCard, stage: str | None) -> str:
-    if stage is None:
-        return card.stage
-    check_stage(stage)
-    if stage != card.stage:
-        sibling = card.name + "-instruct" if stage == "instruct" else card.name.removesuffix("-instruct")
-        raise UserError(f"model '{card.name}' is the {card.stage} card but --stage {stage} was given",
-                        f"use --model {sibling} for the {stage} stage")
-    return stage
-
-
-def resolve_checkpoint(card: ModelCard, checkpoint: str | None) -> str:
-    """A user checkpoint must be a folder that exists; the card's own is a hub id (or a local path)."""
-    if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
-                                  "pass --checkpoint DIR with a save_pretrained folder")
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{checkpoint} has no config.json, so it is not a save_pretrained folder",
-                                  "point --checkpoint at the folder that holds config.json and the weights")
-        if card.is_hf:
-            _check_architecture(card, path)
-        return str(path.resolve())
-    if card.needs_checkpoint:
-        raise CheckpointError(f"model '{card.name}' has no public weights",
-                              "pass --checkpoint DIR with a save_pretrained folder of its architecture")
-    return card.checkpoint
-
-
-def _check_architecture(card: ModelCard, path: Path) -> None:
-    """An HF card runs any checkpoint of its architecture (the demo's tiny models), but not another one.
-
-    The other families' loaders compare the whole shape with the card; lm-eval's HF backend would load
-    a Qwen checkpoint under a Llama card without a word.
-    """
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path / 'config.json'} is not valid JSON",
-                              "restore the checkpoint's config.json") from None
-    found = config.get("architectures") if isinstance(config, dict) else None
-    expected = card.shape.get("architecture")
-    if expected and isinstance(found, list) and found and expected not in found:
-        raise CheckpointError(f"{path} holds a {found[0]} checkpoint but model card {card.name} is {expected}",
-                              "pass a checkpoint of the card's architecture, or the card that matches it")
-
-
-# Generation settings lm-eval and every sampler understand; anything else would reach
-# transformers' generate (which refuses unknown keys deep inside a run) or be silently ignored.
-_GEN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_gen_toks": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "max_new_tokens": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "min_p": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
-    "until": (lambda v: (isinstance(v, str) and v != "") or
-              (isinstance(v, list) and all(isinstance(x, str) and x for x in v)), "a stop string"),
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def check_gen_kwargs(gen_kwargs: dict[str, Any] | None) -> None:
-    for key, value in (gen_kwargs or {}).items():
-        if key not in _GEN_CHECKS:
-            raise UnknownNameError("generation setting", key, list(_GEN_CHECKS), hint="in --gen-kwargs")
-        test, wanted = _GEN_CHECKS[key]
-        if value == "" or not test(value):
-            shown = "no value" if value == "" else repr(value)
-            raise UserError(f"--gen-kwargs {key} must be {wanted}, got {shown}",
-                            "write key=value pairs, e.g. --gen-kwargs max_gen_toks=256,temperature=0")
-
-
-def check_output(output: Path, stage: str, model: str) -> None:
-    """The results folder can be created and written, before hours of work are spent filling it."""
-    folder = Path(output).expanduser() / stage / model
-    for parent in (folder, *folder.parents):
-        if parent.exists() and not parent.is_dir():
-            raise ResultsError(f"{parent} is a file, so results cannot go under it", "choose another --output")
-        if parent == Path(output).expanduser():
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ResultsError(f"results folder {folder} is not writable ({exc.strerror or exc})",
-                           "choose another --output, or fix its permissions") from None
-
-
-def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None) -> None:
-    """Every chosen task is one lm-eval can load from the task folder; lm-eval itself skips a YAML it cannot read."""
-    index = _task_manager(data_dir).task_index
-    for entry in entries:
-        if entry.task not in index:
-            raise _missing_task(entry.task)
-        yaml_path = getattr(index[entry.task], "yaml_path", None)
-        if yaml_path is not None:
-            _resolve_task_yaml(Path(yaml_path), entry.task)
-
-
-def _missing_task(task: str) -> UserError:
-    import re
-
-    declares = re.compile(rf"^\s*task:\s*['\"]?{re.escape(task)}['\"]?\s*$", re.MULTILINE)
-    for path in sorted(tasks_dir().rglob("*.yaml")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if declares.search(text):
-            reason = _task_yaml_error(path) or "lm-eval skipped it"
-            return UserError(f"task YAML {path} (task {task}) cannot be read: {reason}", f"fix {path}")
-    return UserError(f"no task YAML under {tasks_dir()} defines task '{task}'",
-                     "reinstall evo-eval (its tasks ship in evo_eval/resources/tasks), or point EVO_EVAL_TASKS at a folder that has it")
-
-
-def _task_yaml_error(path: Path, resolve_func: bool = False) -> str | None:
-    """lm-eval's own YAML loader's complaint about one file, in one line (None: it loads)."""
-    from lm_eval.tasks._yaml_loader import load_yaml  # the loader lm-eval's task index uses
-
-    try:
-        load_yaml(path, resolve_func=resolve_func)
-    except Exception as exc:  # yaml, include and import errors alike: all mean the file cannot be used
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:  # a YAML syntax error: where, and what the parser expected
-            return f"not valid YAML at line {mark.line + 1} ({getattr(exc, 'problem', None) or 'syntax error'})"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return f"{type(exc).__name__}: {first}"
-    return None
-
-
-def _resolve_task_yaml(path: Path, task: str) -> None:
-    # Resolving the !function tags imports the task's Python helpers, which lm-eval would otherwise
-    # only do after the model is loaded.
-    problem = _task_yaml_error(path, resolve_func=True)
-    if problem:
-        raise UserError(f"task YAML {path} (task {task}) cannot be loaded: {problem}", f"fix {path}")
-
-
-def resolve_data_dir(data_dir: Path | None) -> Path | None:
-    from .paths import default_data_dir
-
-    chosen = data_dir if data_dir is not None else default_data_dir()
-    if chosen is None:
-        return None
-    chosen = Path(chosen).expanduser()
-    if not chosen.is_dir():
-        raise DataError(f"data folder {chosen} does not exist",
-                        "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
-    from .data import verify_mirror
-
-    verify_mirror(chosen)
-    return chosen.resolve()
-
-
 # ---- building the model ------------------------------------------------------------------------------
 
 
@@ -267,20 +98,20 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
                 device=str(device), batch_size=options.batch_size, **options.model_args,
             )
         except TypeError as exc:  # transformers hands unknown model_args to the model's constructor
-            raise UserError(f"--model-args: {_first_line(exc)}", "remove the setting; HF cards take HFLM's "
+            raise UserError(f"--model-args: {first_line(exc, 300)}", "remove the setting; HF cards take HFLM's "
                             "arguments, e.g. max_length=2048") from exc
         except (OSError, RuntimeError, ValueError, ImportError) as exc:
             # Missing or truncated weights, weights of another shape than config.json, an unreachable hub.
             # transformers words a shape mismatch as "look at the above report", a table we keep quiet.
             reason = ("its weights do not have the shapes its config.json gives"
-                      if "ignore_mismatched_sizes" in str(exc) else _first_line(exc))
+                      if "ignore_mismatched_sizes" in str(exc) else first_line(exc, 300))
             raise CheckpointError(f"cannot load {checkpoint}: {reason}",
                                   "pass --checkpoint DIR with a complete save_pretrained folder (config.json, "
                                   "weights, tokenizer) of the card's architecture") from exc
         except Exception as exc:
             if type(exc).__name__ != "SafetensorError":  # safetensors' own error class is not importable
                 raise
-            raise CheckpointError(f"cannot load {checkpoint}: the weights file is corrupt ({_first_line(exc)})",
+            raise CheckpointError(f"cannot load {checkpoint}: the weights file is corrupt ({first_line(exc, 300)})",
                                   "restore the checkpoint's *.safetensors files") from exc
         _check_vocab(lm.tokenizer, lm.model, checkpoint)
         return lm
@@ -292,11 +123,7 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
                    device=options.device, dtype=options.dtype, batch_size=options.batch_size, seed=options.seed,
                    **options.model_args)
     except (ValueError, TypeError) as exc:  # the adapters reject unknown or ill-typed settings this way
-        raise UserError(f"--model-args: {_first_line(exc)}", "fix or remove the setting") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"--model-args: {first_line(exc, 300)}", "fix or remove the setting") from exc
 
 
 def _check_vocab(tokenizer: Any, model: Any, checkpoint: str) -> None:
@@ -326,24 +153,6 @@ def run_identity(card: ModelCard, checkpoint: str, lm: Any, options: RunOptions)
 
 
 # ---- one benchmark --------------------------------------------------------------------------------
-
-
-def _task_manager(data_dir: Path | None):
-    root = tasks_dir()
-    # Indexing the YAMLs costs most of a second and plan() needs the index too: one manager per
-    # process for as long as no task file changes (their paths and mtimes are part of the key).
-    files = sorted(root.rglob("*.yaml")) if root.is_dir() else []
-    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
-    return _cached_task_manager(str(root), str(data_dir) if data_dir else None, stamp)
-
-
-@lru_cache(maxsize=4)
-def _cached_task_manager(root: str, data_dir: str | None, stamp: tuple):
-    from lm_eval.tasks import TaskManager
-
-    metadata = {"data_dir": data_dir} if data_dir else {}
-    # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run.
-    return TaskManager(include_path=root, include_defaults=False, metadata=metadata)
 
 
 def main_score(results: dict[str, Any], task: str, metric: str) -> float | None:
@@ -387,8 +196,6 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
                        journal: Journal) -> dict[str, Any] | None:
     import lm_eval
 
-    if hasattr(lm, "benchmark"):
-        lm.benchmark = entry.key
     if hasattr(lm, "records"):
         lm.records.clear()
     # lm-eval's HF backend batches, and batched results depend on the batch: with a fixed batch size the
@@ -442,8 +249,8 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "prompt_hashes": prompt_hashes(samples),
         "protocol": protocol_fingerprint(results, entry.shots, manifest),
         "chat_template": card.chat_template,
-        "decoding": lm.decoding_settings() if hasattr(lm, "decoding_settings") else
-        {"sampler": "hf-generate", "gen_kwargs": options.gen_kwargs},
+        # What produced the samples: the merged settings, with what the requests changed folded in.
+        "decoding": in_force(lm.decoding_settings(), outcome["records"]),
         "requests": {"reused_from_journal": outcome["reused"], "computed": outcome["computed"],
                      "per_request": outcome["records"]},
         "lm_eval": results,
@@ -495,7 +302,7 @@ def _data_missing(entry: SuiteEntry, data_dir: Path | None) -> str | None:
     if data_dir is None:
         return None
     from .ablation import PPL_BENCHMARK, PPL_DATA
-    from .data import mirror_problem
+    from .data.mirror import mirror_problem
 
     return mirror_problem(data_dir, PPL_DATA if entry.key == PPL_BENCHMARK else entry.key, entry.shots)
 
@@ -607,9 +414,11 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
         damaged = journal.report()
         if damaged:
             notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
-        outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
+        # The card's settings for this benchmark apply (evo_eval/settings.py); lm-eval's HF backend has none.
+        bench_lm = lm.with_settings(benchmark=entry.key) if hasattr(lm, "with_settings") else lm
+        outcome = evaluate_benchmark(bench_lm, entry, card, options, task_manager, journal)
         if outcome is not None:
-            record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
+            record = build_record(entry, card, checkpoint, bench_lm, options, outcome, data_dir, model=model)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],
                                     outcome["computed"], outcome["wall_s"], model=model)

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -231,3 +231,96 @@ def provenance(**extra: Any) -> dict[str, Any]:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---- speed results (``evo-eval speed``): ``<folder>/<card>.json``, or ``<card>--<label>.json`` for a variant ----
+
+SPEED_KIND = "evo-eval/speed-result"
+SPEED_SCHEMA_VERSION = 1
+SYNTHETIC_LABEL = "synthetic weights"
+CHECKPOINT_LABEL = "checkpoint weights"
+CPU_NOTE = "CPU run at each family's tiny shape: figures are not comparable to the paper's (one A100, 8B shapes)"
+
+
+@dataclass
+class SpeedResult:
+    """One card's timing, as written to and read from its results file."""
+
+    model: str
+    stage: str
+    system: str
+    column: str
+    family: str
+    label: str | None  # None: the card's own decoding (what the table shows)
+    weights: str
+    synthetic: bool
+    weights_label: str
+    comparable_to_paper: bool
+    device: str
+    dtype: str
+    shape: dict[str, Any]
+    cost: dict[str, Any]
+    sampler: str
+    sampler_config: dict[str, Any]
+    protocol: dict[str, Any]
+    e2e_latency_s: float
+    e2e_latency_p90_s: float
+    tokens_per_s: float
+    tokens_per_s_median: float
+    new_tokens: float
+    prompt_tokens: float
+    nfe: float
+    tokens_per_forward: float
+    peak_memory_gib: float | None
+    roofline: dict[str, Any]
+    paper: dict[str, Any]
+    requests: list[dict[str, Any]]
+    warmup_requests: list[dict[str, Any]]
+    notes: list[str]
+    provenance: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return self.model if self.label is None else f"{self.model}--{self.label}"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"schema_version": SPEED_SCHEMA_VERSION, "kind": SPEED_KIND, **asdict(self)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], where: str = "speed record") -> "SpeedResult":
+        if record.get("kind") != SPEED_KIND:
+            raise ResultsError(f"{where} is not an evo-eval speed result", "move it out of the speed folder")
+        if record.get("schema_version") != SPEED_SCHEMA_VERSION:
+            raise ResultsError(f"{where} has speed schema version {record.get('schema_version')}, this evo-eval "
+                               f"reads {SPEED_SCHEMA_VERSION}", "re-run evo-eval speed for that model")
+        names = set(cls.__dataclass_fields__)
+        missing = sorted(names - set(record))
+        if missing:
+            raise ResultsError(f"{where} lacks field(s) {', '.join(missing)}", "re-run evo-eval speed for that model")
+        return cls(**{k: record[k] for k in names})
+
+
+def write_speed_result(folder: Path, result: SpeedResult) -> Path:
+    path = Path(folder) / f"{result.key}.json"
+    atomic_write_text(path, to_json(result.to_record()))
+    return path
+
+
+def load_speed_results(directory: Path, variants: bool = False) -> dict[str, dict]:
+    """Card name -> speed record for every results file in ``directory`` (the card's own decoding).
+
+    ``variants=True`` adds the variant files under ``<card>--<label>``. Files of another kind (a
+    summary) are ignored; a malformed speed file is a ResultsError.
+    """
+    out: dict[str, dict] = {}
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ResultsError(f"speed results file {path} is not valid JSON", "delete it and re-run evo-eval speed") from None
+        if not isinstance(record, dict) or record.get("kind") != SPEED_KIND:
+            continue
+        result = SpeedResult.from_record(record, str(path))
+        if result.label is None or variants:
+            out[result.key] = record
+    return out

@@ -2,7 +2,7 @@
 
 One definition serves ``run``, ``suites`` and ``table``. Shots come from the Evo column of the paper's
 Table 1 (pre-trained) and Table 2 (post-trained), read from ``evo_eval/resources/paper/*.csv`` so the numbers
-are never typed twice. Scoring mode follows DESIGN.md: base models score the multiple-choice
+are never typed twice. Scoring mode follows the matched protocol (docs/architecture.md): base models score the multiple-choice
 benchmarks by conditional likelihood and generate the rest; post-trained models generate everything.
 """
 

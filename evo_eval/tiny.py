@@ -69,17 +69,53 @@ def tiny_tokenizer(out_dir: str | Path, tokenizer_dir: str | Path | None = None)
     return AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else build_tokenizer(out_dir)
 
 
-def build_tiny_random(random_model, shape: dict, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
-                      seed: int = 0) -> Path:
-    """``random_model`` (a family's) at ``shape`` with the vocabulary sized to the tiny tokenizer and its
-    BOS/EOS/pad ids in the config, written with the tokenizer by ``save_pretrained``."""
+def build_random_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                            seed: int = 0) -> Path:
+    """``module.random_model`` (a family's ModelModule) at its TINY_SHAPE with the vocabulary sized to the
+    tiny tokenizer and its BOS/EOS/pad ids in the config, written with the tokenizer by ``save_pretrained``."""
     out = Path(out_dir)
     tokenizer = tiny_tokenizer(out, tokenizer_dir)
-    model = random_model(dict(shape, vocab_size=len(tokenizer)), dtype=torch.float32, device="cpu", seed=seed)
+    model = module.random_model(dict(module.TINY_SHAPE, vocab_size=len(tokenizer)), dtype=torch.float32,
+                                device="cpu", seed=seed)
     model.config.bos_token_id = tokenizer.bos_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_llada_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                           seed: int = 0) -> Path:
+    """A random-weight LLaDA at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask), with the
+    published config's auto_map so it looks like the real checkpoints."""
+    out = Path(out_dir)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
+    shape = dict(module.TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                 eos_token_id=tokenizer.eos_token_id)
+    model = module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
+    model.config.auto_map = dict(module.AUTO_MAP)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_dit_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                         seed: int = 0) -> Path:
+    """A random-weight checkpoint of ``module`` (models.mdlm or models.bd3lm) at its TINY_SHAPE in the
+    published layout (``models.dit.save_published_layout``), with the tiny tokenizer."""
+    from .errors import UserError
+    from .models.dit import save_published_layout
+
+    out = Path(out_dir)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
+    shape = dict(module.TINY_SHAPE)
+    if len(tokenizer) > shape["vocab_size"]:
+        raise UserError(f"the tokenizer has {len(tokenizer)} ids, more than the tiny vocabulary of {shape['vocab_size']}",
+                        "build it with evo_eval.tiny.build_tokenizer's default vocabulary")
+    model = module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
+    save_published_layout(model, out)
     tokenizer.save_pretrained(out)
     return out
 
@@ -115,62 +151,58 @@ def build_tiny_ar(out_dir: str | Path, arch: str = "llama", seed: int = 0, token
     return out
 
 
-# Cheap settings for the tiny stand-ins: the algorithm is the card's, only its sizes shrink, so the
-# demo and the end-to-end tests exercise every family's real code path in seconds.
-_TINY_SETTINGS: dict[str, tuple[dict, dict]] = {
-    "evo": ({"k_max": 4}, {"mc_num": 2, "batch": 2}),
-    "llada": ({"gen_length": 0, "steps": 8, "block_length": 8}, {"mc_num": 4, "batch": 4}),
-    "mdlm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
-    "bd3lm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
-    "ard": ({"gen_timesteps": 4}, {"mc_num": 4, "batch": 4}),
-}
-_PAPER_CARDS = {"evo": "evo-8b", "llada": "llada-8b", "mdlm": "mdlm-7b", "bd3lm": "bd3lm-7b", "ard": "ard-7b"}
+def _tiny_family(family: str):
+    from .families import FAMILIES
+
+    record = FAMILIES.get(family)
+    if record is None or record.tiny_build is None:
+        builders = [f.name for f in FAMILIES.values() if f.tiny_build]
+        raise ValueError(f"no tiny builder for family '{family}'; choose one of {', '.join(builders)}")
+    return record
 
 
-def tiny_families() -> list[str]:
-    return list(_TINY_SETTINGS)
+def tiny_card(family: str, name: str | None = None, stage: str = "base"):
+    """The family's paper card (base or instruct) at its TINY_SHAPE and without a checkpoint: what a tiny
+    checkpoint is checked against in the tests and the demo."""
+    from dataclasses import replace
+
+    from .cards import get_card
+    from .families import model_module
+
+    paper = get_card(_tiny_family(family).paper_cards[stage == "instruct"])
+    return replace(paper, name=name or f"{family}-tiny", shape=dict(model_module(family).TINY_SHAPE),
+                   checkpoint=None, revision=None, path=None)
 
 
 def build_tiny_checkpoint(family: str, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
                           seed: int = 0) -> Path:
-    """A tiny random-weight checkpoint of a non-AR family, by that family's own builder."""
-    from importlib import import_module
+    """A tiny random-weight checkpoint of a non-AR family, by the builder its registry record names."""
+    from .families import load, model_module
 
-    if family not in _TINY_SETTINGS:
-        raise ValueError(f"no tiny builder for family '{family}'; choose one of {', '.join(_TINY_SETTINGS)}")
-    module = import_module(f"evo_eval.models.{family}")
-    if family in ("mdlm", "bd3lm"):
-        from .models.dit import build_tiny
-
-        return build_tiny(module, out_dir, tokenizer_dir, seed=seed)
-    return getattr(module, f"build_tiny_{family}")(out_dir, tokenizer_dir, seed=seed)
+    return load(_tiny_family(family).tiny_build)(model_module(family), out_dir, tokenizer_dir, seed=seed)
 
 
 def build_tiny_family(family: str, out_dir: str | Path, tokenizer_dir: str | Path) -> tuple[Path, Path]:
     """A tiny checkpoint of a non-AR family and a card YAML for it: (card path, checkpoint folder).
 
-    The card is the family's paper card with the architecture's TINY_SHAPE and cheap decoding, named
-    ``<family>-tiny`` and columned "<paper column> (tiny)", run with ``--model CARD.yaml``.
+    The card is the family's paper card with the architecture's TINY_SHAPE and the registry's cheap
+    decoding (the algorithm is the card's, only its sizes shrink, so the demo and the end-to-end tests
+    exercise every family's real code path in seconds), named ``<family>-tiny`` and columned
+    "<paper column> (tiny)", run with ``--model CARD.yaml``.
     """
     from dataclasses import replace
-    from importlib import import_module
 
-    from .cards import get_card, write_card
+    from .cards import write_card
 
-    if family not in _TINY_SETTINGS:
-        raise ValueError(f"no tiny builder for family '{family}'; choose one of {', '.join(_TINY_SETTINGS)}")
-    out = Path(out_dir)
-    checkpoint = out / f"{family}-tiny"
-    module = import_module(f"evo_eval.models.{family}")
+    record = _tiny_family(family)
+    checkpoint = Path(out_dir) / f"{family}-tiny"
     if not (checkpoint / "config.json").is_file():
         build_tiny_checkpoint(family, checkpoint, tokenizer_dir)
-    paper = get_card(_PAPER_CARDS[family])
-    decoding, likelihood = _TINY_SETTINGS[family]
+    paper = tiny_card(family)
     card = replace(
-        paper, name=f"{family}-tiny", column=f"{paper.column} (tiny)", shape=dict(module.TINY_SHAPE),
-        checkpoint=None, revision=None, path=None,
-        decoding={"default": {**paper.decoding_for(None), **decoding}},
-        likelihood={**paper.likelihood, **likelihood},
-        notes=f"Tiny random-weight stand-in for {paper.name} (demo and tests): not the paper's model.",
+        paper, column=f"{paper.column} (tiny)",
+        decoding={"default": {**paper.decoding_for(None), **record.tiny_decoding}},
+        likelihood={**paper.likelihood, **record.tiny_likelihood},
+        notes=f"Tiny random-weight stand-in for {record.paper_cards[0]} (demo and tests): not the paper's model.",
     )
-    return write_card(card, out), checkpoint
+    return write_card(card, out_dir), checkpoint

@@ -23,7 +23,7 @@ PRELOAD = ["torch", "transformers", "datasets", "lm_eval", "lm_eval.evaluator", 
            "lm_eval.models.huggingface", "transformers.modeling_utils", "transformers.core_model_loading",
            "transformers.models.llama.modeling_llama", "transformers.models.qwen2.modeling_qwen2",
            "transformers.integrations.hub_kernels", "evo_eval.cli", "evo_eval.run", "evo_eval.adapters.hf",
-           "evo_eval.data_source"]
+           "evo_eval.data.source"]
 
 
 def _context():

@@ -87,7 +87,7 @@ def tiny_ard_dir(tiny_checkpoint) -> Path:
 @pytest.fixture(scope="session")
 def mirror(benchdata, tmp_path_factory) -> Path:
     """Every benchmark the publishers' files hold, imported once per session through the real importer."""
-    from evo_eval.data import import_mirror
+    from evo_eval.data.mirror import import_mirror
 
     dst = tmp_path_factory.mktemp("mirror") / "data"
     import_mirror(benchdata, dst)
@@ -108,7 +108,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def small_mirror(benchdata, tmp_path_factory) -> Path:
     """GSM8K and ARC-Challenge imported from the real files: one generative and one likelihood benchmark."""
-    from evo_eval.data import import_mirror
+    from evo_eval.data.mirror import import_mirror
 
     dst = tmp_path_factory.mktemp("small-mirror") / "data"
     import_mirror(benchdata, dst, ["gsm8k", "arc_challenge"])

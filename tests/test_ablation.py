@@ -76,8 +76,8 @@ def test_a_corrupt_results_file_is_reported_not_skipped(tmp_path):
 
 
 def test_perplexity_documents_are_hellaswag_passages_with_their_gold_ending(benchdata, tmp_path):
-    from evo_eval.data import import_mirror
-    from evo_eval.data_source import load
+    from evo_eval.data.mirror import import_mirror
+    from evo_eval.data.source import load
 
     import_mirror(benchdata, tmp_path / "data", ["hellaswag"])
     docs = load("hellaswag", data_dir=str(tmp_path / "data"))["validation"]

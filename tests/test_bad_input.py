@@ -159,9 +159,9 @@ def small_vocab_model(ctx: Ctx) -> None:
 
 
 def tiny_evo(ctx: Ctx) -> None:
-    from evo_eval.models.evo import build_tiny_evo
+    from evo_eval.tiny import build_tiny_checkpoint
 
-    ctx.ckpt = build_tiny_evo(ctx.tmp / "evo", tokenizer_dir=ctx.llama)
+    ctx.ckpt = build_tiny_checkpoint("evo", ctx.tmp / "evo", tokenizer_dir=ctx.llama)
 
 
 def journal_line_from_the_future(ctx: Ctx) -> None:
@@ -289,7 +289,7 @@ CASES = [
           "(…) — fix {tasks}/gsm8k/evo_gsm8k.yaml"),
     _case("task-yaml-bad-function", "task YAML whose `!function` names a missing module",
           _with(lambda c: tasks_copy(c, lambda p: p.write_text(p.read_text().replace(
-              "!function evo_eval.data_source.load", "!function evo_eval.no_such_module.load"))), run_args),
+              "!function evo_eval.data.source.load", "!function evo_eval.no_such_module.load"))), run_args),
           "error: task YAML {tasks}/gsm8k/evo_gsm8k.yaml (task evo_gsm8k) cannot be loaded: … — fix "
           "{tasks}/gsm8k/evo_gsm8k.yaml"),
     _case("task-yaml-missing", "the task's YAML deleted", _with(lambda c: tasks_copy(c, Path.unlink), run_args),

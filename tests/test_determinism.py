@@ -61,10 +61,10 @@ def test_the_ar_path_samples_the_same_twice(cli_processes, small_mirror, tiny_ll
 
 @pytest.mark.slow
 def test_evo_samples_the_same_twice(cli_processes, small_mirror, tokenizer_dir, tmp_path):
-    from evo_eval.models.evo import build_tiny_evo, tiny_card
+    from evo_eval.tiny import build_tiny_checkpoint, tiny_card
 
-    checkpoint = build_tiny_evo(tmp_path / "evo", tokenizer_dir=tokenizer_dir, seed=2)
-    card = tiny_card()
+    checkpoint = build_tiny_checkpoint("evo", tmp_path / "evo", tokenizer_dir=tokenizer_dir, seed=2)
+    card = tiny_card("evo")
     card_file = tmp_path / f"{card.name}.yaml"
     fields = {k: v for k, v in card.to_dict().items() if k != "path"}
     card_file.write_text(yaml.safe_dump(fields, sort_keys=False), encoding="utf-8")
@@ -84,14 +84,14 @@ def _family(name: str, checkpoint: Path):
     """A function building the adapter of a tiny checkpoint of family ``name`` with a given run seed."""
     if name == "evo":
         from evo_eval.adapters.evo import EvoAdapter as cls
-        from evo_eval.models.evo import tiny_card
+        from evo_eval.tiny import tiny_card
 
-        settings = dict(card=tiny_card(), k_max=3, mc_num=3, batch=3, temperature=0.9)
+        settings = dict(card=tiny_card("evo"), k_max=3, mc_num=3, batch=3, temperature=0.9)
     elif name == "llada":
         from evo_eval.adapters.llada import LLaDAAdapter as cls
-        from evo_eval.models.llada import tiny_card
+        from evo_eval.tiny import tiny_card
 
-        settings = dict(card=tiny_card(), gen_length=8, steps=8, block_length=8, mc_num=3, batch=3, temperature=0.9)
+        settings = dict(card=tiny_card("llada"), gen_length=8, steps=8, block_length=8, mc_num=3, batch=3, temperature=0.9)
     elif name in ("mdlm", "bd3lm"):
         from evo_eval.adapters.bd3lm import BD3LMAdapter
         from evo_eval.adapters.mdlm import MDLMAdapter
@@ -100,9 +100,9 @@ def _family(name: str, checkpoint: Path):
         settings = dict(card=f"{name}-7b", steps=8, mc_num=3, batch=3)
     else:
         from evo_eval.adapters.ard import ARDAdapter as cls
-        from evo_eval.models.ard import tiny_card
+        from evo_eval.tiny import tiny_card
 
-        settings = dict(card=tiny_card(), gen_timesteps=4, mc_num=3, batch=3)
+        settings = dict(card=tiny_card("ard"), gen_timesteps=4, mc_num=3, batch=3)
     return lambda run_seed: cls(pretrained=str(checkpoint), device="cpu", seed=run_seed, max_gen_toks=8, **settings)
 
 

@@ -11,26 +11,29 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from evo_eval import speed
+from evo_eval.cli import handle_errors
+from evo_eval.cli.speed import format_result, speed_command
 from evo_eval.decoding.ar import ARSampler
 from evo_eval.errors import ResultsError, UserError
-from evo_eval.speed import (SYNTHETIC_LABEL, SpeedOptions, SpeedResult, Skip, format_result, load_speed_results,
-                            percentile, run_speed, speed_command, summarise)
+from evo_eval.speed import measure as speed
+from evo_eval.speed.measure import percentile, run_speed, summarise
+from evo_eval.speed.options import SpeedOptions
+from evo_eval.store import SYNTHETIC_LABEL, SpeedResult, load_speed_results
 
 GEN = 8
 
 
-def _options(tmp_path: Path, benchdata: Path, **kw) -> SpeedOptions:
+def _options(tmp_path: Path, small_mirror: Path, **kw) -> SpeedOptions:
     base = dict(models=["llama3-8b"], gen_len=GEN, repeats=3, warmup=1, output=tmp_path / "speed", device="cpu",
-                data_dir=benchdata)
+                data_dir=small_mirror)
     base.update(kw)
     return SpeedOptions(**base)
 
 
 @pytest.fixture(scope="module")
-def ar_results(tmp_path_factory, benchdata):
+def ar_results(tmp_path_factory, small_mirror):
     out = tmp_path_factory.mktemp("speed")
-    return run_speed(_options(out, benchdata, models=["llama3-8b", "qwen2.5-7b"])), out / "speed"
+    return run_speed(_options(out, small_mirror, models=["llama3-8b", "qwen2.5-7b"])), out / "speed"
 
 
 def test_counts_generated_tokens_never_the_prompt(ar_results):
@@ -49,7 +52,7 @@ def test_counts_generated_tokens_never_the_prompt(ar_results):
         assert not result.comparable_to_paper and any("not comparable" in n for n in result.notes)
 
 
-def test_warmups_are_excluded(tmp_path, benchdata, monkeypatch):
+def test_warmups_are_excluded(tmp_path, small_mirror, monkeypatch):
     calls = {"n": 0}
     original = ARSampler.sample
 
@@ -63,7 +66,7 @@ def test_warmups_are_excluded(tmp_path, benchdata, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ARSampler, "sample", slow_first_calls)
-    (result,) = run_speed(_options(tmp_path, benchdata, warmup=2, repeats=3))
+    (result,) = run_speed(_options(tmp_path, small_mirror, warmup=2, repeats=3))
     assert [r["phase"] for r in result.warmup_requests] == ["warmup", "warmup"]
     assert all(r["wall_s"] >= pause for r in result.warmup_requests)
     assert all(r["phase"] == "timed" and r["wall_s"] < pause for r in result.requests)
@@ -73,20 +76,20 @@ def test_warmups_are_excluded(tmp_path, benchdata, monkeypatch):
     assert result.warmup_requests[0]["doc_id"] == longest["doc_id"]
 
 
-def test_eos_truncation_counts_tokens_up_to_eos(tmp_path, benchdata, tiny_llama_dir, monkeypatch):
+def test_eos_truncation_counts_tokens_up_to_eos(tmp_path, small_mirror, tiny_llama_dir, monkeypatch):
     # Real weights: find which token the model emits 4th for the first prompt, declare it EOS.
-    probe = run_speed(_options(tmp_path / "probe", benchdata, weights="checkpoint", checkpoint=str(tiny_llama_dir),
+    probe = run_speed(_options(tmp_path / "probe", small_mirror, weights="checkpoint", checkpoint=str(tiny_llama_dir),
                                repeats=1, warmup=0, gen_len=40))[0]
     assert not probe.synthetic and probe.protocol["tokenizer"].startswith("checkpoint")
     from transformers import AutoTokenizer
 
     from evo_eval.decoding import get_sampler
-    from evo_eval.models.llama import load_pretrained
-    from evo_eval.speed_prompts import gsm8k_prompts
+    from evo_eval.models.llama_checkpoint import load_pretrained
+    from evo_eval.data.speed_prompts import gsm8k_prompts
 
     model = load_pretrained(str(tiny_llama_dir), dtype=torch.float32, device="cpu")
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    ids = torch.tensor(tok.encode(gsm8k_prompts(1, 4, benchdata)[0].text))
+    ids = torch.tensor(tok.encode(gsm8k_prompts(1, 4, small_mirror)[0].text))
     free = get_sampler("ar").sample(model, ids, get_sampler("ar").Config(max_new_tokens=40)).tokens.tolist()
     k = next(i for i in range(3, 40) if free[i] not in free[:i])
 
@@ -98,7 +101,7 @@ def test_eos_truncation_counts_tokens_up_to_eos(tmp_path, benchdata, tiny_llama_
         return built
 
     monkeypatch.setattr(speed, "build_checkpoint", with_eos)
-    (result,) = run_speed(_options(tmp_path, benchdata, weights="checkpoint", checkpoint=str(tiny_llama_dir),
+    (result,) = run_speed(_options(tmp_path, small_mirror, weights="checkpoint", checkpoint=str(tiny_llama_dir),
                                    repeats=1, warmup=0, gen_len=40))
     (request,) = result.requests
     assert request["new_tokens"] == k and request["nfe"] == k + 1
@@ -136,9 +139,9 @@ def test_table_speed_rows_are_filled(ar_results, tmp_path):
     assert "synthetic" in render(table, "markdown")
 
 
-def test_variant_files_and_bad_files(ar_results, tmp_path, benchdata):
+def test_variant_files_and_bad_files(ar_results, tmp_path, small_mirror):
     _, folder = ar_results
-    (result,) = run_speed(_options(tmp_path, benchdata, decoding={"mode": "eager"}, repeats=1, warmup=0))
+    (result,) = run_speed(_options(tmp_path, small_mirror, decoding={"mode": "eager"}, repeats=1, warmup=0))
     assert result.label == "mode-eager" and (tmp_path / "speed" / "llama3-8b--mode-eager.json").is_file()
     assert set(load_speed_results(tmp_path / "speed")) == set()
     assert set(load_speed_results(tmp_path / "speed", variants=True)) == {"llama3-8b--mode-eager"}
@@ -154,27 +157,20 @@ def test_variant_files_and_bad_files(ar_results, tmp_path, benchdata):
         load_speed_results(tmp_path / "speed")
 
 
-def test_bad_options_fail_before_building(tmp_path, benchdata):
+def test_bad_options_fail_before_building(tmp_path, small_mirror):
     for kw, message in ((dict(models=["llama9"]), "unknown model 'llama9'"), (dict(weights="real"), "unknown weights"),
                         (dict(gen_len=0), "--gen-len must be at least 1"),
                         (dict(stage="instruct"), "llama3-8b is not a instruct card"),
                         (dict(checkpoint="x"), "--weights is synthetic")):
         with pytest.raises(UserError, match=message):
-            run_speed(_options(tmp_path, benchdata, **kw))
+            run_speed(_options(tmp_path, small_mirror, **kw))
     with pytest.raises(UserError, match="sampler_x"):
-        run_speed(_options(tmp_path, benchdata, decoding={"sampler_x": "1"}))
+        run_speed(_options(tmp_path, small_mirror, decoding={"sampler_x": "1"}))
 
 
-def test_missing_family_is_skipped_with_one_line(monkeypatch):
-    with pytest.raises(Skip, match="not available yet \\(evo_eval.models.nofamily does not exist\\)"):
-        speed._import_or_skip("evo_eval.models.nofamily", "nofamily model")
-    with pytest.raises(ModuleNotFoundError):  # a missing third-party package is a real error
-        speed._import_or_skip("no_such_top_level_package", "x")
-
-
-def test_unavailable_variant_is_a_skip(tmp_path, benchdata):
+def test_unavailable_variant_is_a_skip(tmp_path, small_mirror):
     events = []
-    results = run_speed(_options(tmp_path, benchdata, variant="cached"), on_event=lambda kind, **kw: events.append((kind, kw)))
+    results = run_speed(_options(tmp_path, small_mirror, variant="cached"), on_event=lambda kind, **kw: events.append((kind, kw)))
     assert results == []
     (skip,) = [kw for kind, kw in events if kind == "skip"]
     assert "no 'cached' variant" in skip["reason"]
@@ -189,13 +185,13 @@ def test_statistics():
     assert figures["tokens_per_s_median"] == 5.0 and figures["tokens_per_forward"] == 1.0
 
 
-def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
+def test_command_prints_labels_and_one_line_errors(tmp_path, small_mirror):
     app = typer.Typer()
-    app.command("speed")(speed_command)
+    app.command("speed")(handle_errors(speed_command))
     app.command("other")(lambda: None)  # two commands, so typer keeps the subcommand name
     runner = CliRunner()
     ok = runner.invoke(app, ["speed", "--models", "llama3-8b", "--gen-len", "4", "--repeats", "1", "--warmup", "0",
-                             "--device", "cpu", "--output", str(tmp_path), "--data-dir", str(benchdata)])
+                             "--device", "cpu", "--output", str(tmp_path), "--data-dir", str(small_mirror)])
     assert ok.exit_code == 0, ok.output
     assert "synthetic weights" in ok.output and "not comparable" in ok.output
     assert (tmp_path / "llama3-8b.json").is_file()
@@ -205,7 +201,7 @@ def test_command_prints_labels_and_one_line_errors(tmp_path, benchdata):
 
 
 def test_fixed_canvas_is_sized_to_the_protocol_length():
-    from evo_eval.speed import fit_canvas
+    from evo_eval.speed.options import fit_canvas
 
     llada_base = {"gen_length": 1024, "steps": 1024, "block_length": 1024}
     fit_canvas(llada_base, 256, user={})

@@ -11,9 +11,7 @@ from __future__ import annotations
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
-from ..decoding.ard import ARDSampler
 from ..models.ard import load_ard
-from ..scoring.ard import ARDScorer
 from .base import FolderAdapter
 from .llada import load_tokenizer
 
@@ -21,8 +19,6 @@ from .llada import load_tokenizer
 @register_model("ard")
 class ARDAdapter(FolderAdapter):
     family = "ard"
-    sampler_cls = ARDSampler
-    scorer_cls = ARDScorer
     load_model = staticmethod(load_ard)
     load_tokenizer = staticmethod(load_tokenizer)  # LLaDA's: AutoTokenizer of a checkpoint folder or hub id
     embedding_rows = "vocab_size"

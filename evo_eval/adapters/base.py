@@ -19,6 +19,7 @@ which sampler and scorer it uses; this base does the rest the same way for all o
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -36,9 +37,11 @@ from tqdm import tqdm
 
 from ..cards import ModelCard, get_card
 from ..decoding.base import Sampler, SamplerConfig, make_generator
-from ..errors import CheckpointError
 from ..devices import resolve_device, resolve_dtype
-from ..scoring.base import Scorer, ScorerConfig
+from ..errors import CheckpointError
+from ..families import card_sampler, family as family_record, sampler_class, scorer_class
+from ..settings import changed, for_request, likelihood, merge
+from ..scoring.base import Scorer
 from .distributed import DistributedMixin
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class RequestRecord:
     wall_s: float = 0.0
     method: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # what this request changed (settings.in_force)
 
 
 def request_seed(seed: int, *parts: Any) -> int:
@@ -67,9 +71,9 @@ def request_seed(seed: int, *parts: Any) -> int:
 class EvalAdapter(DistributedMixin, TemplateLM):
     """lm-eval ``LM`` for models that are not run by lm-eval's HF backend."""
 
-    family: ClassVar[str]
-    sampler_cls: ClassVar[type[Sampler]]
-    scorer_cls: ClassVar[type[Scorer]]
+    family: ClassVar[str]  # its record in evo_eval.families names the sampler and the scorer
+    sampler_cls: type[Sampler]
+    scorer_cls: type[Scorer]
 
     def __init__(
         self,
@@ -83,10 +87,14 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         max_length: int | None = None,
         seed: int = 1234,
         max_gen_toks: int = 256,
+        benchmark: str | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__()
         self.card = get_card(card) if isinstance(card, str) else card
+        # The card's sampler (speed reads the same one: families.card_sampler), else the family's.
+        self.sampler_cls = sampler_class(card_sampler(self.card) if self.card else family_record(self.family).sampler)
+        self.scorer_cls = scorer_class(self.family)
         checkpoint = pretrained or (self.card.checkpoint if self.card else None)
         if not checkpoint:
             name = self.card.name if self.card else self.family
@@ -106,13 +114,11 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         self.model.eval()
         self._max_length = int(max_length) if max_length else self._default_max_length()
 
-        settings = self.card.decoding_for(None) if self.card else {}
-        settings.update(overrides)
-        self._overrides = dict(overrides)  # model_args win over the card's per-benchmark settings too
-        self.sampler_config, self.scorer_config = self._split_settings(settings)
         self.sampler = self.sampler_cls()
         self.scorer = self.scorer_cls()
-        self.benchmark: str | None = None  # set by run.py so per-benchmark card settings apply
+        self.benchmark = benchmark  # whose per-benchmark card settings apply (None: the card's default)
+        self._overrides = dict(overrides)  # model_args: above the card's settings (evo_eval/settings.py)
+        self._configure()
         self.records: list[RequestRecord] = []
 
     # ---- what a family provides -------------------------------------------------------------------
@@ -133,41 +139,39 @@ class EvalAdapter(DistributedMixin, TemplateLM):
 
     # ---- settings --------------------------------------------------------------------------------
 
-    def _split_settings(self, settings: dict[str, Any]) -> tuple[SamplerConfig, ScorerConfig]:
-        """Route each setting to the sampler or the scorer config; an unknown key is an error."""
+    def _configure(self) -> None:
+        """Sampler and scorer configs from the one merge (settings.merge); an unknown key is an error."""
+        values = merge(self.card, self.benchmark, self._overrides)
         sampler_keys = {f.name for f in fields(self.sampler_cls.Config)}
         scorer_keys = {f.name for f in fields(self.scorer_cls.Config)}
-        unknown = sorted(set(settings) - sampler_keys - scorer_keys - {"sampler"})
+        unknown = sorted(set(values) - sampler_keys - scorer_keys)
         if unknown:
             raise ValueError(
                 f"{self.family} has no setting(s) {', '.join(unknown)}; sampler settings: "
                 f"{', '.join(sorted(sampler_keys))}; likelihood settings: {', '.join(sorted(scorer_keys))}"
             )
-        eos = self.eot_token_id
-        sampler_values = {k: v for k, v in settings.items() if k in sampler_keys}
-        scorer_values = {k: v for k, v in settings.items() if k in scorer_keys}
-        sampler_values.setdefault("eos_token_id", eos)
+        sampler_values = {k: v for k, v in values.items() if k in sampler_keys}
+        scorer_values = likelihood(self.card, values, scorer_keys)
+        sampler_values.setdefault("eos_token_id", self.eot_token_id)
         sampler_values.setdefault("seed", self.seed)
         scorer_values.setdefault("seed", self.seed)
-        if self.card and self.card.likelihood:
-            for key, value in self.card.likelihood.items():
-                if key in scorer_keys and key not in scorer_values:
-                    scorer_values[key] = value
-        return self.sampler_cls.Config.from_dict(sampler_values), self.scorer_cls.Config.from_dict(scorer_values)
+        self.sampler_config = self.sampler_cls.Config.from_dict(sampler_values)
+        self.scorer_config = self.scorer_cls.Config.from_dict(scorer_values)
+
+    def with_settings(self, benchmark: str | None = None, **overrides: Any) -> "EvalAdapter":
+        """This adapter for one benchmark and/or with more settings (an ablation variant's), sharing the
+        loaded network and tokenizer, so variants and benchmarks cost one checkpoint load."""
+        other = copy.copy(self)
+        other._overrides = {**self._overrides, **overrides}
+        other.benchmark = benchmark if benchmark is not None else self.benchmark
+        other.records = []
+        other._configure()
+        return other
 
     def sampler_config_for(self, gen_kwargs: dict[str, Any]) -> SamplerConfig:
-        """The sampler config for one request: card default, card per-benchmark, model_args, request."""
+        """The sampler config for one request: the merged settings, then the request's (settings.for_request)."""
         values = asdict(self.sampler_config)
-        if self.card and self.benchmark:
-            values.update(self.card.decoding_for(self.benchmark))
-            values.pop("sampler", None)
-            values.update({k: v for k, v in self._overrides.items() if k in values})
-        known = set(values)
-        values["max_new_tokens"] = int(gen_kwargs.get("max_gen_toks", values.get("max_new_tokens", self._max_gen_toks)))
-        for key in ("temperature", "top_p", "top_k"):
-            if key in gen_kwargs and key in known:
-                values[key] = gen_kwargs[key]
-        return type(self.sampler_config).from_dict({k: v for k, v in values.items() if k in known})
+        return type(self.sampler_config).from_dict(for_request(values, gen_kwargs, self._max_gen_toks))
 
     def decoding_settings(self) -> dict[str, Any]:
         """Everything in force, for the results' provenance."""
@@ -307,6 +311,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
                 nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
                 wall_s=out.stats.wall_s, method=self.sampler_cls.name,
                 extra={"active_token_steps": out.stats.active_token_steps, **out.stats.extra},
+                settings=changed(asdict(self.sampler_config), asdict(config)),
             ))
             results.append(text)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)

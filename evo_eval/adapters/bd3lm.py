@@ -15,17 +15,13 @@ from __future__ import annotations
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
-from ..decoding.block import BD3LMSampler
 from ..models import bd3lm as bd3lm_model
-from ..scoring.bd3lm import BD3LMScorer
 from .mdlm import DiTAdapter
 
 
 @register_model("bd3lm")
 class BD3LMAdapter(DiTAdapter):
     family = "bd3lm"
-    sampler_cls = BD3LMSampler
-    scorer_cls = BD3LMScorer
     model_module = bd3lm_model
 
     def _default_max_length(self) -> int:

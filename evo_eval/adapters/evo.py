@@ -16,25 +16,20 @@ lm-eval's own CLI reaches it through ``evo_eval.lm_eval_cli`` (which imports the
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends register before ours; see adapters/__init__)
 import torch
 from lm_eval.api.registry import register_model
 
-from ..decoding.evo import EvoSampler
 from ..errors import CheckpointError
 from ..models.evo import load_evo
-from ..scoring.evo import EvoScorer
 from .base import EvalAdapter
 
 
 @register_model("evo")
 class EvoAdapter(EvalAdapter):
     family = "evo"
-    sampler_cls = EvoSampler
-    scorer_cls = EvoScorer
 
     def load(self, checkpoint: str, revision: str | None, tokenizer: str | None, device: torch.device,
              dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
@@ -48,18 +43,6 @@ class EvoAdapter(EvalAdapter):
             raise CheckpointError(f"the tokenizer of {tokenizer or checkpoint} defines no end-of-sequence token",
                                   "save the tokenizer with eos_token set")
         return model, tok
-
-    def with_settings(self, **overrides: Any) -> "EvoAdapter":
-        """This adapter with other decoding/likelihood settings (e.g. an ablation variant's), sharing
-        the loaded network and tokenizer, so six variants cost one checkpoint load."""
-        other = copy.copy(self)
-        merged = {**self._overrides, **overrides}
-        settings = self.card.decoding_for(None) if self.card else {}
-        settings.update(merged)
-        other._overrides = merged
-        other.sampler_config, other.scorer_config = other._split_settings(settings)
-        other.records = []
-        return other
 
 
 def _tokenizer(name: str, revision: str | None):

@@ -13,11 +13,8 @@ from typing import Any
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
-from ..decoding.masked import LLaDASampler
-from ..errors import CheckpointError
-from ..models.checkpoints import first_line
+from ..errors import CheckpointError, first_line
 from ..models.llada import load_llada, resolve
-from ..scoring.llada import LLaDAScorer
 from .base import FolderAdapter
 
 
@@ -35,8 +32,6 @@ def load_tokenizer(name: str, revision: str | None) -> Any:
 @register_model("llada")
 class LLaDAAdapter(FolderAdapter):
     family = "llada"
-    sampler_cls = LLaDASampler
-    scorer_cls = LLaDAScorer
     load_model = staticmethod(load_llada)
     load_tokenizer = staticmethod(load_tokenizer)
     embedding_rows = "embedding_size"

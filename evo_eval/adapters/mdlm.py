@@ -22,10 +22,8 @@ import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see ada
 import torch
 from lm_eval.api.registry import register_model
 
-from ..decoding.mdlm import MDLMSampler
 from ..models import dit
 from ..models import mdlm as mdlm_model
-from ..scoring.mdlm import MDLMScorer
 from .base import EvalAdapter
 
 
@@ -56,6 +54,4 @@ class DiTAdapter(EvalAdapter):
 @register_model("mdlm")
 class MDLMAdapter(DiTAdapter):
     family = "mdlm"
-    sampler_cls = MDLMSampler
-    scorer_cls = MDLMScorer
     model_module = mdlm_model

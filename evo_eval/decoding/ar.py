@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+from .base import DecodeStats, Sampler, SamplerConfig, StopFn, top_p_filter
 
 # Cache capacities are rounded up to this, so requests of similar length share one captured graph.
 CAPACITY_STEP = 256
@@ -53,12 +53,7 @@ def choose(logits: torch.Tensor, config: ARConfig, generator: torch.Generator | 
     if config.top_k > 0:
         kth = torch.topk(scores, min(config.top_k, scores.numel())).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
-    if config.top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=True)
-        probs = torch.softmax(ordered, dim=-1)
-        # Drop a token once the mass before it already reaches top_p (the top token always stays).
-        drop = (probs.cumsum(-1) - probs) >= config.top_p
-        scores = scores.scatter(0, order, ordered.masked_fill(drop, float("-inf")))
+    scores = top_p_filter(scores, config.top_p)
     probs = torch.softmax(scores, dim=-1)
     noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
     return (probs / noise).argmax(-1, keepdim=True)
@@ -72,7 +67,7 @@ class ARSampler(Sampler):
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
         if not hasattr(model, "session"):
             raise TypeError(f"the AR sampler drives evo_eval.models.llama.LlamaDecoder, not {type(model).__name__}; "
-                            "load the checkpoint with models.llama.load_pretrained")
+                            "load the checkpoint with models.llama_checkpoint.load_pretrained")
         n = int(config.max_new_tokens)
         t = int(prompt_ids.numel())
         if n <= 0:

@@ -90,6 +90,18 @@ def _cast(value: Any, default: Any) -> Any:
     return value
 
 
+def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``scores`` (..., vocab) with the tokens outside the top-p nucleus at -inf: a token is dropped once
+    the probability mass before it already reaches ``top_p``, so the top token always stays (the AR and
+    Evo samplers; BD3-LM's authors draw the boundary differently, ``decoding.block.nucleus``)."""
+    if top_p >= 1.0:
+        return scores
+    ordered, order = torch.sort(scores, dim=-1, descending=True)
+    probs = torch.softmax(ordered, dim=-1)
+    drop = (probs.cumsum(-1) - probs) >= top_p
+    return scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+
+
 def truncate_at_eos(tokens: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
     """Generated ids up to (not including) the first end-of-sequence."""
     if eos_token_id is None or tokens.numel() == 0:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.evo_modeling import ddim_step, noised
-from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+from .base import DecodeStats, Sampler, SamplerConfig, StopFn, top_p_filter
 
 SCHEDULES = ("learned", "entropy", "none", "fixed:<t>")
 # Guards floor(K_max·t) against t = 0.7 being stored as 0.69999998 (K would drop from 14 to 13).
@@ -101,11 +101,7 @@ def nucleus_sample(logits: torch.Tensor, temperature: float, top_p: float,
     if temperature <= 0:
         return logits.argmax(-1)
     scores = logits.float() / temperature
-    if top_p < 1.0:
-        ordered, order = torch.sort(scores, dim=-1, descending=True)
-        probs = torch.softmax(ordered, dim=-1)
-        drop = (probs.cumsum(-1) - probs) >= top_p  # the top token always stays
-        scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    scores = top_p_filter(scores, top_p)
     probs = torch.softmax(scores, dim=-1)
     q = torch.empty_like(probs).exponential_(1.0, generator=generator)
     return (probs / q).argmax(-1)

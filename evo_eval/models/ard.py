@@ -42,7 +42,7 @@ is trained for it; ``decoding/ard.py`` samples it and ``scoring/ard.py`` bounds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -394,19 +394,3 @@ def load_ard(checkpoint: str | Path, *, revision: str | None = None, card: Any =
     config = read_config(checkpoint, revision)
     return load_weights(ARDiffusionLM, resolve(checkpoint), checkpoint, config=config, card=card, revision=revision,
                         device=device, dtype=dtype)
-
-
-def build_tiny_ard(out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random-weight ARD at TINY_SHAPE with the tiny tokenizer, written with ``save_pretrained``."""
-    from ..tiny import build_tiny_random
-
-    return build_tiny_random(random_model, TINY_SHAPE, out_dir, tokenizer_dir, seed)
-
-
-def tiny_card(name: str = "ard-tiny", stage: str = "base"):
-    """The ard-7b card (or its instruct card) with TINY_SHAPE: what a tiny checkpoint is checked against."""
-    from ..cards import get_card
-
-    base = get_card("ard-7b" if stage == "base" else "ard-7b-instruct")
-    return replace(base, name=name, shape=dict(TINY_SHAPE), path=None)
-

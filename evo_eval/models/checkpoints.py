@@ -1,6 +1,5 @@
 """Reading a family's ``save_pretrained`` folder (or hub id) with one-line errors.
 
-* ``first_line``: an exception's message cut to one line for a ``CheckpointError``;
 * ``looks_like_hub_id`` / ``resolve_folder``: a local folder with config.json, or an ``owner/name``
   hub id; anything else is a CheckpointError naming the family's fix;
 * ``read_family_config``: the checkpoint's config through ``AutoConfig`` (its ``auto_map`` never
@@ -16,17 +15,8 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .building import inference_only
-
-
-def first_line(exc: BaseException, width: int = 160, empty: str | None = None) -> str:
-    """The message's first line, at most ``width`` characters; an empty message gives ``empty``
-    (by default the exception's class name)."""
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__ if empty is None else empty
-    return text.splitlines()[0][:width]
 
 
 def looks_like_hub_id(name: str) -> bool:

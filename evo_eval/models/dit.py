@@ -42,9 +42,9 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
-from ..errors import CheckpointError, UserError
+from ..errors import CheckpointError, UserError, first_line
 from .building import inference_only, random_weights
-from .checkpoints import first_line, looks_like_hub_id
+from .checkpoints import looks_like_hub_id
 from .layers import KVCache, apply_rotary, rotary_cos_sin, timestep_embedding
 from .shapes import reject_unknown_keys, require_keys
 
@@ -353,7 +353,7 @@ def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype
     try:
         config = AutoConfig.from_pretrained(name, revision=revision)
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read the config of {name} ({type(exc).__name__}: {_first_line(exc)})",
+        raise CheckpointError(f"cannot read the config of {name} ({type(exc).__name__}: {first_line(exc, 200, '')})",
                               "check the hub id / revision and your network, or pass a local folder") from None
     expected = model_cls.config_class.model_type
     if getattr(config, "model_type", None) != expected:
@@ -368,17 +368,13 @@ def load_pretrained(model_cls, name_or_path: str, *, revision: str | None, dtype
         model, info = AutoModelForMaskedLM.from_pretrained(
             name, revision=revision, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the weights of {name} ({type(exc).__name__}: {_first_line(exc)})",
+        raise CheckpointError(f"cannot load the weights of {name} ({type(exc).__name__}: {first_line(exc, 200, '')})",
                               "the folder needs model.safetensors (save_pretrained) next to config.json") from None
     _check_loading_info(info, name)
     if not isinstance(model, model_cls):
         raise CheckpointError(f"{name} loaded as {type(model).__name__}, not {model_cls.__name__}",
                               "import evo_eval.models before other code registers the same model type")
     return inference_only(model.to(target))
-
-
-def _first_line(exc: BaseException) -> str:
-    return first_line(exc, width=200, empty="")
 
 
 def _check_loading_info(info: dict[str, Any], name: str) -> None:
@@ -409,13 +405,13 @@ def load_tokenizer(checkpoint: str, revision: str | None, tokenizer: str | None,
         return _checked(AutoTokenizer.from_pretrained(source, revision=rev, trust_remote_code=False), source, vocab_size)
     except (OSError, ValueError, TypeError) as exc:
         if tokenizer is not None or vocab_size != GPT2_VOCAB_WITH_MASK:
-            raise CheckpointError(f"cannot load a tokenizer from {source} ({type(exc).__name__}: {_first_line(exc)})",
+            raise CheckpointError(f"cannot load a tokenizer from {source} ({type(exc).__name__}: {first_line(exc, 200, '')})",
                                   "pass tokenizer=NAME_OR_DIR in model_args or set the card's tokenizer field") from None
     try:
         return _checked(AutoTokenizer.from_pretrained(GPT2_TOKENIZER), GPT2_TOKENIZER, vocab_size)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint} ships no tokenizer and GPT-2's, which it was trained with, cannot be "
-                              f"loaded ({type(exc).__name__}: {_first_line(exc)})",
+                              f"loaded ({type(exc).__name__}: {first_line(exc, 200, '')})",
                               "pass tokenizer=DIR (model_args) with GPT-2's tokenizer files, or go online once") from None
 
 
@@ -471,21 +467,4 @@ def save_published_layout(model: nn.Module, out_dir: str | Path, name: str | Non
                   auto_map=AUTO_MAP[config["model_type"]], return_dict=False, torch_dtype="float32",
                   transformers_version="4.49.0")
     path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-    return out
-
-
-def build_tiny(family_module, out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random-weight checkpoint of ``family_module`` (models.mdlm or models.bd3lm) at its
-    ``TINY_SHAPE`` in the published layout, with the tiny tokenizer (``evo_eval.tiny``)."""
-    from ..tiny import tiny_tokenizer
-
-    out = Path(out_dir)
-    tokenizer = tiny_tokenizer(out, tokenizer_dir)
-    shape = dict(family_module.TINY_SHAPE)
-    if len(tokenizer) > shape["vocab_size"]:
-        raise UserError(f"the tokenizer has {len(tokenizer)} ids, more than the tiny vocabulary of {shape['vocab_size']}",
-                        "build it with evo_eval.tiny.build_tokenizer's default vocabulary")
-    model = family_module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
-    save_published_layout(model, out)
-    tokenizer.save_pretrained(out)
     return out

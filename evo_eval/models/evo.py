@@ -1,4 +1,4 @@
-"""Evo (arXiv 2603.06617): the family contract — build, load, initialise from Llama, tiny checkpoints.
+"""Evo (arXiv 2603.06617): the family contract — build, load, initialise from Llama.
 
 * ``random_model(shape, dtype=, device=, seed=)``: a card's shape with random weights, built on the
   meta device and materialised directly on ``device`` in ``dtype`` (an 8.5B model never exists as a
@@ -11,7 +11,7 @@
   checkpoint's embeddings, blocks, final norm and head are copied under the same names; the time
   embedding starts at zero, so the mapped model's AR limit is the Llama model exactly.
   ``training.freeze_backbone`` gives the "frozen AR backbone" variant.
-* ``build_tiny_evo(out_dir)``: a tiny random Evo with a tokenizer, for tests and the demo.
+* a tiny random Evo with a tokenizer, for tests and the demo: ``evo_eval.tiny.build_tiny_checkpoint("evo", DIR)``.
 
 Importing this module registers ``EvoConfig``/``EvoForLatentFlow`` with transformers' ``AutoConfig``,
 ``AutoModel`` and ``AutoModelForCausalLM`` (the causal-LM view is Evo's exact AR limit), so
@@ -153,22 +153,3 @@ def init_from_llama(llama: Any, *, tie_word_embeddings: bool | None = None,
         raise CheckpointError(f"the Llama checkpoint does not map onto Evo's backbone (e.g. {bad})",
                               "pass a plain LlamaForCausalLM checkpoint")
     return model
-
-
-# ---- a tiny checkpoint for tests and the demo ----------------------------------------------------------
-
-
-def build_tiny_evo(out_dir: Path, tokenizer_dir: Path | None = None, seed: int = 0) -> Path:
-    """A random-weight Evo at TINY_SHAPE with the tiny tokenizer, written with ``save_pretrained``."""
-    from ..tiny import build_tiny_random
-
-    return build_tiny_random(random_model, TINY_SHAPE, out_dir, tokenizer_dir, seed)
-
-
-def tiny_card(name: str = "evo-tiny"):
-    """The evo-8b card with TINY_SHAPE: what a tiny Evo checkpoint is checked against in tests/demo."""
-    from dataclasses import replace
-
-    from ..cards import get_card
-
-    return replace(get_card("evo-8b"), name=name, shape=dict(TINY_SHAPE), path=None)

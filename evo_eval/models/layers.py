@@ -74,24 +74,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotate_half(x) * sin
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Scaled dot-product attention over (batch, heads, seq, head_dim); grouped KV heads broadcast.
-
-    ``mask`` is boolean, True where attention is allowed, broadcastable to (batch, heads, q, k).
-    """
-    if k.shape[1] != q.shape[1]:
-        repeat = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(repeat, dim=1)
-        v = v.repeat_interleave(repeat, dim=1)
-    if causal and mask is None and q.shape[2] != k.shape[2]:
-        # Queries are the last q positions of the keys (decode with a cache): build the offset mask.
-        offset = k.shape[2] - q.shape[2]
-        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(offset)
-        causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
-
-
 class KVCache(nn.Module):
     """Pre-allocated keys/values for one attention layer: (batch, kv_heads, max_len, head_dim).
 

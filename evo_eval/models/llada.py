@@ -40,7 +40,7 @@ directly on the target device in the target dtype.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -407,27 +407,3 @@ def load_llada(checkpoint: str | Path, *, revision: str | None = None, card: Any
 # The published config.json's auto_map: kept so tiny checkpoints look like the real ones; never executed.
 AUTO_MAP = {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM",
             "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"}
-
-
-def build_tiny_llada(out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random-weight LLaDA at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask), save_pretrained."""
-    from ..tiny import tiny_tokenizer
-
-    out = Path(out_dir)
-    tokenizer = tiny_tokenizer(out, tokenizer_dir)
-    shape = dict(TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                 eos_token_id=tokenizer.eos_token_id)
-    model = random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
-    model.config.auto_map = dict(AUTO_MAP)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def tiny_card(name: str = "llada-tiny", stage: str = "base"):
-    """The llada-8b card (or its instruct card) with TINY_SHAPE: what a tiny checkpoint is checked against."""
-    from ..cards import get_card
-
-    base = get_card("llada-8b" if stage == "base" else "llada-8b-instruct")
-    return replace(base, name=name, shape=dict(TINY_SHAPE), checkpoint=None, revision=None, path=None)

@@ -124,7 +124,7 @@ def _speed_axis(cards: list[ModelCard], stage: str, speed: str, speed_dir: Path)
         row = paper_table(stage).get(SPEED_ROW, {})
         return {c.name: float(row[c.column]) for c in cards if row.get(c.column) not in (None, "", "-")}, \
             ["speed: the paper's tokens/s (one A100)"]
-    from ..speed import CPU_NOTE, SYNTHETIC_LABEL, load_speed_results
+    from ..store import CPU_NOTE, SYNTHETIC_LABEL, load_speed_results
 
     records = load_speed_results(Path(speed_dir)) if Path(speed_dir).is_dir() else {}
     values = {c.name: float(records[c.name]["tokens_per_s"]) for c in cards if c.name in records}

@@ -116,7 +116,7 @@ def _load_results(results_dir: Path, stage: str) -> dict[tuple[str, str], Stored
 def _load_speed(speed_dir: Path) -> dict[str, dict[str, Any]]:
     if not speed_dir.is_dir():
         return {}
-    from ..speed import load_speed_results
+    from ..store import load_speed_results
 
     return load_speed_results(speed_dir)
 

@@ -1,7 +1,7 @@
 """The parent side: start one sandboxed program, wait for it under a wall clock, kill everything it
 started, and decide the verdict.
 
-Runs in the harness (worker threads of evo_eval.scoring.code_exec). Popen without preexec_fn is
+Runs in the harness (worker threads of evo_eval.sandbox.code_exec). Popen without preexec_fn is
 safe from threads; everything that must happen inside the child is done by child.py itself.
 """
 

@@ -11,12 +11,13 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.ard import ARDAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models.ard import ARDiffusionLM, tiny_card
+from evo_eval.models.ard import ARDiffusionLM
+from evo_eval.tiny import tiny_card
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_ard_dir):
-    return ARDAdapter(pretrained=str(tiny_ard_dir), card=tiny_card(), device="cpu", mc_num=20, batch=20)
+    return ARDAdapter(pretrained=str(tiny_ard_dir), card=tiny_card("ard"), device="cpu", mc_num=20, batch=20)
 
 
 def test_registered_with_lm_eval():

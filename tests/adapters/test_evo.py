@@ -10,7 +10,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from evo_eval.errors import CheckpointError
-from evo_eval.models.evo import tiny_card
+from evo_eval.tiny import tiny_card
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def tiny_evo_dir(tiny_checkpoint):
 def adapter(tiny_evo_dir):
     from evo_eval.adapters.evo import EvoAdapter
 
-    return EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card(), device="cpu", max_gen_toks=12,
+    return EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card("evo"), device="cpu", max_gen_toks=12,
                       k_max=4, mc_num=4, batch=5)
 
 
@@ -49,7 +49,7 @@ def test_loglikelihood_through_the_elbo_and_the_ar_limit(adapter, tiny_evo_dir):
     assert len(elbo) == 2 and all(isinstance(v, float) and v < 0 for v, _ in elbo)
     assert elbo == adapter.loglikelihood(requests)  # seeded per request
     assert {r.method for r in adapter.records[-2:]} == {"evo_elbo"} and adapter.records[-1].nfe == 1 + 1
-    exact = EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card(), device="cpu", estimator="ar")
+    exact = EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card("evo"), device="cpu", estimator="ar")
     context, continuation = exact._encode_pair("The quick brown", " fox")
     logprob, _ = exact.loglikelihood(requests[:1])[0]
     expected, _ = ar_logprob(exact.model, torch.tensor(context), torch.tensor(continuation))
@@ -71,12 +71,11 @@ def test_generate_until_stops_and_records_the_work(adapter):
 def test_model_args_win_over_the_cards_per_benchmark_settings(tiny_evo_dir):
     from evo_eval.adapters.evo import EvoAdapter
 
-    card = tiny_card()
+    card = tiny_card("evo")
     card = replace(card, decoding={"default": card.decoding["default"], "tasks": {"gsm8k": {"schedule": "fixed:1"}}})
     plain = EvoAdapter(pretrained=str(tiny_evo_dir), card=card, device="cpu")
     ablated = EvoAdapter(pretrained=str(tiny_evo_dir), card=card, device="cpu", schedule="fixed:0.5")
-    for lm in (plain, ablated):
-        lm.benchmark = "gsm8k"
+    plain, ablated = (lm.with_settings(benchmark="gsm8k") for lm in (plain, ablated))
     assert plain.sampler_config_for({}).schedule == "fixed:1"
     assert ablated.sampler_config_for({}).schedule == "fixed:0.5"
     assert ablated.sampler_config_for({"temperature": 0.0}).temperature == 0.0
@@ -98,11 +97,11 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(tiny_evo_dir, tmp_path):
     narrow = tmp_path / "narrow"
     random_model(dict(TINY_SHAPE, vocab_size=300), dtype=torch.float32, device="cpu").save_pretrained(narrow)
     AutoTokenizer.from_pretrained(tiny_evo_dir).save_pretrained(narrow)
-    small = replace(tiny_card(), shape=dict(tiny_card().shape, vocab_size=300))
+    small = replace(tiny_card("evo"), shape=dict(tiny_card("evo").shape, vocab_size=300))
     with pytest.raises(CheckpointError, match="has 512 tokens but the model only 300"):
         EvoAdapter(pretrained=str(narrow), card=small, device="cpu")
     with pytest.raises(CheckpointError, match="vocab_size=300 but card evo-tiny has vocab_size=512"):
-        EvoAdapter(pretrained=str(narrow), card=tiny_card(), device="cpu")
+        EvoAdapter(pretrained=str(narrow), card=tiny_card("evo"), device="cpu")
 
 
 def test_the_ablation_perplexity_task_runs_on_the_real_data(adapter, benchdata, tmp_path, tiny_evo_dir):
@@ -112,13 +111,13 @@ def test_the_ablation_perplexity_task_runs_on_the_real_data(adapter, benchdata, 
 
     from evo_eval.adapters.evo import EvoAdapter
     from evo_eval.ablation import ppl_document
-    from evo_eval.data import import_mirror
+    from evo_eval.data.mirror import import_mirror
     from evo_eval.paths import tasks_dir
 
     mirror = tmp_path / "data"
     import_mirror(benchdata, mirror, ["hellaswag"])
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"data_dir": str(mirror)})
-    lm = EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card(), device="cpu", estimator="ar")
+    lm = EvoAdapter(pretrained=str(tiny_evo_dir), card=tiny_card("evo"), device="cpu", estimator="ar")
     out = lm_eval.simple_evaluate(model=lm, tasks=["evo_ppl"], task_manager=manager, limit=2, log_samples=True,
                                   bootstrap_iters=0)
     samples = out["samples"]["evo_ppl"]
@@ -139,5 +138,4 @@ def test_ablation_variants_share_one_loaded_model(adapter):
     assert variants["no-time"].sampler_config.schedule == "none"
     assert variants["fixed-0"].sampler_config.k_max == 4  # the adapter's own model_args are kept
     assert adapter.sampler_config.schedule == "learned" and adapter.scorer_config.time_conditioning is True
-    variants["fixed-0"].benchmark = "gsm8k"
-    assert variants["fixed-0"].sampler_config_for({}).schedule == "fixed:0"
+    assert variants["fixed-0"].with_settings(benchmark="gsm8k").sampler_config_for({}).schedule == "fixed:0"

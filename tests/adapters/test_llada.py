@@ -10,13 +10,14 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.llada import LLaDAAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models.llada import LLaDAModelLM, tiny_card
+from evo_eval.models.llada import LLaDAModelLM
+from evo_eval.tiny import tiny_card
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_llada_dir):
     # model_args as lm-eval hands them over (strings and numbers); a short canvas keeps the CPU test fast.
-    return LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card(), device="cpu", gen_length="16", steps=16,
+    return LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card("llada"), device="cpu", gen_length="16", steps=16,
                         block_length=8, mc_num=8, batch=4)
 
 
@@ -66,12 +67,10 @@ def test_generate_until_on_a_real_gsm8k_question(lm, benchdata):
 
 
 def test_card_settings_per_benchmark(tiny_llada_dir):
-    lm = LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card(stage="instruct"), device="cpu")
-    lm.benchmark = "mmlu"
-    config = lm.sampler_config_for({"max_gen_toks": 256, "until": ["\n"]})
+    lm = LLaDAAdapter(pretrained=str(tiny_llada_dir), card=tiny_card("llada", stage="instruct"), device="cpu")
+    config = lm.with_settings(benchmark="mmlu").sampler_config_for({"max_gen_toks": 256, "until": ["\n"]})
     assert (config.gen_length, config.steps, config.block_length) == (3, 3, 3) and config.max_new_tokens == 256
-    lm.benchmark = "gsm8k"
-    config = lm.sampler_config_for({"max_gen_toks": 256})
+    config = lm.with_settings(benchmark="gsm8k").sampler_config_for({"max_gen_toks": 256})
     assert config.confidence_eos_eot_inf and config.eot_token_id == 126348 and config.gen_length == 512
 
 
@@ -79,4 +78,4 @@ def test_checkpoint_problems_are_one_line_errors(tiny_llada_dir):
     with pytest.raises(CheckpointError, match="has n_layers=2 but card llada-8b has n_layers=32"):
         LLaDAAdapter(pretrained=str(tiny_llada_dir), card="llada-8b", device="cpu")
     with pytest.raises(CheckpointError, match="has no public checkpoint"):
-        LLaDAAdapter(card=tiny_card(), device="cpu")
+        LLaDAAdapter(card=tiny_card("llada"), device="cpu")

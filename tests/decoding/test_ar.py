@@ -7,7 +7,8 @@ import torch
 
 from evo_eval.decoding import get_sampler
 from evo_eval.decoding.base import make_generator
-from evo_eval.models.llama import TINY_SHAPE, load_pretrained, random_model
+from evo_eval.models.llama import TINY_SHAPE, random_model
+from evo_eval.models.llama_checkpoint import load_pretrained
 
 PROMPT = torch.tensor([5, 77, 301, 12, 9, 250, 33, 18, 402, 61, 7])
 

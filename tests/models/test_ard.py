@@ -11,7 +11,8 @@ import torch
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError
 from evo_eval.models.ard import (TINY_SHAPE, ARDiffusionLM, Schedule, alphas_cumprod, load_ard,
-                                 parameter_count, random_model, skip_indices, tiny_card, token_timesteps)
+                                 parameter_count, random_model, skip_indices, token_timesteps)
+from evo_eval.tiny import tiny_card
 
 
 def test_sqrt_schedule_as_ard_discretises_it():
@@ -52,7 +53,7 @@ def test_checkpoint_round_trip_and_auto_classes(tiny_ard_dir):
             "output_down_proj.2.weight", "model.embed_tokens.weight", "model.layers.1.down_proj.weight"} <= names
     model = AutoModel.from_pretrained(tiny_ard_dir)
     assert isinstance(model, ARDiffusionLM)
-    ours = load_ard(tiny_ard_dir, card=tiny_card())
+    ours = load_ard(tiny_ard_dir, card=tiny_card("ard"))
     ids, z, t = torch.randint(0, 500, (1, 6)), torch.randn(1, 5, 16), torch.randint(0, 2000, (1, 5))
     assert torch.equal(model(ids, z, t).pred_x0, ours(ids, z, t).pred_x0)
 

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evo_eval.errors import CheckpointError
-from evo_eval.models import bd3lm, dit
+from evo_eval.models import bd3lm
+from evo_eval.tiny import build_dit_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_kv_cache_is_exact(model):
 
 @pytest.fixture(scope="module")
 def tiny_bd3lm(tmp_path_factory, tokenizer_dir):
-    return dit.build_tiny(bd3lm, tmp_path_factory.mktemp("tiny-bd3lm"), tokenizer_dir, seed=3)
+    return build_dit_checkpoint(bd3lm, tmp_path_factory.mktemp("tiny-bd3lm"), tokenizer_dir, seed=3)
 
 
 def test_published_layout_loads_with_its_buffers(tiny_bd3lm, model, tmp_path):

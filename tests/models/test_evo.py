@@ -10,7 +10,8 @@ import torch
 
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError
-from evo_eval.models.evo import TINY_SHAPE, init_from_llama, load_evo, random_model, tiny_card
+from evo_eval.models.evo import TINY_SHAPE, init_from_llama, load_evo, random_model
+from evo_eval.tiny import tiny_card
 from evo_eval.models.evo_config import EvoConfig, parameter_count, proportional_xl
 from evo_eval.models.evo_modeling import EvoForLatentFlow
 
@@ -56,7 +57,7 @@ def test_a_checkpoint_of_another_shape_than_the_card_is_one_line(tiny_evo_dir):
         load_evo(tiny_evo_dir, card=get_card("evo-8b"))
     message = str(err.value)
     assert "n_layers=2" in message and "evo-8b has n_layers=40" in message and "\n" not in message
-    assert isinstance(load_evo(tiny_evo_dir, card=tiny_card()), EvoForLatentFlow)
+    assert isinstance(load_evo(tiny_evo_dir, card=tiny_card("evo")), EvoForLatentFlow)
 
 
 def test_missing_folders_and_foreign_checkpoints_are_checkpoint_errors(tiny_evo_dir, tiny_llama_dir, tmp_path):

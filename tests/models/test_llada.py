@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError
 from evo_eval.models.llada import (TINY_SHAPE, LLaDAModelLM, load_llada, parameter_count,
-                                   random_model, tiny_card)
+                                   random_model)
+from evo_eval.tiny import tiny_card
 
 PUBLISHED_BLOCK_WEIGHTS = ("attn_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_norm", "ff_proj", "up_proj",
                            "ff_out")
@@ -39,7 +40,7 @@ def test_auto_classes_load_it_without_remote_code(tiny_llada_dir):
     assert type(AutoConfig.from_pretrained(tiny_llada_dir)).__name__ == "LLaDAConfig"
     model = AutoModel.from_pretrained(tiny_llada_dir)
     assert isinstance(model, LLaDAModelLM)
-    ours = load_llada(tiny_llada_dir, card=tiny_card())
+    ours = load_llada(tiny_llada_dir, card=tiny_card("llada"))
     ids = torch.randint(0, 500, (2, 9))
     assert torch.equal(model(ids).logits, ours(ids).logits)
 

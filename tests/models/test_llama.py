@@ -10,7 +10,8 @@ import torch
 
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError, UserError
-from evo_eval.models.llama import TINY_SHAPE, LlamaDecoder, LlamaShape, load_pretrained, random_model
+from evo_eval.models.llama import TINY_SHAPE, LlamaDecoder, LlamaShape, random_model
+from evo_eval.models.llama_checkpoint import load_pretrained
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

@@ -26,7 +26,7 @@ def test_draw_writes_the_notes_onto_the_figure(tmp_path):
 
 
 def _speed_record(model, tps, synthetic=True):
-    from evo_eval.speed import SpeedResult
+    from evo_eval.store import SpeedResult
 
     blank = {name: None for name in SpeedResult.__dataclass_fields__}
     result = SpeedResult(**{**blank, "model": model, "tokens_per_s": tps, "synthetic": synthetic,

@@ -48,7 +48,7 @@ def test_is_greedy_when_the_continuation_is_the_argmax_chain(llama):
 def test_every_causal_view_gives_the_same_score(llama, tiny_llama_dir):
     """transformers' .logits, the fast decoder's plain tensor and Evo's AR limit all reuse the scorer."""
     from evo_eval.models.evo import init_from_llama
-    from evo_eval.models.llama import load_pretrained
+    from evo_eval.models.llama_checkpoint import load_pretrained
 
     reference, _ = ar_logprob(llama, CONTEXT, CONTINUATION)
     fast = load_pretrained(str(tiny_llama_dir), dtype=torch.float32, device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lm_eval.api.model import LM
 
-from evo_eval.scoring.code_exec import ALLOW_ENV, CodeExecNotAllowed
+from evo_eval.sandbox.code_exec import ALLOW_ENV, CodeExecNotAllowed
 
 
 class Scripted(LM):
@@ -60,7 +60,7 @@ def test_code_runs_only_with_the_users_consent(task_manager, monkeypatch):
 
 @pytest.mark.parametrize("task, shots", [("evo_humaneval", 0), ("evo_mbpp", 4)])
 def test_a_tasks_programs_run_as_one_parallel_batch(task, shots, task_manager, monkeypatch):
-    import evo_eval.scoring.code_exec as code_exec
+    import evo_eval.sandbox.code_exec as code_exec
 
     monkeypatch.setenv(ALLOW_ENV, "1")
     batches = []

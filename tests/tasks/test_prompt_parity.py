@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from evo_eval.data_prompts import prompt_hash, rendered_requests
+from evo_eval.data.prompts import prompt_hash, rendered_requests
 from evo_eval.suites import BENCHMARKS, resolve
 
 BUILTIN_DIRS = ("mmlu/default", "mmlu/generative", "mmlu_pro", "bbh/cot_fewshot", "arc", "hellaswag", "truthfulqa",
@@ -55,7 +55,7 @@ def builtin_twin(ours, builtin_index, mirror: Path):
     """lm-eval's built-in leaf for one of our leaves, reading our mirror, with our declared deviations."""
     from lm_eval.api.task import ConfigurableTask
 
-    from evo_eval.data_source import load
+    from evo_eval.data.source import load
 
     meta = ours.config.metadata
     mine = _raw(meta["config_source"])
@@ -118,7 +118,7 @@ def test_mbpp_three_shots_equal_lm_evals_own_exemplars(task_manager, builtin_ind
     """Without any override: our prompt-split order puts lm-eval's three exemplars first."""
     from lm_eval.api.task import ConfigurableTask
 
-    from evo_eval.data_source import load
+    from evo_eval.data.source import load
 
     _, leaves = _leaves(task_manager, "base", "mbpp")
     cfg = _raw(builtin_index["mbpp"].yaml_path)
@@ -172,7 +172,7 @@ GPQA_HEADER = "Question,Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Inc
 def gpqa_manager(tmp_path_factory):
     from lm_eval.tasks import TaskManager
 
-    from evo_eval.data import import_mirror
+    from evo_eval.data.mirror import import_mirror
     from evo_eval.paths import tasks_dir
 
     src = tmp_path_factory.mktemp("gpqa-src")

@@ -4,7 +4,7 @@
 
 Like lm-eval's own ``_generate_configs.py`` scripts, one small YAML per subject includes the folder's
 hand-written ``_template_yaml``; the group file lists the leaves and names the aggregate metric that
-suites.py reports. Subject lists come from evo_eval.data_catalog; BBH's descriptions and chain-of-thought
+suites.py reports. Subject lists come from evo_eval.data.catalog; BBH's descriptions and chain-of-thought
 exemplars are parsed from the publishers' cot-prompts/*.txt (so hub users, who get no such split from
 the hub, see the same exemplars as mirror users). tests/tasks/test_generate.py fails when a committed
 file differs from what this script writes.
@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from evo_eval.data_catalog import (
+from evo_eval.data.catalog import (
     BBH_TASKS, CEVAL_SUBJECTS, CMMLU_SUBJECTS, MATH_TYPES, MMLU_PRO_CATEGORIES, MMLU_SUBJECTS,
 )
 
@@ -83,7 +83,7 @@ def mmlu(path: str, group: str, suffix: str, metric: dict[str, Any]) -> Folder:
 
 
 def bbh(benchdata: Path) -> Folder:
-    from evo_eval.data_convert import SourceReader, parse_cot_prompt
+    from evo_eval.data.convert import SourceReader, parse_cot_prompt
 
     reader = SourceReader(benchdata)
     folder = Folder("bbh", "evo_bbh", {"metric": "exact_match", "aggregation": "mean", "weight_by_size": True,

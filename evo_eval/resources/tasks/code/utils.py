@@ -1,4 +1,4 @@
-"""pass@1 for the code tasks, executed in the project's sandbox (evo_eval.scoring.code_exec).
+"""pass@1 for the code tasks, executed in the project's sandbox (evo_eval.sandbox.code_exec).
 
 lm-eval's own humaneval/mbpp tasks load the hub's ``code_eval`` metric when they are imported, which
 fails offline; these metrics run the same program (completion + tests, as code_eval joins them) in
@@ -49,7 +49,7 @@ def _key(program: str) -> str:
 
 
 def _run_batch(programs: list[str]) -> None:
-    from evo_eval.scoring.code_exec import check_programs
+    from evo_eval.sandbox.code_exec import check_programs
 
     todo = list(dict.fromkeys(p for p in programs if _key(p) not in _VERDICTS))
     for program, result in zip(todo, check_programs(todo, timeout=TIMEOUT_S)):

@@ -1,9 +1,9 @@
 """Benchmark prompts for the timing protocol, rendered without lm-eval or datasets.
 
 GPU machines that time models often lack lm-eval and datasets, so the speed protocol renders the
-suite's GSM8K prompts itself from the publishers' files (``gsm8k/{train,test}.jsonl`` as in
-``../shared/benchdata``). The rendering is lm-eval 0.4.13's ``gsm8k`` task, which the matched
-protocol requires our prompts to equal (tests/test_speed_prompts.py checks it against lm-eval):
+suite's GSM8K prompts itself from the data mirror ``run`` reads (``evo-eval data import``:
+``<mirror>/gsm8k/main/{train,test}.jsonl``). The rendering is lm-eval 0.4.13's ``gsm8k`` task, which the matched
+protocol requires our prompts to equal (tests/data/test_speed_prompts.py checks it against lm-eval):
 ``"Question: {q}\\nAnswer: {a}"`` per shot, shots joined by a blank line, the target question last
 with ``"Answer:"``; shots drawn from the train split by lm-eval's default sampler, a
 ``random.Random(1234)`` shared across documents in order, ``sample(train, k)`` per document.
@@ -18,14 +18,12 @@ vocabularies of the paper's models on English and digits); every result says it 
 from __future__ import annotations
 
 import json
-import os
 import random
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
-from .paths import REPO_ROOT
+from ..errors import DataError
 
 GSM8K_UNTIL = ("Question:", "</s>", "<|im_end|>")  # lm-eval gsm8k.yaml generation_kwargs.until
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
@@ -42,24 +40,18 @@ class Prompt:
     messages: tuple[dict[str, str], ...]  # the same shots as chat turns, for post-trained models
 
 
-def data_candidates(data_dir: Path | None) -> list[Path]:
-    if data_dir is not None:
-        return [Path(data_dir).expanduser()]
-    env = [os.environ.get(k) for k in ("EVO_EVAL_BENCHDATA", "EVO_EVAL_DATA")]
-    return [Path(v).expanduser() for v in env if v] + [REPO_ROOT.parent / "shared" / "benchdata",
-                                                        REPO_ROOT / "shared" / "benchdata"]
-
-
 def find_gsm8k(data_dir: Path | None = None) -> Path:
-    """The folder holding GSM8K's train.jsonl and test.jsonl (``DIR/gsm8k`` or ``DIR`` itself)."""
-    tried = []
-    for root in data_candidates(data_dir):
-        for folder in (root / "gsm8k", root):
-            if (folder / "train.jsonl").is_file() and (folder / "test.jsonl").is_file():
-                return folder
-        tried.append(str(root))
-    raise DataError(f"GSM8K train.jsonl/test.jsonl not found under {', '.join(tried)}",
-                    "pass --data-dir with a folder holding gsm8k/ in the publishers' layout (see shared/benchdata)")
+    """GSM8K's folder in the data mirror (``--data-dir``, as for ``run``; default $EVO_EVAL_DATA, else
+    ~/.cache/evo-eval/data): ``<mirror>/gsm8k/main/{train,test}.jsonl`` in the hub dataset's columns."""
+    from .mirror import default_mirror_dir
+
+    root = Path(data_dir).expanduser() if data_dir is not None else default_mirror_dir()
+    folder = root / "gsm8k" / "main"
+    if (folder / "train.jsonl").is_file() and (folder / "test.jsonl").is_file():
+        return folder
+    raise DataError(f"GSM8K is not in the data mirror {root}",
+                    "import it with `evo-eval data import SRC --dest DIR` (SRC: the publishers' files) and pass "
+                    "--data-dir DIR")
 
 
 def _read_jsonl(path: Path) -> list[dict]:

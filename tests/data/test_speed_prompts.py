@@ -9,7 +9,7 @@ import yaml
 
 from evo_eval.errors import DataError
 from evo_eval.paths import tasks_dir
-from evo_eval.speed_prompts import ProxyTokenizer, find_gsm8k, gsm8k_prompts, proxy_limit
+from evo_eval.data.speed_prompts import ProxyTokenizer, find_gsm8k, gsm8k_prompts, proxy_limit
 
 
 def _lm_eval_contexts(task_config: dict, benchdata, count: int, shots: int) -> list[str]:
@@ -25,13 +25,13 @@ def _lm_eval_contexts(task_config: dict, benchdata, count: int, shots: int) -> l
     return [instance.args[0] for instance in task.instances]
 
 
-def test_prompts_equal_lm_eval_gsm8k(benchdata):
+def test_prompts_equal_lm_eval_gsm8k(benchdata, small_mirror):
     import lm_eval
 
     with open(os.path.join(os.path.dirname(lm_eval.__file__), "tasks", "gsm8k", "gsm8k.yaml")) as handle:
         config = yaml.safe_load(handle)
     expected = _lm_eval_contexts(config, benchdata, count=6, shots=4)
-    got = [p.text for p in gsm8k_prompts(6, 4, benchdata)]
+    got = [p.text for p in gsm8k_prompts(6, 4, small_mirror)]
     assert got == expected
     assert got[0].count("Question:") == 5 and got[0].endswith("Answer:")
 
@@ -40,16 +40,16 @@ def test_prompts_equal_our_evo_gsm8k_task(benchdata, small_mirror):
     """The speed prompts are the suite's: our evo_gsm8k task, read from the mirror, renders them too."""
     from lm_eval.tasks import TaskManager
 
-    from evo_eval.data_prompts import rendered_requests
+    from evo_eval.data.prompts import rendered_requests
 
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"data_dir": str(small_mirror)})
     task = manager.load(["evo_gsm8k"])["tasks"]["evo_gsm8k"]
     ours = rendered_requests(task, limit=4, shots=4)
-    assert [p.text for p in gsm8k_prompts(4, 4, benchdata)] == [ours[i][0][0] for i in range(4)]
+    assert [p.text for p in gsm8k_prompts(4, 4, small_mirror)] == [ours[i][0][0] for i in range(4)]
 
 
-def test_chat_messages_carry_the_same_shots(benchdata):
-    (prompt,) = gsm8k_prompts(1, 4, benchdata)
+def test_chat_messages_carry_the_same_shots(small_mirror):
+    (prompt,) = gsm8k_prompts(1, 4, small_mirror)
     assert len(prompt.messages) == 9
     assert [m["role"] for m in prompt.messages[:2]] == ["user", "assistant"]
     assert prompt.messages[1]["content"] in prompt.text
@@ -57,7 +57,7 @@ def test_chat_messages_carry_the_same_shots(benchdata):
 
 
 def test_missing_data_is_one_line(tmp_path):
-    with pytest.raises(DataError, match="GSM8K train.jsonl/test.jsonl not found") as err:
+    with pytest.raises(DataError, match="GSM8K is not in the data mirror") as err:
         find_gsm8k(tmp_path)
     assert "--data-dir" in str(err.value) and "\n" not in str(err.value)
 

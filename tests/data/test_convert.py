@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evo_eval.data_convert import CONVERTERS, SourceReader, _blank_split, parse_cot_prompt
+from evo_eval.data.convert import CONVERTERS, SourceReader, _blank_split, parse_cot_prompt
 from evo_eval.errors import DataError
 
 

@@ -1,6 +1,6 @@
 """The one data source of every task in tasks/: the local mirror when one is given, else the hub.
 
-Each task YAML says ``custom_dataset: !function evo_eval.data_source.load`` with
+Each task YAML says ``custom_dataset: !function evo_eval.data.source.load`` with
 ``dataset_kwargs: {benchmark: <key>, config: <config>}``. lm-eval calls it with the task's metadata
 merged in, which carries ``data_dir`` when the run passed ``TaskManager(metadata={"data_dir": DIR})``
 (``evo-eval run --data-dir``); without it, $EVO_EVAL_DATA names the mirror. With a mirror, only the
@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .data_catalog import CATALOG, DEFAULT_CONFIG, GPQA_FIX
-from .errors import DataError, UnknownNameError
+from .catalog import CATALOG, DEFAULT_CONFIG, GPQA_FIX
+from ..errors import DataError, UnknownNameError
 
 REIMPORT = "re-run `evo-eval data import SRC`"
 
@@ -40,7 +40,7 @@ def load(benchmark: str, config: str = DEFAULT_CONFIG, data_dir: str | None = No
 def resolve_mirror(data_dir: str | Path | None) -> Path | None:
     if data_dir:
         return Path(data_dir).expanduser()
-    from .paths import default_data_dir
+    from ..paths import default_data_dir
 
     return default_data_dir()
 
@@ -68,7 +68,7 @@ def read_mirror(mirror: Path, benchmark: str, config: str) -> dict:
 
 @lru_cache(maxsize=8)
 def _manifest_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    from .data import read_manifest
+    from .mirror import read_manifest
 
     return read_manifest(Path(path))
 

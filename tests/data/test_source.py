@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evo_eval.data import import_mirror
-from evo_eval.data_source import load
+from evo_eval.data.mirror import import_mirror
+from evo_eval.data.source import load
 from evo_eval.errors import DataError, UnknownNameError
 
 

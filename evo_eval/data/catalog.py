@@ -1,8 +1,8 @@
 """What each benchmark's data is: its hub dataset, the configs and splits our tasks read, and where the
 publishers' files come from.
 
-One table serves three readers: ``data.py`` (which files an import converts, and the manifest's source
-and licence), ``data_source.py`` (which hub dataset a task loads when no mirror is given) and
+One table serves three readers: ``data/mirror.py`` (which files an import converts, and the manifest's source
+and licence), ``data/source.py`` (which hub dataset a task loads when no mirror is given) and
 ``tasks/generate.py`` (one leaf task per config of a multi-subject benchmark). A mirror stores every
 (config, split) at ``<mirror>/<key>/<config>/<split>.jsonl`` in the hub dataset's own columns, so a
 task's ``doc_to_text`` reads the same fields from either source.

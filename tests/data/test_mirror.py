@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evo_eval.data import default_mirror_dir, import_mirror, mirror_has, mirror_problem, verify_mirror
+from evo_eval.data.mirror import default_mirror_dir, import_mirror, mirror_has, mirror_problem, verify_mirror
 from evo_eval.errors import DataError, UnknownNameError
 
 # Rows per (benchmark, split) from shared/benchdata/README.md.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .store import sha256_text
+from ..store import sha256_text
 
 # lm-eval's default few-shot seed (simple_evaluate's fewshot_random_seed); run.py uses the same.
 FEWSHOT_SEED = 1234

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from typer.core import TyperGroup
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -150,7 +150,7 @@ def _kv(value: str | None) -> dict[str, Any]:
 @handle_errors
 def models() -> None:
     """List the model cards: family, checkpoint, dtype, shape, decoding defaults."""
-    from .cards import all_cards, paper_order
+    from ..cards import all_cards, paper_order
 
     order = {s: i for i, s in enumerate(paper_order())}
     table = RichTable(title="Model cards")
@@ -169,7 +169,7 @@ def models() -> None:
 @handle_errors
 def suites(stage: StageOpt = None) -> None:
     """List the paper's suites: benchmark, lm-eval task, shots, scoring mode."""
-    from .suites import resolve, suite_names
+    from ..suites import resolve, suite_names
 
     for st in [stage] if stage else ["base", "instruct"]:
         table = RichTable(title=f"Suite 'all', stage {st} (other suites: {', '.join(suite_names()[1:])})")
@@ -207,7 +207,7 @@ def run(
     bootstrap_iters: Annotated[int, typer.Option(help="Bootstrap iterations for standard errors.", rich_help_panel=PANEL_PROTOCOL)] = 1000,
 ) -> None:
     """Evaluate one model card on a suite; writes results/<stage>/<model>/<benchmark>.json."""
-    from .run import RunOptions
+    from ..run import RunOptions
 
     options = RunOptions(
         model=model, suite=suite, stage=stage, tasks=_csv(tasks), limit=_limit(limit), shots=shots,
@@ -237,7 +237,7 @@ def execute_run(options):
     from rich.markup import escape  # messages name paths and values, which may hold [brackets]
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .run import plan, run as run_api, run_variants
+    from ..run import plan, run as run_api, run_variants
 
     planned = plan(options)
     card, stage, entries, _, _ = planned
@@ -298,14 +298,14 @@ def table(
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
 ) -> None:
     """The paper's comparison table from results files."""
-    from .report.tables import build_table, render
+    from ..report.tables import build_table, render
 
     if ablation:
         text = _ablation_table(results, stage, model, format)
     else:
         text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir), format)
     if output:
-        from .store import atomic_write_text
+        from ..store import atomic_write_text
 
         atomic_write_text(output, text)
         typer.echo(f"wrote {output}", err=True)
@@ -316,9 +316,9 @@ def table(
 def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
     import json
 
-    from .ablation import figure3_table, render_markdown
-    from .errors import UnknownNameError
-    from .suites import check_stage
+    from ..ablation import figure3_table, render_markdown
+    from ..errors import UnknownNameError
+    from ..suites import check_stage
 
     check_stage(stage)
     if fmt not in ("markdown", "json"):
@@ -340,7 +340,7 @@ def data_import(
     only: Annotated[Optional[str], typer.Option(help="Comma-separated benchmarks to import.")] = None,
 ) -> None:
     """Convert the publishers' formats into one local mirror with a manifest of rows and sha256."""
-    from .data import default_mirror_dir, import_mirror
+    from ..data.mirror import default_mirror_dir, import_mirror
 
     target = dest or default_mirror_dir()
     manifest = import_mirror(src, target, _csv(only))
@@ -352,7 +352,7 @@ def data_import(
 @handle_errors
 def data_verify(dir: Annotated[Optional[Path], typer.Argument(help="Mirror folder.")] = None) -> None:
     """Re-hash and re-count every file of a mirror against its manifest."""
-    from .data import default_mirror_dir, verify_mirror
+    from ..data.mirror import default_mirror_dir, verify_mirror
 
     target = dir or default_mirror_dir()
     report = verify_mirror(target)
@@ -370,17 +370,17 @@ def demo(
     benchdata: Annotated[Optional[Path], typer.Option(help="Publishers' files (default ../shared/benchdata).")] = None,
 ) -> None:
     """The embedded default: the whole pipeline offline on tiny local models, then the table."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
-    raise typer.Exit(run_demo(workdir, limit, benchdata, console))
+    raise typer.Exit(run_demo(workdir, limit, benchdata, console, execute=execute_run))
 
 
 def _register_speed() -> None:
     # speed.py imports nothing from lm-eval, so the device machine (which has no lm-eval) can time models.
     from .speed import plot_command, speed_command
 
-    app.command("speed")(speed_command)
-    app.command("plot")(plot_command)
+    app.command("speed")(handle_errors(speed_command))
+    app.command("plot")(handle_errors(plot_command))
 
 
 _register_speed()

@@ -2,7 +2,7 @@
 
 A mirror is ``<dir>/<benchmark>/<config>/<split>.jsonl`` (rows in the hub dataset's columns; see
 data_catalog.py) plus ``<dir>/manifest.json``: per file its benchmark, config, split, row count and
-sha256, and per benchmark its hub id, source and licence. Tasks read it through data_source.py.
+sha256, and per benchmark its hub id, source and licence. Tasks read it through data/source.py.
 
 Import is all-or-nothing: the new mirror is built beside the old one and swapped in with renames, so
 a failed or killed import leaves the previous mirror (or none) in place, never a mix. Re-importing the
@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .data_catalog import CATALOG, GPQA_FIX
-from .data_convert import CONVERTERS, SourceReader
-from .errors import DataError
-from .paths import default_data_dir
+from .catalog import CATALOG, GPQA_FIX
+from .convert import CONVERTERS, SourceReader
+from ..errors import DataError
+from ..paths import default_data_dir
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -80,7 +80,7 @@ def _chosen(src: Path, benchmarks: list[str] | None) -> list[str]:
         return [k for k, spec in CATALOG.items() if not spec.optional or (src / spec.source_folder).is_dir()]
     unknown = [k for k in benchmarks if k not in CATALOG]
     if unknown:
-        from .errors import UnknownNameError
+        from ..errors import UnknownNameError
 
         raise UnknownNameError("benchmark", unknown[0], list(CATALOG))
     return list(dict.fromkeys(benchmarks))

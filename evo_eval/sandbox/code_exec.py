@@ -2,7 +2,7 @@
 
 For metric code::
 
-    from evo_eval.scoring.code_exec import check_programs
+    from evo_eval.sandbox.code_exec import check_programs
     results = check_programs([prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})", ...])
     passed = [r.passed for r in results]          # same order as the programs
 
@@ -83,7 +83,7 @@ class SandboxUnavailable(UserError):
 
     def __init__(self, reason: str):
         super().__init__(f"the code-execution sandbox could not be set up: {reason}",
-                         "check `python -c 'from evo_eval.scoring.code_exec import protections; "
+                         "check `python -c 'from evo_eval.sandbox.code_exec import protections; "
                          "print(protections())'` and report it with this message")
 
 

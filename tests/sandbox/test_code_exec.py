@@ -1,6 +1,6 @@
 """The code-execution sandbox: opt-in, verdicts, hostile programs, throughput on real HumanEval.
 
-Hostile programs (tests/scoring/hostile/) each run in one batch per protection profile: "probed"
+Hostile programs (tests/sandbox/hostile/) each run in one batch per protection profile: "probed"
 (whatever this machine allows: namespaces, Landlock, seccomp) and "guard-only" (the audit-hook
 fallbacks alone, as on a machine with none of them). Each is written so that it would *pass* if its
 attack worked, and each must fail for the expected reason; the host must be unchanged afterwards.
@@ -25,7 +25,7 @@ import pytest
 from evo_eval.errors import UserError
 from evo_eval.sandbox import layers as sandbox_layers
 from evo_eval.sandbox import runner
-from evo_eval.scoring.code_exec import (
+from evo_eval.sandbox.code_exec import (
     ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs,
     protections,
 )

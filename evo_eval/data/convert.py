@@ -17,11 +17,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .data_catalog import (
+from .catalog import (
     BBH_TASKS, CEVAL_SUBJECTS, CMMLU_SUBJECTS, DEFAULT_CONFIG, HUMANEVAL_INFILLING, MATH_TYPES, MBPP_SPLITS,
     MMLU_SUBJECTS,
 )
-from .errors import DataError
+from ..errors import DataError
 
 Rows = dict[tuple[str, str], list[dict[str, Any]]]
 REFETCH = "restore the publisher's file (shared/benchdata/README.md lists them) and re-run `evo-eval data import SRC`"

@@ -1,0 +1,204 @@
+"""What ``run`` checks before it loads a model, so bad input costs nothing: the stage, the checkpoint
+folder (and, for HF cards, its architecture), ``--gen-kwargs``, the results folder, the task YAMLs
+(through lm-eval's own loader and task index) and the data mirror. Each problem is one ``UserError``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from .cards import ModelCard
+from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError, first_line
+from .paths import tasks_dir
+from .suites import SuiteEntry, check_stage
+
+
+# ---- checking the inputs -------------------------------------------------------------------------
+
+
+def resolve_stage(card: ModelCard, stage: str | None) -> str:
+    if stage is None:
+        return card.stage
+    check_stage(stage)
+    if stage != card.stage:
+        sibling = card.name + "-instruct" if stage == "instruct" else card.name.removesuffix("-instruct")
+        raise UserError(f"model '{card.name}' is the {card.stage} card but --stage {stage} was given",
+                        f"use --model {sibling} for the {stage} stage")
+    return stage
+
+
+def resolve_checkpoint(card: ModelCard, checkpoint: str | None) -> str:
+    """A user checkpoint must be a folder that exists; the card's own is a hub id (or a local path)."""
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
+                                  "pass --checkpoint DIR with a save_pretrained folder")
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{checkpoint} has no config.json, so it is not a save_pretrained folder",
+                                  "point --checkpoint at the folder that holds config.json and the weights")
+        if card.is_hf:
+            _check_architecture(card, path)
+        return str(path.resolve())
+    if card.needs_checkpoint:
+        raise CheckpointError(f"model '{card.name}' has no public weights",
+                              "pass --checkpoint DIR with a save_pretrained folder of its architecture")
+    return card.checkpoint
+
+
+def _check_architecture(card: ModelCard, path: Path) -> None:
+    """An HF card runs any checkpoint of its architecture (the demo's tiny models), but not another one.
+
+    The other families' loaders compare the whole shape with the card; lm-eval's HF backend would load
+    a Qwen checkpoint under a Llama card without a word.
+    """
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path / 'config.json'} is not valid JSON",
+                              "restore the checkpoint's config.json") from None
+    found = config.get("architectures") if isinstance(config, dict) else None
+    expected = card.shape.get("architecture")
+    if expected and isinstance(found, list) and found and expected not in found:
+        raise CheckpointError(f"{path} holds a {found[0]} checkpoint but model card {card.name} is {expected}",
+                              "pass a checkpoint of the card's architecture, or the card that matches it")
+
+
+# Generation settings lm-eval and every sampler understand; anything else would reach
+# transformers' generate (which refuses unknown keys deep inside a run) or be silently ignored.
+_GEN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_gen_toks": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "max_new_tokens": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "min_p": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "until": (lambda v: (isinstance(v, str) and v != "") or
+              (isinstance(v, list) and all(isinstance(x, str) and x for x in v)), "a stop string"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def check_gen_kwargs(gen_kwargs: dict[str, Any] | None) -> None:
+    for key, value in (gen_kwargs or {}).items():
+        if key not in _GEN_CHECKS:
+            raise UnknownNameError("generation setting", key, list(_GEN_CHECKS), hint="in --gen-kwargs")
+        test, wanted = _GEN_CHECKS[key]
+        if value == "" or not test(value):
+            shown = "no value" if value == "" else repr(value)
+            raise UserError(f"--gen-kwargs {key} must be {wanted}, got {shown}",
+                            "write key=value pairs, e.g. --gen-kwargs max_gen_toks=256,temperature=0")
+
+
+def check_output(output: Path, stage: str, model: str) -> None:
+    """The results folder can be created and written, before hours of work are spent filling it."""
+    folder = Path(output).expanduser() / stage / model
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ResultsError(f"{parent} is a file, so results cannot go under it", "choose another --output")
+        if parent == Path(output).expanduser():
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"results folder {folder} is not writable ({exc.strerror or exc})",
+                           "choose another --output, or fix its permissions") from None
+
+
+def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None) -> None:
+    """Every chosen task is one lm-eval can load from the task folder; lm-eval itself skips a YAML it cannot read."""
+    index = _task_manager(data_dir).task_index
+    for entry in entries:
+        if entry.task not in index:
+            raise _missing_task(entry.task)
+        yaml_path = getattr(index[entry.task], "yaml_path", None)
+        if yaml_path is not None:
+            _resolve_task_yaml(Path(yaml_path), entry.task)
+
+
+def _missing_task(task: str) -> UserError:
+    import re
+
+    declares = re.compile(rf"^\s*task:\s*['\"]?{re.escape(task)}['\"]?\s*$", re.MULTILINE)
+    for path in sorted(tasks_dir().rglob("*.yaml")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if declares.search(text):
+            reason = _task_yaml_error(path) or "lm-eval skipped it"
+            return UserError(f"task YAML {path} (task {task}) cannot be read: {reason}", f"fix {path}")
+    return UserError(f"no task YAML under {tasks_dir()} defines task '{task}'",
+                     "reinstall evo-eval (its tasks ship in evo_eval/resources/tasks), or point EVO_EVAL_TASKS at a folder that has it")
+
+
+def _task_yaml_error(path: Path, resolve_func: bool = False) -> str | None:
+    """lm-eval's own YAML loader's complaint about one file, in one line (None: it loads)."""
+    from lm_eval.tasks._yaml_loader import load_yaml  # the loader lm-eval's task index uses
+
+    try:
+        load_yaml(path, resolve_func=resolve_func)
+    except Exception as exc:  # yaml, include and import errors alike: all mean the file cannot be used
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:  # a YAML syntax error: where, and what the parser expected
+            return f"not valid YAML at line {mark.line + 1} ({getattr(exc, 'problem', None) or 'syntax error'})"
+        first = first_line(exc, 200)
+        return f"{type(exc).__name__}: {first}"
+    return None
+
+
+def _resolve_task_yaml(path: Path, task: str) -> None:
+    # Resolving the !function tags imports the task's Python helpers, which lm-eval would otherwise
+    # only do after the model is loaded.
+    problem = _task_yaml_error(path, resolve_func=True)
+    if problem:
+        raise UserError(f"task YAML {path} (task {task}) cannot be loaded: {problem}", f"fix {path}")
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path | None:
+    from .paths import default_data_dir
+
+    chosen = data_dir if data_dir is not None else default_data_dir()
+    if chosen is None:
+        return None
+    chosen = Path(chosen).expanduser()
+    if not chosen.is_dir():
+        raise DataError(f"data folder {chosen} does not exist",
+                        "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
+    from .data.mirror import verify_mirror
+
+    verify_mirror(chosen)
+    return chosen.resolve()
+
+
+def _task_manager(data_dir: Path | None):
+    root = tasks_dir()
+    # Indexing the YAMLs costs most of a second and plan() needs the index too: one manager per
+    # process for as long as no task file changes (their paths and mtimes are part of the key).
+    files = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
+    return _cached_task_manager(str(root), str(data_dir) if data_dir else None, stamp)
+
+
+@lru_cache(maxsize=4)
+def _cached_task_manager(root: str, data_dir: str | None, stamp: tuple):
+    from lm_eval.tasks import TaskManager
+
+    metadata = {"data_dir": data_dir} if data_dir else {}
+    # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run.
+    return TaskManager(include_path=root, include_defaults=False, metadata=metadata)

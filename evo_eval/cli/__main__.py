@@ -1,0 +1,5 @@
+"""``python -m evo_eval.cli`` (what ``accelerate launch -m evo_eval.cli`` runs)."""
+
+from . import main
+
+main()

@@ -1,0 +1,1 @@
+"""``evo-eval speed``: the matched timing protocol (see ``measure``)."""
