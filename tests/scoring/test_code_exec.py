@@ -33,7 +33,8 @@ from evo_eval.scoring.code_exec import (
 HOSTILE = Path(__file__).with_name("hostile")
 GOOD = "def add(a, b):\n    return a + b\n\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n\n\ncheck(add)\n"
 WRONG = GOOD.replace("return a + b", "return a - b")
-REFUSED = r"PermissionError|Operation not permitted|Permission denied|not allowed"
+# Refused, or (in a private mount view) simply not there.
+REFUSED = r"PermissionError|Operation not permitted|Permission denied|not allowed|No such file or directory"
 # hostile program -> (statuses it may end with, what its output must show: why it failed)
 EXPECTED = {
     "infinite_loop": ({"timeout", "killed:SIGXCPU", "killed:SIGKILL"}, None),

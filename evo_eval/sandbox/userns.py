@@ -1,0 +1,206 @@
+"""A world of its own for the program: user, PID, mount, network and IPC namespaces (child side,
+stdlib only).
+
+This is what closes the sandbox by construction rather than by a list of refusals. The program
+does not share with anything it could harm:
+
+* a uid: a new user namespace in which it is "root" over nothing, mapped (by the parent, which
+  alone may write the map) to an unprivileged id outside: 65534 ("nobody") when the harness is
+  root, the harness's own uid otherwise. Its files, signals and resource limits are those of that
+  id: it owns nothing outside its working directory, so chmod, utime, xattrs and prlimit on
+  anything else are refused by plain permission checks; and RLIMIT_NPROC, which the kernel ignores
+  for root, applies to it and is counted per user namespace, so threads and processes are capped
+  per program even when the harness runs as root.
+* a PID space: its own PID namespace, where it sees only itself and its reaper; the harness and
+  every other process of any uid do not exist for it (no pid to signal or prlimit, nothing to
+  find in /proc, which is not mounted anyway).
+* a mount view: a private mount namespace whose root is a small read-only tmpfs holding only
+  read-only bind mounts of the Python installation, the harness's site-packages and the system
+  library directories (fsroots.py), /dev/null and /etc/localtime, and the working directory,
+  itself a tmpfs of `disk_mb` MiB and `files` inodes (the disk and file-count quota). Nothing else
+  exists: not /tmp, /home, /root, /proc, the checkout, nor any UNIX socket of the host. When the
+  last process of the namespace ends, the kernel drops the whole view, the working directory's
+  contents included, so nothing the program made survives it.
+* a network (no interface but a loopback that is down) and System V IPC.
+
+The process the harness starts (the "keeper", still uid 0 until the map is written) builds the
+view, then forks twice: PID 1 of the new namespace (a reaper that only waits) and, under it, the
+process that runs the program. The keeper relays the program's exit to the harness unchanged
+(the same exit code, or the same signal), so the parent's verdict logic does not change.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+import fsroots
+import kernel
+
+VIEW_ROOT = "/tmp"  # where the view is assembled, in the private mount namespace only
+WORKDIR = "/tmp/evo-sandbox"  # the program's working directory inside the view
+# Only directories for mount points and two bind-mounted files: it never holds data.
+_ROOT_OPTIONS = "size=1m,nr_inodes=1024,mode=0755"
+_ST_TO_MS = {1: kernel.MS_RDONLY, 2: kernel.MS_NOSUID, 4: kernel.MS_NODEV, 8: kernel.MS_NOEXEC,
+             1024: kernel.MS_NOATIME, 2048: kernel.MS_NODIRATIME, 4096: kernel.MS_RELATIME}
+NAMESPACES = (kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWNET
+              | kernel.CLONE_NEWIPC)
+MAP_REQUEST, MAP_DONE = b"m", b"k"  # as in idmap.py (parent side)
+
+
+def enter(site_packages: list[str], setup_fd: int, disk_mb: int, files: int) -> str:
+    """Move into the namespaces and the view; returns (in the program's process only) the working
+    directory inside the view. Raises OSError before the first fork; after it, the keeper and the
+    reaper never return (they exit with the program's status)."""
+    dirs = fsroots.read_only_roots(site_packages)
+    mounted_files = [p for p in fsroots.READ_FILES + fsroots.READ_WRITE_FILES if os.path.exists(p)]
+    if os.geteuid() == 0:
+        os.setgroups([])  # root's supplementary groups would follow it into the namespace
+    _step("unshare", kernel.unshare, NAMESPACES)
+    # Descriptors taken in the new mount namespace (a bind mount's source must be in the caller's)
+    # but still as the harness's uid: the bind mounts go through them, so the unprivileged id never
+    # needs to walk paths such as /root that it may not search.
+    sources: dict[str, int] = {}
+    try:
+        for path in dirs + mounted_files:
+            sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        _ask_parent_for_id_map(setup_fd)
+        _step("setresgid", os.setresgid, 0, 0, 0)  # "root" inside, the unprivileged id outside
+        _step("setresuid", os.setresuid, 0, 0, 0)
+        _build_view(sources, set(mounted_files), disk_mb, files)
+    finally:
+        for fd in sources.values():
+            os.close(fd)
+    _fork_into_pid_namespace()
+    return WORKDIR
+
+
+def _step(what: str, call, *args) -> None:
+    """Run one set-up call; its error names the step (for protections() and the probe's facts)."""
+    try:
+        call(*args)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what}: {exc.strerror or exc}") from None
+
+
+def _ask_parent_for_id_map(setup_fd: int) -> None:
+    # Writing a map to an id other than one's own needs CAP_SETUID in the parent namespace, which
+    # only the harness has; it writes /proc/<pid>/{uid_map,setgroups,gid_map} and answers.
+    os.write(setup_fd, MAP_REQUEST)
+    answer = os.read(setup_fd, 256)
+    os.close(setup_fd)
+    if not answer.startswith(MAP_DONE):
+        reason = answer.decode("utf-8", "replace").strip() or "no answer from the harness"
+        raise OSError(f"the harness could not map the user namespace: {reason}")
+
+
+def _build_view(sources: dict[str, int], files: set[str], disk_mb: int, inodes: int) -> None:
+    # nothing propagates back out
+    _step("private mounts", kernel.mount, None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+    _step("tmpfs root", kernel.mount, "tmpfs", VIEW_ROOT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, _ROOT_OPTIONS)
+    for path, fd in sources.items():
+        target = VIEW_ROOT + path
+        if path in files:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        else:
+            os.makedirs(target, exist_ok=True)
+        source = f"/proc/self/fd/{fd}"
+        _step(f"bind {path}", kernel.mount, source, target, None, kernel.MS_BIND)
+        # A bind mount keeps the flags of the mount it came from, and a user namespace may not
+        # clear the ones it inherited (nosuid, nodev, ...), so the read-only remount repeats them.
+        flags = kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY | kernel.MS_NOSUID | _locked_flags(fd)
+        _step(f"read-only {path}", kernel.mount, None, target, None, flags)
+    for path in fsroots.SYSTEM_DIRS:  # /bin -> usr/bin, /lib -> usr/lib on merged-/usr systems
+        if os.path.islink(path) and not os.path.lexists(VIEW_ROOT + path):
+            os.symlink(os.readlink(path), VIEW_ROOT + path)
+    workdir = VIEW_ROOT + WORKDIR
+    os.makedirs(workdir, exist_ok=True)
+    _step("working directory tmpfs", kernel.mount, "tmpfs", workdir, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+          f"size={disk_mb}m,nr_inodes={inodes},mode=0700")
+    # The view becomes "/": pivot_root(".", ".") stacks the old root under the new one, and the
+    # lazy unmount detaches it, so no path leads back to the host's files.
+    os.chdir(VIEW_ROOT)
+    _step("pivot_root", kernel.pivot_root, ".", ".")
+    _step("detach the host's root", kernel.umount2, ".", kernel.MNT_DETACH)
+    os.chdir("/")
+    _step("read-only root", kernel.mount, None, "/", None,
+          kernel.MS_REMOUNT | kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV)
+    os.chdir(WORKDIR)
+
+
+def _locked_flags(fd: int) -> int:
+    found = os.fstatvfs(fd).f_flag
+    return sum(ms for st, ms in _ST_TO_MS.items() if found & st)
+
+
+def _fork_into_pid_namespace() -> None:
+    """keeper -> reaper (PID 1 of the new namespace) -> program. Returns in the program's process."""
+    status_read, status_write = os.pipe()
+    reaper = os.fork()
+    if reaper:
+        os.close(status_write)
+        _close_all_but((status_read, 1, 2))
+        _keep(reaper, status_read)
+    os.close(status_read)
+    program = os.fork()
+    if program:
+        _close_all_but((status_write, 1, 2))
+        _reap(program, status_write)
+    os.close(status_write)
+
+
+def _reap(program: int, status_write: int) -> None:
+    # PID 1 of the namespace: its death would kill the program, and signals a process sends to
+    # its namespace's init are dropped unless init handles them, so it handles nothing and waits.
+    status = 9  # "killed by SIGKILL" unless the wait says otherwise
+    while True:
+        try:
+            pid, found = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid == program:
+            status = found
+            break
+    os.write(status_write, struct.pack("i", status))
+    os._exit(0)
+
+
+def _keep(reaper: int, status_read: int) -> None:
+    """The harness's own child: wait for the namespace to end, then end the way the program did."""
+    while True:
+        try:
+            os.waitpid(reaper, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+    raw = os.read(status_read, 4)
+    status = struct.unpack("i", raw)[0] if len(raw) == 4 else signal.SIGKILL
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL, SIGSTOP: no handler to reset
+            pass
+        os.kill(os.getpid(), number)
+        os._exit(128 + number)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _close_all_but(keep: tuple[int, ...]) -> None:
+    # The keeper and the reaper hold nothing of the program's (not its verdict socket), so the
+    # parent sees the socket close exactly when the program's process is gone.
+    highest = max(keep) + 1
+    os.closerange(0, min(keep))
+    for fd in range(min(keep) + 1, highest):
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.closerange(highest, 65536)
