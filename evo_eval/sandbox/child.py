@@ -70,7 +70,8 @@ def main() -> None:
         _exit(SETUP_FAILED)
     layers = config["layers"]
     guard.install(config["workdir"], config["site_packages"], processes=not layers["seccomp"],
-                  network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"])
+                  network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"],
+                  metadata=not layers.get("userns"))
     forget_bootstrap()
     sys.path.extend(config["site_packages"])
     _write(config["verdict_fd"], b"ready\n")

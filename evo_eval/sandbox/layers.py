@@ -134,8 +134,8 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
         if layers.userns:
             filesystem += "; metadata (chmod, utime, xattr) and UNIX sockets outside: absent from the mount view"
         else:
-            filesystem += ("; NOT covered by Landlock here: chmod, utime, xattrs and connecting to UNIX "
-                           "sockets outside the working directory (no private mount view)")
+            filesystem += (f"; chmod, utime, xattrs and UNIX socket addresses outside the working directory: "
+                           f"{guard} (Landlock does not cover them; no private mount view here)")
     else:
         filesystem = f"{guard} refuses access outside the working directory and the Python installation"
     if layers.userns:
@@ -173,7 +173,7 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
         "ipc": "new IPC namespace" if layers.namespaces else "host System V IPC visible (no IPC namespace here)",
         "privileges": "all capabilities dropped, no_new_privs" + (" (uid 0 kept)" if root else ""),
         "python": "audit hook: no settrace/setprofile, no __code__ swaps"
-                  + ("" if layers.namespaces and layers.landlock and layers.seccomp else
+                  + ("" if layers.userns and layers.landlock and layers.seccomp else
                      "; no ctypes (so no numpy), cffi, subinterpreters or gc object walks, which would "
                      "open a way around the hook's fallback duties"),
         "verdict": "passed only if the program returned from its last line and the bootstrap then echoed "
