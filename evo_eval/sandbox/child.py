@@ -105,7 +105,7 @@ def set_up(config: dict) -> None:
         landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
     if layers["seccomp"]:
         seccomp.install(block_inet=not layers["namespaces"])
-    limits.apply_limits(**config["limits"])
+    limits.apply_limits(**config["limits"], pid_one=bool(layers.get("userns")))
 
 
 def forget_bootstrap() -> None:

@@ -157,7 +157,8 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
     return {
         "process": "one interpreter per program, own session; its whole process group is killed "
                    "when it exits or at the wall-clock limit (timeout + 1 s start-up allowance)",
-        "limits": f"CPU time = timeout (SIGXCPU, then SIGKILL), address space {memory_mb} MiB, "
+        "limits": ("CPU time = timeout (SIGKILL: PID 1 of its namespace gets no SIGXCPU)" if layers.userns
+                   else "CPU time = timeout (SIGXCPU, then SIGKILL)") + f", address space {memory_mb} MiB, "
                   f"file size {file_mb} MiB, {open_files} open files, no core dumps"
                   + ("; memfd and System V shared memory refused (seccomp), so no memory outside the "
                      "address-space limit" if layers.seccomp else "; memfd NOT refused (no seccomp)"),

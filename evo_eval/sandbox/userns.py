@@ -11,7 +11,7 @@ does not share with anything it could harm:
   anything else are refused by plain permission checks; and RLIMIT_NPROC, which the kernel ignores
   for root, applies to it and is counted per user namespace, so threads and processes are capped
   per program even when the harness runs as root.
-* a PID space: its own PID namespace, where it sees only itself and its reaper; the harness and
+* a PID space: its own PID namespace, where it sees only itself (it is the namespace's PID 1); the harness and
   every other process of any uid do not exist for it (no pid to signal or prlimit, nothing to
   find in /proc, which is not mounted anyway).
 * a mount view: a private mount namespace whose root is a small read-only tmpfs holding only
@@ -24,8 +24,7 @@ does not share with anything it could harm:
 * a network (no interface but a loopback that is down) and System V IPC.
 
 The process the harness starts (the "keeper", still uid 0 until the map is written) builds the
-view, then forks twice: PID 1 of the new namespace (a reaper that only waits) and, under it, the
-process that runs the program. The keeper relays the program's exit to the harness unchanged
+view, then forks the process that runs the program, PID 1 of the new namespace. The keeper relays the program's exit to the harness unchanged
 (the same exit code, or the same signal), so the parent's verdict logic does not change.
 """
 
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 
 import fsroots
 import kernel
@@ -51,8 +49,8 @@ MAP_REQUEST, MAP_DONE = b"m", b"k"  # as in idmap.py (parent side)
 
 def enter(site_packages: list[str], setup_fd: int, disk_mb: int, files: int) -> str:
     """Move into the namespaces and the view; returns (in the program's process only) the working
-    directory inside the view. Raises OSError before the first fork; after it, the keeper and the
-    reaper never return (they exit with the program's status)."""
+    directory inside the view. Raises OSError before the fork; after it, the keeper never returns
+    (it exits with the program's status)."""
     dirs = fsroots.read_only_roots(site_packages)
     mounted_files = [p for p in fsroots.READ_FILES + fsroots.READ_WRITE_FILES if os.path.exists(p)]
     if os.geteuid() == 0:
@@ -136,51 +134,29 @@ def _locked_flags(fd: int) -> int:
 
 
 def _fork_into_pid_namespace() -> None:
-    """keeper -> reaper (PID 1 of the new namespace) -> program. Returns in the program's process."""
-    status_read, status_write = os.pipe()
-    reaper = os.fork()
-    if reaper:
-        os.close(status_write)
-        _close_all_but((status_read, 1, 2))
-        _keep(reaper, status_read)
-    os.close(status_read)
+    """keeper -> program (PID 1 of the new namespace). Returns in the program's process.
+
+    The program is its namespace's init: when it exits, the kernel kills anything it left, and a
+    signal it sends itself with no handler installed is dropped (the kernel's own are not: SIGKILL
+    at the hard CPU limit, faults). One fork rather than a separate reaper: each fork and each exit
+    hop costs start-up time on every program."""
     program = os.fork()
     if program:
-        _close_all_but((status_write, 1, 2))
-        _reap(program, status_write)
-    os.close(status_write)
+        _close_all_but((1, 2))
+        _keep(program)
 
 
-def _reap(program: int, status_write: int) -> None:
-    # PID 1 of the namespace: its death would kill the program, and signals a process sends to
-    # its namespace's init are dropped unless init handles them, so it handles nothing and waits.
-    status = 9  # "killed by SIGKILL" unless the wait says otherwise
+def _keep(program: int) -> None:
+    """The harness's own child: wait for the program, then end the way it did."""
+    status = signal.SIGKILL
     while True:
         try:
-            pid, found = os.waitpid(-1, 0)
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        if pid == program:
-            status = found
-            break
-    os.write(status_write, struct.pack("i", status))
-    os._exit(0)
-
-
-def _keep(reaper: int, status_read: int) -> None:
-    """The harness's own child: wait for the namespace to end, then end the way the program did."""
-    while True:
-        try:
-            os.waitpid(reaper, 0)
+            status = os.waitpid(program, 0)[1]
             break
         except InterruptedError:
             continue
         except ChildProcessError:
             break
-    raw = os.read(status_read, 4)
-    status = struct.unpack("i", raw)[0] if len(raw) == 4 else signal.SIGKILL
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
@@ -193,8 +169,8 @@ def _keep(reaper: int, status_read: int) -> None:
 
 
 def _close_all_but(keep: tuple[int, ...]) -> None:
-    # The keeper and the reaper hold nothing of the program's (not its verdict socket), so the
-    # parent sees the socket close exactly when the program's process is gone.
+    # The keeper holds nothing of the program's (not its verdict socket), so the parent sees the
+    # socket close exactly when the program's process is gone.
     highest = max(keep) + 1
     os.closerange(0, min(keep))
     for fd in range(min(keep) + 1, highest):
