@@ -28,6 +28,7 @@ from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
+from .run_checks import check_values, folder_problem, output_locks
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
 
@@ -101,7 +102,7 @@ def resolve_checkpoint(card: ModelCard, checkpoint: str | None) -> str:
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_dir():
-            raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
+            raise CheckpointError(folder_problem(path, "checkpoint folder"),
                                   "pass --checkpoint DIR with a save_pretrained folder")
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{checkpoint} has no config.json, so it is not a save_pretrained folder",
@@ -243,7 +244,7 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
         return None
     chosen = Path(chosen).expanduser()
     if not chosen.is_dir():
-        raise DataError(f"data folder {chosen} does not exist",
+        raise DataError(folder_problem(chosen, "data folder"),
                         "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
     from .data import verify_mirror
 
@@ -481,6 +482,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     stage = resolve_stage(card, options.stage)
     entries = resolve_entries(card, stage, options)
     checkpoint = resolve_checkpoint(card, options.checkpoint)
+    check_values(options.limit, options.seed, options.bootstrap_iters)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
     resolve_device(options.device)
@@ -551,8 +553,17 @@ _EVENT = {"skipped": "skipped", "missing-data": "missing", "no-data": "missing",
 
 def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None = None,
         planned: tuple | None = None) -> RunSummary:
-    """Run a plan (``plan(options)``, computed here unless the caller already has it)."""
-    card, stage, entries, checkpoint, data_dir = planned or plan(options)
+    """Run a plan (``plan(options)``, computed here unless the caller already has it), holding
+    the lock of every results folder it writes (run_checks.output_locks)."""
+    planned = planned or plan(options)
+    folders = [Path(options.output).expanduser() / planned[1] / model for model, _ in run_variants(planned[0], options)]
+    with output_locks(folders):
+        return _run(options, on_event, planned)
+
+
+def _run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None,
+         planned: tuple) -> RunSummary:
+    card, stage, entries, checkpoint, data_dir = planned
     notify = on_event or (lambda *_: None)
     outcomes: list[BenchmarkOutcome] = []
     pending: list[tuple[str, dict[str, Any] | None, list[SuiteEntry]]] = []

@@ -53,6 +53,7 @@ class Ctx:
     src: Path | None = None
     dest: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    held: list[int] = field(default_factory=list)  # descriptors a case keeps open (a lock) while it runs
 
 
 def run_args(ctx: Ctx, *extra: str, tasks: str = "gsm8k", checkpoint: Path | None = None,
@@ -172,6 +173,17 @@ def journal_line_from_the_future(ctx: Ctx) -> None:
     path.write_text(json.dumps(line) + "\n")
 
 
+def hold_output_lock(ctx: Ctx) -> None:
+    """Another process's `evo-eval run` on the same folder: its lock (an flock) is held."""
+    import fcntl
+
+    folder = ctx.out / "base" / "llama3-8b"
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    ctx.held.append(fd)
+
+
 def unwritable(path: Path):
     """Make ``path`` unwritable for this process: permissions, or (as root) a read-only bind mount."""
     if os.geteuid() != 0:
@@ -259,6 +271,38 @@ CASES = [
     _case("model-args-unknown", "`--model-args bogus=1` for an HF card", lambda c: run_args(c, "--model-args", "bogus=1"),
           "error: --model-args: LlamaForCausalLM.__init__() got an unexpected keyword argument 'bogus' — remove the "
           "setting; HF cards take HFLM's arguments, e.g. max_length=2048"),
+    _case("limit-nan", "`--limit nan`", lambda c: replace_arg(run_args(c), "--limit", "nan"),
+          "error: --limit must be a finite number, got nan — pass a number of documents (or a fraction below 1), or "
+          "leave --limit out to run them all"),
+    _case("limit-inf", "`--limit inf`", lambda c: replace_arg(run_args(c), "--limit", "inf"),
+          "error: --limit must be a finite number, got inf — pass a number of documents (or a fraction below 1), or "
+          "leave --limit out to run them all"),
+    _case("seed-too-large", "`--seed 4294967296` (beyond 2³²−1)", lambda c: run_args(c, "--seed", "4294967296"),
+          "error: --seed must be between 0 and 4294967295 (numpy's seed range), got 4294967296 — pass a smaller "
+          "non-negative seed"),
+    _case("tasks-empty", "`--tasks \"\"`", lambda c: replace_arg(run_args(c), "--tasks", ""),
+          "error: --tasks '' names no task — give task names separated by commas, or leave --tasks out to run the "
+          "whole suite"),
+    _case("tasks-only-commas", "`--tasks ,`", lambda c: replace_arg(run_args(c), "--tasks", ","),
+          "error: --tasks ',' names no task — give task names separated by commas, or leave --tasks out to run the "
+          "whole suite"),
+    _case("bootstrap-iters-negative", "`--bootstrap-iters -5`",
+          lambda c: replace_arg(run_args(c), "--bootstrap-iters", "-5"),
+          "error: --bootstrap-iters must be 0 or more, got -5 — pass 0 to skip standard errors, or e.g. 1000"),
+    _case("checkpoint-is-a-file", "`--checkpoint` names a file",
+          _with(lambda c: (c.tmp / "weights.bin").write_bytes(b"\0"),
+                lambda c: run_args(c, checkpoint=c.tmp / "weights.bin")),
+          "error: checkpoint folder {tmp}/weights.bin is a file, not a folder — pass --checkpoint DIR with a "
+          "save_pretrained folder"),
+    _case("data-dir-is-a-file", "`--data-dir` names a file",
+          _with(lambda c: (c.tmp / "mirror.tar").write_bytes(b"\0"),
+                lambda c: replace_arg(run_args(c), "--data-dir", str(c.tmp / "mirror.tar"))),
+          "error: data folder {tmp}/mirror.tar is a file, not a folder — create it with `evo-eval data import SRC "
+          "--dest DIR`, or drop --data-dir to use the hub"),
+    _case("output-in-use", "another `evo-eval run` writing the same `--output` folder",
+          _with(hold_output_lock, run_args),
+          "error: another evo-eval run (pid 4242) is writing {out}/base/llama3-8b — wait for it to finish, or give "
+          "this run another --output"),
     _case("output-is-a-file", "`--output` names a file",
           _with(lambda c: (c.out / "notes.txt").write_text("my notes\n"),
                 lambda c: replace_arg(run_args(c), "--output", str(c.out / "notes.txt"))),
@@ -383,7 +427,9 @@ def ctx(tmp_path, tiny_llama_dir, small_mirror, benchdata) -> Ctx:
     request = type("R", (), {"args": ("Question: ?\nAnswer:", " yes"), "task_name": "evo_arc_challenge", "doc_id": 0})
     journal.put(journal.key("loglikelihood", request), "loglikelihood", request, [-1.5, False])
     journal.close()
-    return c
+    yield c
+    for fd in c.held:
+        os.close(fd)
 
 
 def snapshot(*folders: Path) -> dict[Path, bytes]:
@@ -481,6 +527,30 @@ def test_a_full_disk_is_one_line_and_keeps_finished_work(case: Case, ctx: Ctx, c
         reloaded = Journal(journal.parent, "gsm8k", {})
         assert reloaded.skipped_lines == 0 and journal.read_bytes().count(b"\n") == 1
     assert not list((ctx.out / "base" / "llama3-8b").glob(".*.tmp")), "no half-written results left behind"
+
+
+def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(ctx: Ctx):
+    # What a kill inside store.atomic_write_text leaves: the temporary file, never renamed.
+    folder = ctx.out / "base" / "llama3-8b"
+    orphan = folder / ".gsm8k.json.k1ll3d.tmp"
+    orphan.write_text('{"half": ')
+    result = CliRunner().invoke(app, run_args(ctx))
+    assert result.exit_code == 0, result.stderr
+    assert (folder / "gsm8k.json").is_file()
+    assert not list(folder.glob(".*.tmp")), "a killed run's temporary file outlived the next run"
+
+
+def test_the_output_lock_is_released_when_the_run_ends(ctx: Ctx):
+    import fcntl
+
+    result = CliRunner().invoke(app, replace_arg(run_args(ctx), "--limit", "nan"))  # refused after planning
+    assert result.exit_code == 2
+    assert CliRunner().invoke(app, run_args(ctx)).exit_code == 0
+    fd = os.open(ctx.out / "base" / "llama3-8b" / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again: the finished run let go of it
+    finally:
+        os.close(fd)
 
 
 SIGINT = Case("sigint", "Ctrl-C (SIGINT) mid-run", run_args,
