@@ -30,6 +30,7 @@ view, then forks the process that runs the program, PID 1 of the new namespace. 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 
@@ -140,6 +141,10 @@ def _fork_into_pid_namespace() -> None:
     signal it sends itself with no handler installed is dropped (the kernel's own are not: SIGKILL
     at the hard CPU limit, faults). One fork rather than a separate reaper: each fork and each exit
     hop costs start-up time on every program."""
+    # Frozen, the bootstrap's objects are never walked by the collector again: otherwise the
+    # first collection in the program writes to every object's header and copies the whole
+    # pre-fork heap, page by page, a cost each program would pay.
+    gc.freeze()
     program = os.fork()
     if program:
         _close_all_but((1, 2))
