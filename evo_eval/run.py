@@ -28,7 +28,7 @@ from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
-from .run_checks import check_card_tokenizer, check_values, folder_problem, output_locks
+from .run_checks import check_card_tokenizer, check_card_values, check_values, folder_problem, output_locks
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
 
@@ -499,6 +499,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     checkpoint = resolve_checkpoint(card, options.checkpoint)
     check_values(options.limit, options.seed, options.bootstrap_iters)
     check_card_tokenizer(card)
+    check_card_values(card)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
     resolve_device(options.device)

@@ -49,6 +49,33 @@ def check_card_tokenizer(card) -> None:
                         f"fix the tokenizer field in {where}, or remove it to use the checkpoint's own tokenizer")
 
 
+def check_card_values(card) -> None:
+    """Every decoding and likelihood value of a card, in the range its sampler's or scorer's config
+    accepts: the configs' own checks, run now on each benchmark's merged settings, so `k_max: -1`
+    or `mc_num: 0` is one line before any model loads rather than an error (or a silent clamp)
+    mid-run. Cards of lm-eval's HF backend hand their settings to lm-eval instead."""
+    if card.is_hf:
+        return
+    from dataclasses import fields
+
+    from .adapters import adapter_class
+
+    cls = adapter_class(card.family)
+    sampler_keys = {f.name for f in fields(cls.sampler_cls.Config)}
+    scorer_keys = {f.name for f in fields(cls.scorer_cls.Config)}
+    where = card.path or card.name
+    for benchmark in [None, *card.decoding.get("tasks", {})]:
+        settings = {**card.likelihood, **card.decoding_for(benchmark)}
+        for label, config, keys in (("decoding", cls.sampler_cls.Config, sampler_keys),
+                                    ("likelihood", cls.scorer_cls.Config, scorer_keys)):
+            try:
+                config.from_dict({k: v for k, v in settings.items() if k in keys})
+            except (ValueError, TypeError) as exc:
+                label += f" for {benchmark}" if benchmark else ""
+                raise UserError(f"model card {card.name} is invalid: {label}: {exc}",
+                                f"fix the YAML in {where}") from None
+
+
 def check_task_list(raw: str | None, tasks: list[str] | None) -> None:
     """`--tasks ""` or `--tasks ,` name nothing; running the whole suite instead would be a guess."""
     if raw is not None and not tasks:

@@ -83,6 +83,16 @@ def card_copy(ctx: Ctx, edit: Callable[[str], str] | None = None, raw: bytes | N
     ctx.env["EVO_EVAL_CARDS"] = str(ctx.cards)
 
 
+def other_card_copy(ctx: Ctx, name: str, old: str, new: str) -> None:
+    ctx.cards = ctx.tmp / "cards"
+    shutil.copytree(cards_dir(), ctx.cards)
+    path = ctx.cards / f"{name}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    ctx.env["EVO_EVAL_CARDS"] = str(ctx.cards)
+
+
 def tasks_copy(ctx: Ctx, edit: Callable[[Path], None]) -> None:
     ctx.tasks = ctx.tmp / "tasks"
     shutil.copytree(tasks_dir(), ctx.tasks, ignore=shutil.ignore_patterns("__pycache__"))
@@ -331,6 +341,19 @@ CASES = [
                 run_args),
           "error: model card llama3-8b names tokenizer /nonexistent/tokenizer, which is not a folder — fix the "
           "tokenizer field in {cards}/llama3-8b.yaml, or remove it to use the checkpoint's own tokenizer"),
+    _case("card-k-max-negative", "Evo card with `k_max: -1`",
+          _with(lambda c: other_card_copy(c, "evo-8b", "k_max: 20", "k_max: -1"), lambda c: run_args(c, model="evo-8b")),
+          "error: model card evo-8b is invalid: decoding: k_max must be a whole number >= 0, got -1 — fix the YAML "
+          "in {cards}/evo-8b.yaml"),
+    _case("card-top-p-out-of-range", "Evo card with `top_p: 7`",
+          _with(lambda c: other_card_copy(c, "evo-8b", "top_p: 0.9", "top_p: 7"), lambda c: run_args(c, model="evo-8b")),
+          "error: model card evo-8b is invalid: decoding: top_p must lie in (0, 1], got 7.0 — fix the YAML in "
+          "{cards}/evo-8b.yaml"),
+    _case("card-mc-num-zero", "LLaDA card with `mc_num: 0` (was: clamped to 1)",
+          _with(lambda c: other_card_copy(c, "llada-8b", "mc_num: 128", "mc_num: 0"),
+                lambda c: run_args(c, model="llada-8b")),
+          "error: model card llada-8b is invalid: likelihood: mc_num and batch must be at least 1 — fix the YAML in "
+          "{cards}/llada-8b.yaml"),
     # -- task YAML -------------------------------------------------------------------------------------
     _case("task-yaml-syntax", "task YAML that does not parse",
           _with(lambda c: tasks_copy(c, lambda p: p.write_text(p.read_text().replace(
