@@ -3,7 +3,7 @@
 The public entry point is evo_eval.scoring.code_exec (check_programs, protections). Here:
 runner.py starts and judges one program (harness side); child.py is the sandboxed interpreter's
 bootstrap; layers.py probes which kernel mechanisms this machine allows and describes them;
-userns.py (with idmap.py, the harness's half), isolation.py, landlock.py, seccomp.py, limits.py and
+userns.py, isolation.py, landlock.py, seccomp.py, limits.py and
 guard.py are the mechanisms; kernel.py holds the ctypes calls they need; fsroots.py says where a
 program may read; cleanup.py removes whatever a program left, never raising.
 

@@ -92,14 +92,12 @@ def set_up(config: dict) -> None:
     if layers.get("userns"):
         # From here on this is the program's process in its own namespaces and mount view (the
         # harness's child waits above it); its working directory is the view's tmpfs.
-        config["workdir"] = userns.enter(config["site_packages"], config["setup_fd"],
-                                         config["quota"]["disk_mb"], config["quota"]["files"])
+        config["workdir"] = userns.enter(config["site_packages"], config["quota"]["disk_mb"],
+                                         config["quota"]["files"])
         # The view holds real directories only; an entry that came through a symlink would be gone.
         sys.path[:] = [os.path.realpath(p) for p in sys.path]
-    else:
-        os.close(config["setup_fd"])
-        if layers["namespaces"]:
-            isolation.enter_namespaces()
+    elif layers["namespaces"]:
+        isolation.enter_namespaces()
     isolation.drop_privileges()
     if layers["landlock"]:
         landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
@@ -169,7 +167,7 @@ def probe(config: dict) -> dict:
     if config.get("try_userns"):
         # All or nothing: a failure here ends the probe, and the parent probes again without.
         try:
-            workdir = userns.enter(site_packages, config["setup_fd"], 1, 64)
+            workdir = userns.enter(site_packages, 1, 64)
         except OSError as exc:
             return {**found, "userns": None, "userns_error": str(exc)}
         found["userns"] = "uid %d, gid %d" % (os.getuid(), os.getgid())  # inside: 0, 0
@@ -177,7 +175,6 @@ def probe(config: dict) -> dict:
         found["pid_in_namespace"] = os.getpid()
         found["view"] = sorted(os.listdir("/"))
     else:
-        os.close(config["setup_fd"])
         found["userns"] = None
         try:
             found["namespaces"] = isolation.enter_namespaces()

@@ -30,6 +30,8 @@ MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 
 MNT_DETACH = 2
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -122,6 +124,14 @@ class _CapData(ctypes.Structure):
 
 def clear_capabilities() -> None:
     """Empty the effective, permitted and inheritable sets (always allowed: it only lowers)."""
+    set_capabilities(0)
+
+
+def set_capabilities(mask: int) -> None:
+    """Effective = permitted = `mask` (capability bits), inheritable empty; only ever lowers."""
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
     data = (_CapData * 2)()
+    for word in (0, 1):
+        bits = (mask >> (32 * word)) & 0xFFFFFFFF
+        data[word].effective = data[word].permitted = bits
     _check(_libc.capset(ctypes.byref(header), data))

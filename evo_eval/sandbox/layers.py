@@ -11,15 +11,11 @@ import functools
 import json
 import marshal
 import site
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from . import idmap
 
 CHILD = Path(__file__).with_name("child.py")
 
@@ -81,22 +77,14 @@ def probe() -> Probe:
 
 
 def _run_probe(try_userns: bool) -> dict:
-    ours, theirs = socket.socketpair()
-    with ours, tempfile.TemporaryDirectory(prefix="evo-sandbox-probe-") as workdir, \
-            tempfile.TemporaryFile() as stdin:
-        config = {"probe": True, "try_userns": try_userns, "workdir": workdir, "site_packages": site_packages(),
-                  "setup_fd": theirs.fileno()}
-        stdin.write(child_input(config))
-        stdin.seek(0)
-        with subprocess.Popen(child_command(), stdin=stdin, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, cwd=workdir, env={}, pass_fds=(theirs.fileno(),)) as proc:
-            theirs.close()
-            idmap.serve(ours, proc.pid, time.monotonic() + 30)
-            try:
-                stdout, stderr = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                stdout, stderr = proc.communicate()
+    with tempfile.TemporaryDirectory(prefix="evo-sandbox-probe-") as workdir:
+        config = {"probe": True, "try_userns": try_userns, "workdir": workdir, "site_packages": site_packages()}
+        try:
+            done = subprocess.run(child_command(), input=child_input(config), cwd=workdir, env={},
+                                  capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            return {"probe_error": f"the probe did not finish in {exc.timeout} s"}
+        stdout, stderr = done.stdout, done.stderr
     try:
         return json.loads(stdout)
     except ValueError:

@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import idmap
 from . import layers as _layers
 from .cleanup import remove_tree
 from .layers import Layers
@@ -77,21 +76,16 @@ def run_sandboxed(program: str, timeout: float, limits: Limits, layers: Layers) 
 def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
     nonce = secrets.token_hex(16).encode()
     ours, theirs = socket.socketpair()
-    setup_ours, setup_theirs = socket.socketpair()  # the child's request for its id map (idmap.py)
-    with ours, setup_ours, tempfile.TemporaryFile() as output:
+    with ours, tempfile.TemporaryFile() as output:
         # The nonce waits in the kernel's socket buffer; the child reads it only after the checks.
         ours.sendall(nonce)
-        config = _config(workdir, timeout, limits, layers, theirs.fileno(), setup_theirs.fileno())
+        config = _config(workdir, timeout, limits, layers, theirs.fileno())
         start = time.monotonic()
         try:
-            proc = _start(workdir, _layers.child_input(config, program), output, theirs, setup_theirs)
+            proc = _start(workdir, _layers.child_input(config, program), output, theirs)
         finally:
             theirs.close()
-            setup_theirs.close()
-        deadline = start + timeout + STARTUP_GRACE_S
-        if layers.userns:
-            idmap.serve(setup_ours, proc.pid, deadline)
-        timed_out = not _wait_unreaped(proc.pid, deadline)
+        timed_out = not _wait_unreaped(proc.pid, start + timeout + STARTUP_GRACE_S)
         _kill_group(proc.pid)
         returncode = proc.wait()
         wall = time.monotonic() - start
@@ -101,15 +95,14 @@ def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers:
     return ExecResult(status == "passed", status, wall, returncode, tail)
 
 
-def _start(workdir: Path, payload: bytes, output, verdict: socket.socket, setup: socket.socket) -> subprocess.Popen:
+def _start(workdir: Path, payload: bytes, output, verdict: socket.socket) -> subprocess.Popen:
     # The input goes through an unnamed file, not a pipe: writing it can never block on a child
     # that does not read, and the child cannot find it by name afterwards.
     with tempfile.TemporaryFile() as stdin:
         stdin.write(payload)
         stdin.seek(0)
         return subprocess.Popen(_layers.child_command(), stdin=stdin, stdout=output, stderr=subprocess.STDOUT,
-                                cwd=workdir, env={}, start_new_session=True,
-                                pass_fds=(verdict.fileno(), setup.fileno()))
+                                cwd=workdir, env={}, start_new_session=True, pass_fds=(verdict.fileno(),))
 
 
 def _tail(output, size: int) -> str:
@@ -118,11 +111,10 @@ def _tail(output, size: int) -> str:
     return output.read().decode("utf-8", "replace")
 
 
-def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdict_fd: int, setup_fd: int) -> dict:
+def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdict_fd: int) -> dict:
     return {
         "workdir": str(workdir),
         "verdict_fd": verdict_fd,
-        "setup_fd": setup_fd,
         "quota": {"disk_mb": limits.disk_mb, "files": limits.files},
         "layers": layers.as_config(),
         "site_packages": _layers.site_packages(),

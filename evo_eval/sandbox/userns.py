@@ -4,8 +4,8 @@ stdlib only).
 This is what closes the sandbox by construction rather than by a list of refusals. The program
 does not share with anything it could harm:
 
-* a uid: a new user namespace in which it is "root" over nothing, mapped (by the parent, which
-  alone may write the map) to an unprivileged id outside: 65534 ("nobody") when the harness is
+* a uid: a new user namespace in which it is "root" over nothing, mapped to an unprivileged id
+  outside: 65534 ("nobody") when the harness is
   root, the harness's own uid otherwise. Its files, signals and resource limits are those of that
   id: it owns nothing outside its working directory, so chmod, utime, xattrs and prlimit on
   anything else are refused by plain permission checks; and RLIMIT_NPROC, which the kernel ignores
@@ -23,9 +23,10 @@ does not share with anything it could harm:
   contents included, so nothing the program made survives it.
 * a network (no interface but a loopback that is down) and System V IPC.
 
-The process the harness starts (the "keeper", still uid 0 until the map is written) builds the
-view, then forks the process that runs the program, PID 1 of the new namespace. The keeper relays the program's exit to the harness unchanged
-(the same exit code, or the same signal), so the parent's verdict logic does not change.
+The process the harness starts (the "keeper") builds the view, takes the unprivileged id, makes
+the user, PID, network and IPC namespaces, then forks the process that runs the program, PID 1 of
+the new PID namespace. The keeper relays the program's exit to the harness unchanged (the same
+exit code, or the same signal), so the parent's verdict logic does not change.
 """
 
 from __future__ import annotations
@@ -43,36 +44,79 @@ WORKDIR = "/tmp/evo-sandbox"  # the program's working directory inside the view
 _ROOT_OPTIONS = "size=1m,nr_inodes=1024,mode=0755"
 _ST_TO_MS = {1: kernel.MS_RDONLY, 2: kernel.MS_NOSUID, 4: kernel.MS_NODEV, 8: kernel.MS_NOEXEC,
              1024: kernel.MS_NOATIME, 2048: kernel.MS_NODIRATIME, 4096: kernel.MS_RELATIME}
-NAMESPACES = (kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWNET
-              | kernel.CLONE_NEWIPC)
-MAP_REQUEST, MAP_DONE = b"m", b"k"  # as in idmap.py (parent side)
+NOBODY = 65534
+# Created last, owned by the program's user namespace (the network, IPC and PID spaces it gets).
+_OWN_NAMESPACES = kernel.CLONE_NEWPID | kernel.CLONE_NEWNET | kernel.CLONE_NEWIPC
+CAP_SYS_ADMIN = 21
 
 
-def enter(site_packages: list[str], setup_fd: int, disk_mb: int, files: int) -> str:
+def enter(site_packages: list[str], disk_mb: int, files: int) -> str:
     """Move into the namespaces and the view; returns (in the program's process only) the working
     directory inside the view. Raises OSError before the fork; after it, the keeper never returns
-    (it exits with the program's status)."""
+    (it exits with the program's status).
+
+    Root builds the view in a mount namespace owned by the host's user namespace (so nothing in
+    the sandbox could ever change it), then becomes nobody and only then makes the user namespace;
+    any other user makes the user namespace first (mounting needs it). Either way the process maps
+    its own id, which the kernel allows without help: no round trip to the harness."""
     dirs = fsroots.read_only_roots(site_packages)
     mounted_files = [p for p in fsroots.READ_FILES + fsroots.READ_WRITE_FILES if os.path.exists(p)]
-    if os.geteuid() == 0:
-        os.setgroups([])  # root's supplementary groups would follow it into the namespace
-    _step("unshare", kernel.unshare, NAMESPACES)
-    # Descriptors taken in the new mount namespace (a bind mount's source must be in the caller's)
-    # but still as the harness's uid: the bind mounts go through them, so the unprivileged id never
-    # needs to walk paths such as /root that it may not search.
-    sources: dict[str, int] = {}
+    root = os.geteuid() == 0
+    outside = (NOBODY, NOBODY) if root else (os.geteuid(), os.getegid())
+    proc_self = os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # gone from the view
     try:
-        for path in dirs + mounted_files:
-            sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        _ask_parent_for_id_map(setup_fd)
-        _step("setresgid", os.setresgid, 0, 0, 0)  # "root" inside, the unprivileged id outside
-        _step("setresuid", os.setresuid, 0, 0, 0)
-        _build_view(sources, set(mounted_files), disk_mb, files)
+        if root:
+            os.setgroups([])  # root's supplementary groups would follow it
+            _step("unshare the mount namespace", kernel.unshare, kernel.CLONE_NEWNS)
+        else:
+            _step("unshare the user and mount namespaces", kernel.unshare, kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS)
+            _map_own_ids(proc_self, *outside)
+        # Descriptors taken in the new mount namespace (a bind mount's source must be in the
+        # caller's) and before any change of id, so no path such as /root needs searching later.
+        sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in dirs + mounted_files}
+        try:
+            _build_view(sources, set(mounted_files), disk_mb, files, owner=outside if root else (0, 0))
+        finally:
+            for fd in sources.values():
+                os.close(fd)
+        if root:
+            _become(*outside)
+            _step("unshare the user namespace", kernel.unshare, kernel.CLONE_NEWUSER | _OWN_NAMESPACES)
+            _map_own_ids(proc_self, *outside)
+        else:
+            _step("unshare the PID, network and IPC namespaces", kernel.unshare, _OWN_NAMESPACES)
     finally:
-        for fd in sources.values():
-            os.close(fd)
+        os.close(proc_self)
     _fork_into_pid_namespace()
     return WORKDIR
+
+
+def _become(uid: int, gid: int) -> None:
+    """Root becomes the unprivileged id, keeping CAP_SYS_ADMIN only until the user namespace is
+    made (where unprivileged user namespaces are restricted, as on Ubuntu's AppArmor, only a
+    process with it may make one; inside, its powers are over its own namespaces alone)."""
+    kernel.prctl(kernel.PR_SET_KEEPCAPS, 1)
+    _step("setresgid", os.setresgid, gid, gid, gid)
+    _step("setresuid", os.setresuid, uid, uid, uid)
+    kernel.set_capabilities(1 << CAP_SYS_ADMIN)
+    kernel.prctl(kernel.PR_SET_KEEPCAPS, 0)
+    # A change of uid makes the process undumpable, which gives its /proc files to root: it could
+    # no longer write its own id maps.
+    kernel.prctl(kernel.PR_SET_DUMPABLE, 1)
+
+
+def _map_own_ids(proc_self: int, uid: int, gid: int) -> None:
+    """Root inside = (uid, gid) outside: a process may map its own ids (and, for gids, only once
+    setgroups is denied), so the one-line maps need no privilege in the parent namespace."""
+    for name, text in (("uid_map", f"0 {uid} 1\n"), ("setgroups", "deny\n"), ("gid_map", f"0 {gid} 1\n")):
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_self)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OSError(exc.errno, f"writing {name}: {exc.strerror}") from None
 
 
 def _step(what: str, call, *args) -> None:
@@ -83,18 +127,7 @@ def _step(what: str, call, *args) -> None:
         raise OSError(exc.errno, f"{what}: {exc.strerror or exc}") from None
 
 
-def _ask_parent_for_id_map(setup_fd: int) -> None:
-    # Writing a map to an id other than one's own needs CAP_SETUID in the parent namespace, which
-    # only the harness has; it writes /proc/<pid>/{uid_map,setgroups,gid_map} and answers.
-    os.write(setup_fd, MAP_REQUEST)
-    answer = os.read(setup_fd, 256)
-    os.close(setup_fd)
-    if not answer.startswith(MAP_DONE):
-        reason = answer.decode("utf-8", "replace").strip() or "no answer from the harness"
-        raise OSError(f"the harness could not map the user namespace: {reason}")
-
-
-def _build_view(sources: dict[str, int], files: set[str], disk_mb: int, inodes: int) -> None:
+def _build_view(sources: dict[str, int], files: set[str], disk_mb: int, inodes: int, owner: tuple[int, int]) -> None:
     # nothing propagates back out
     _step("private mounts", kernel.mount, None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
     _step("tmpfs root", kernel.mount, "tmpfs", VIEW_ROOT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, _ROOT_OPTIONS)
@@ -117,7 +150,7 @@ def _build_view(sources: dict[str, int], files: set[str], disk_mb: int, inodes: 
     workdir = VIEW_ROOT + WORKDIR
     os.makedirs(workdir, exist_ok=True)
     _step("working directory tmpfs", kernel.mount, "tmpfs", workdir, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
-          f"size={disk_mb}m,nr_inodes={inodes},mode=0700")
+          f"size={disk_mb}m,nr_inodes={inodes},mode=0700,uid={owner[0]},gid={owner[1]}")
     # The view becomes "/": pivot_root(".", ".") stacks the old root under the new one, and the
     # lazy unmount detaches it, so no path leads back to the host's files.
     os.chdir(VIEW_ROOT)
