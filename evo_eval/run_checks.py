@@ -7,9 +7,9 @@ line before any model loads rather than a traceback (numpy's seed) or a silent c
 The results folder: one process at a time writes a (stage, model) folder. A second `evo-eval run`
 on the same output would redo the same requests and race on the same results files; it is refused
 with one line while the first holds the folder's lock (an flock, released by the kernel however the
-holder ends, so a killed run never leaves a stale lock). Holding the lock also makes any temporary
-file of an atomic write in that folder (``.NAME.*.tmp``, store.atomic_write_text) an orphan of a
-killed run, and it is removed.
+holder ends, so a killed run never leaves a stale lock; rank 0 holds it for a data-parallel
+launch). Holding the lock also makes any temporary file of an atomic write in that folder
+(``.NAME.*.tmp``, store.atomic_write_text) an orphan of a killed run, and it is removed.
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ def folder_problem(path: Path, what: str) -> str:
 
 @contextlib.contextmanager
 def output_locks(folders: list[Path]) -> Iterator[None]:
+    """The folders' locks, held by rank 0 for all ranks of a data-parallel launch (accelerate and
+    torchrun set RANK): its ranks write one folder together, each its own journal."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        yield
+        return
     held: list[int] = []
     try:
         for folder in sorted(set(folders)):
