@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/code_exec.py [--data PATH] [--workers N ...] [--repeats R] [--output FILE]
 
 For each worker count: wall time, programs/s and how many passed (all 164 should), median over
-``--repeats`` batches. Two baselines put the figures in context on a machine that may be busy:
-a bare ``python -I -S -c pass`` per program with the same workers (the floor any one-process-
-per-program design pays), and the same solutions under the guard alone (no namespaces, Landlock
-or seccomp), which shows what the kernel mechanisms cost. Prints the protections in force and
+``--repeats`` batches. Baselines put the figures in context on a machine that may be busy,
+each measured interleaved with the sandbox: a bare ``python -I -S -c pass`` per program with the
+same workers (the floor any one-process-per-program design pays), the same solutions under the
+guard alone (no namespaces, Landlock or seccomp), which shows what the kernel mechanisms cost, and
+(where they are available) the sandbox without its user, PID and mount namespaces, as it was
+before issue 13. Prints the protections in force and
 the load average, and writes everything as JSON with --output.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gzip
 import json
 import os
@@ -58,19 +61,20 @@ def bare_batch(count: int, workers: int) -> dict:
     return {"wall_s": time.perf_counter() - start}
 
 
-def median_of(run, repeats: int) -> dict:
-    rows = [run() for _ in range(repeats)]
+def median_row(rows: list[dict]) -> dict:
     out = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
     out["runs_wall_s"] = [round(row["wall_s"], 3) for row in rows]
     return out
 
 
 @contextlib.contextmanager
-def guard_only():
-    """Run as if this machine had none of the kernel mechanisms."""
+def layers_as(layers: sandbox_layers.Layers | None):
+    """Run with these layers (None: as probed): GUARD_ONLY is a machine with none of the kernel
+    mechanisms; the probed layers less `userns` are the sandbox before issue 13 (no user, PID or
+    mount namespaces), the comparison its change is held to."""
     real_probe = sandbox_layers.probe
-    facts = real_probe().facts
-    sandbox_layers.probe = lambda: sandbox_layers.Probe(sandbox_layers.GUARD_ONLY, facts)
+    found = real_probe()
+    sandbox_layers.probe = lambda: sandbox_layers.Probe(layers or found.layers, found.facts)
     try:
         yield
     finally:
@@ -96,11 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(programs)} HumanEval canonical solutions, {cpus} usable CPUs, "
           f"load average {report['load_before'][0]:.2f}, median of {args.repeats}\n")
     print(f"{'workers':>7} {'what':<22} {'wall s':>7} {'prog/s':>7} {'passed':>7} {'overlap':>7}")
+    probed = sandbox_layers.probe().layers
+    profiles = {"sandbox": None, "guard only": sandbox_layers.GUARD_ONLY}
+    if probed.userns:
+        profiles["without user/pid/mount ns"] = dataclasses.replace(probed, userns=False)
     for workers in counts:
-        rows = {"sandbox": median_of(lambda: sandbox_batch(programs, workers), args.repeats)}
-        with guard_only():
-            rows["guard only"] = median_of(lambda: sandbox_batch(programs, workers), args.repeats)
-        rows["bare interpreter"] = median_of(lambda: bare_batch(len(programs), workers), args.repeats)
+        # Interleaved, one batch of each profile per repeat: on a shared machine the load drifts,
+        # and batches run back to back see the same load.
+        runs: dict[str, list[dict]] = {what: [] for what in [*profiles, "bare interpreter"]}
+        for _ in range(args.repeats):
+            for what, layers in profiles.items():
+                with layers_as(layers):
+                    runs[what].append(sandbox_batch(programs, workers))
+            runs["bare interpreter"].append(bare_batch(len(programs), workers))
+        rows = {what: median_row(batches) for what, batches in runs.items()}
         for what, row in rows.items():
             rate = len(programs) / row["wall_s"]
             passed = f"{row['passed']:.0f}" if "passed" in row else "-"

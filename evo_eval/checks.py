@@ -14,6 +14,7 @@ from typing import Any, Callable
 from .cards import ModelCard
 from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError, first_line
 from .paths import tasks_dir
+from .run_checks import folder_problem
 from .suites import SuiteEntry, check_stage
 
 
@@ -36,7 +37,7 @@ def resolve_checkpoint(card: ModelCard, checkpoint: str | None) -> str:
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_dir():
-            raise CheckpointError(f"checkpoint folder {checkpoint} does not exist",
+            raise CheckpointError(folder_problem(path, "checkpoint folder"),
                                   "pass --checkpoint DIR with a save_pretrained folder")
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{checkpoint} has no config.json, so it is not a save_pretrained folder",
@@ -178,7 +179,7 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
         return None
     chosen = Path(chosen).expanduser()
     if not chosen.is_dir():
-        raise DataError(f"data folder {chosen} does not exist",
+        raise DataError(folder_problem(chosen, "data folder"),
                         "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
     from .data.mirror import verify_mirror
 

@@ -27,6 +27,7 @@ from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data.prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
+from .run_checks import check_card_tokenizer, check_card_values, check_values, output_locks
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .settings import in_force
 from .suites import SuiteEntry, resolve
@@ -95,7 +96,7 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
         try:
             lm = RankedHFLM(
                 pretrained=checkpoint, revision=None if options.checkpoint else card.revision, dtype=dtype,
-                device=str(device), batch_size=options.batch_size, **options.model_args,
+                device=str(device), batch_size=options.batch_size, **_card_tokenizer(card), **options.model_args,
             )
         except TypeError as exc:  # transformers hands unknown model_args to the model's constructor
             raise UserError(f"--model-args: {first_line(exc, 300)}", "remove the setting; HF cards take HFLM's "
@@ -121,9 +122,15 @@ def build_lm(card: ModelCard, checkpoint: str, options: RunOptions):
     try:
         return cls(pretrained=checkpoint, card=card, revision=None if options.checkpoint else card.revision,
                    device=options.device, dtype=options.dtype, batch_size=options.batch_size, seed=options.seed,
-                   **options.model_args)
+                   **_card_tokenizer(card), **options.model_args)
     except (ValueError, TypeError) as exc:  # the adapters reject unknown or ill-typed settings this way
         raise UserError(f"--model-args: {first_line(exc, 300)}", "fix or remove the setting") from exc
+
+
+def _card_tokenizer(card: ModelCard) -> dict[str, str]:
+    """A card's `tokenizer:` (hub id or folder) is what every backend loads, unless --model-args
+    names another; without it, the checkpoint's own."""
+    return {"tokenizer": card.tokenizer} if card.tokenizer else {}
 
 
 def _check_vocab(tokenizer: Any, model: Any, checkpoint: str) -> None:
@@ -261,9 +268,18 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
             seeds={"random": options.seed, "numpy": options.seed, "torch": options.seed, "fewshot": FEWSHOT_SEED},
             shots=entry.shots, limit=options.limit, data_dir=str(data_dir) if data_dir else "hub",
             data_manifest_sha256=manifest, wall_time_s=outcome["wall_s"], world_size=getattr(lm, "world_size", 1),
-            weights="checkpoint",
+            weights="checkpoint", **_sandbox_provenance(entry.key),
         ),
     }
+
+
+def _sandbox_provenance(benchmark: str) -> dict[str, Any]:
+    """For code benchmarks: which protections the sandbox had on this machine, and which it lacked."""
+    if benchmark not in CODE_BENCHMARKS:
+        return {}
+    from .sandbox.code_exec import protections
+
+    return {"sandbox": protections()}
 
 
 def _model_dtype(lm: Any, options: RunOptions) -> str:
@@ -288,6 +304,9 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     stage = resolve_stage(card, options.stage)
     entries = resolve_entries(card, stage, options)
     checkpoint = resolve_checkpoint(card, options.checkpoint)
+    check_values(options.limit, options.seed, options.bootstrap_iters)
+    check_card_tokenizer(card)
+    check_card_values(card)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
     resolve_device(options.device)
@@ -358,8 +377,17 @@ _EVENT = {"skipped": "skipped", "missing-data": "missing", "no-data": "missing",
 
 def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None = None,
         planned: tuple | None = None) -> RunSummary:
-    """Run a plan (``plan(options)``, computed here unless the caller already has it)."""
-    card, stage, entries, checkpoint, data_dir = planned or plan(options)
+    """Run a plan (``plan(options)``, computed here unless the caller already has it), holding
+    the lock of every results folder it writes (run_checks.output_locks)."""
+    planned = planned or plan(options)
+    folders = [Path(options.output).expanduser() / planned[1] / model for model, _ in run_variants(planned[0], options)]
+    with output_locks(folders):
+        return _run(options, on_event, planned)
+
+
+def _run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutcome | None], None] | None,
+         planned: tuple) -> RunSummary:
+    card, stage, entries, checkpoint, data_dir = planned
     notify = on_event or (lambda *_: None)
     outcomes: list[BenchmarkOutcome] = []
     pending: list[tuple[str, dict[str, Any] | None, list[SuiteEntry]]] = []

@@ -18,7 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +53,7 @@ class Ctx:
     src: Path | None = None
     dest: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    held: list[int] = field(default_factory=list)  # descriptors a case keeps open (a lock) while it runs
 
 
 def run_args(ctx: Ctx, *extra: str, tasks: str = "gsm8k", checkpoint: Path | None = None,
@@ -79,6 +80,16 @@ def card_copy(ctx: Ctx, edit: Callable[[str], str] | None = None, raw: bytes | N
         path.write_bytes(raw)
     else:
         path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+    ctx.env["EVO_EVAL_CARDS"] = str(ctx.cards)
+
+
+def other_card_copy(ctx: Ctx, name: str, old: str, new: str) -> None:
+    ctx.cards = ctx.tmp / "cards"
+    shutil.copytree(cards_dir(), ctx.cards)
+    path = ctx.cards / f"{name}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
     ctx.env["EVO_EVAL_CARDS"] = str(ctx.cards)
 
 
@@ -172,6 +183,17 @@ def journal_line_from_the_future(ctx: Ctx) -> None:
     path.write_text(json.dumps(line) + "\n")
 
 
+def hold_output_lock(ctx: Ctx) -> None:
+    """Another process's `evo-eval run` on the same folder: its lock (an flock) is held."""
+    import fcntl
+
+    folder = ctx.out / "base" / "llama3-8b"
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    ctx.held.append(fd)
+
+
 def unwritable(path: Path):
     """Make ``path`` unwritable for this process: permissions, or (as root) a read-only bind mount."""
     if os.geteuid() != 0:
@@ -259,6 +281,38 @@ CASES = [
     _case("model-args-unknown", "`--model-args bogus=1` for an HF card", lambda c: run_args(c, "--model-args", "bogus=1"),
           "error: --model-args: LlamaForCausalLM.__init__() got an unexpected keyword argument 'bogus' — remove the "
           "setting; HF cards take HFLM's arguments, e.g. max_length=2048"),
+    _case("limit-nan", "`--limit nan`", lambda c: replace_arg(run_args(c), "--limit", "nan"),
+          "error: --limit must be a finite number, got nan — pass a number of documents (or a fraction below 1), or "
+          "leave --limit out to run them all"),
+    _case("limit-inf", "`--limit inf`", lambda c: replace_arg(run_args(c), "--limit", "inf"),
+          "error: --limit must be a finite number, got inf — pass a number of documents (or a fraction below 1), or "
+          "leave --limit out to run them all"),
+    _case("seed-too-large", "`--seed 4294967296` (beyond 2³²−1)", lambda c: run_args(c, "--seed", "4294967296"),
+          "error: --seed must be between 0 and 4294967295 (numpy's seed range), got 4294967296 — pass a smaller "
+          "non-negative seed"),
+    _case("tasks-empty", "`--tasks \"\"`", lambda c: replace_arg(run_args(c), "--tasks", ""),
+          "error: --tasks '' names no task — give task names separated by commas, or leave --tasks out to run the "
+          "whole suite"),
+    _case("tasks-only-commas", "`--tasks ,`", lambda c: replace_arg(run_args(c), "--tasks", ","),
+          "error: --tasks ',' names no task — give task names separated by commas, or leave --tasks out to run the "
+          "whole suite"),
+    _case("bootstrap-iters-negative", "`--bootstrap-iters -5`",
+          lambda c: replace_arg(run_args(c), "--bootstrap-iters", "-5"),
+          "error: --bootstrap-iters must be 0 or more, got -5 — pass 0 to skip standard errors, or e.g. 1000"),
+    _case("checkpoint-is-a-file", "`--checkpoint` names a file",
+          _with(lambda c: (c.tmp / "weights.bin").write_bytes(b"\0"),
+                lambda c: run_args(c, checkpoint=c.tmp / "weights.bin")),
+          "error: checkpoint folder {tmp}/weights.bin is a file, not a folder — pass --checkpoint DIR with a "
+          "save_pretrained folder"),
+    _case("data-dir-is-a-file", "`--data-dir` names a file",
+          _with(lambda c: (c.tmp / "mirror.tar").write_bytes(b"\0"),
+                lambda c: replace_arg(run_args(c), "--data-dir", str(c.tmp / "mirror.tar"))),
+          "error: data folder {tmp}/mirror.tar is a file, not a folder — create it with `evo-eval data import SRC "
+          "--dest DIR`, or drop --data-dir to use the hub"),
+    _case("output-in-use", "another `evo-eval run` writing the same `--output` folder",
+          _with(hold_output_lock, run_args),
+          "error: another evo-eval run (pid 4242) is writing {out}/base/llama3-8b — wait for it to finish, or give "
+          "this run another --output"),
     _case("output-is-a-file", "`--output` names a file",
           _with(lambda c: (c.out / "notes.txt").write_text("my notes\n"),
                 lambda c: replace_arg(run_args(c), "--output", str(c.out / "notes.txt"))),
@@ -281,6 +335,25 @@ CASES = [
           _with(lambda c: card_copy(c, raw=(cards_dir() / "llama3-8b.yaml").read_text().replace(
               "LLaMA3 8B", "LLaMA3 8B \u00e9").encode("latin-1")), run_args),
           "error: model card llama3-8b.yaml is invalid: not UTF-8 text — " + FIX_CARD),
+    _case("card-tokenizer-missing", "card whose `tokenizer:` names a folder that is not there (was: ignored)",
+          _with(lambda c: card_copy(c, lambda t: t.replace("dtype: bfloat16\n",
+                                                           "dtype: bfloat16\ntokenizer: /nonexistent/tokenizer\n")),
+                run_args),
+          "error: model card llama3-8b names tokenizer /nonexistent/tokenizer, which is not a folder — fix the "
+          "tokenizer field in {cards}/llama3-8b.yaml, or remove it to use the checkpoint's own tokenizer"),
+    _case("card-k-max-negative", "Evo card with `k_max: -1`",
+          _with(lambda c: other_card_copy(c, "evo-8b", "k_max: 20", "k_max: -1"), lambda c: run_args(c, model="evo-8b")),
+          "error: model card evo-8b is invalid: decoding: k_max must be a whole number >= 0, got -1 — fix the YAML "
+          "in {cards}/evo-8b.yaml"),
+    _case("card-top-p-out-of-range", "Evo card with `top_p: 7`",
+          _with(lambda c: other_card_copy(c, "evo-8b", "top_p: 0.9", "top_p: 7"), lambda c: run_args(c, model="evo-8b")),
+          "error: model card evo-8b is invalid: decoding: top_p must lie in (0, 1], got 7.0 — fix the YAML in "
+          "{cards}/evo-8b.yaml"),
+    _case("card-mc-num-zero", "LLaDA card with `mc_num: 0` (was: clamped to 1)",
+          _with(lambda c: other_card_copy(c, "llada-8b", "mc_num: 128", "mc_num: 0"),
+                lambda c: run_args(c, model="llada-8b")),
+          "error: model card llada-8b is invalid: likelihood: mc_num and batch must be at least 1 — fix the YAML in "
+          "{cards}/llada-8b.yaml"),
     # -- task YAML -------------------------------------------------------------------------------------
     _case("task-yaml-syntax", "task YAML that does not parse",
           _with(lambda c: tasks_copy(c, lambda p: p.write_text(p.read_text().replace(
@@ -383,7 +456,9 @@ def ctx(tmp_path, tiny_llama_dir, small_mirror, benchdata) -> Ctx:
     request = type("R", (), {"args": ("Question: ?\nAnswer:", " yes"), "task_name": "evo_arc_challenge", "doc_id": 0})
     journal.put(journal.key("loglikelihood", request), "loglikelihood", request, [-1.5, False])
     journal.close()
-    return c
+    yield c
+    for fd in c.held:
+        os.close(fd)
 
 
 def snapshot(*folders: Path) -> dict[Path, bytes]:
@@ -481,6 +556,39 @@ def test_a_full_disk_is_one_line_and_keeps_finished_work(case: Case, ctx: Ctx, c
         reloaded = Journal(journal.parent, "gsm8k", {})
         assert reloaded.skipped_lines == 0 and journal.read_bytes().count(b"\n") == 1
     assert not list((ctx.out / "base" / "llama3-8b").glob(".*.tmp")), "no half-written results left behind"
+
+
+def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(ctx: Ctx):
+    # What a kill inside store.atomic_write_text leaves: the temporary file, never renamed.
+    folder = ctx.out / "base" / "llama3-8b"
+    orphan = folder / ".gsm8k.json.k1ll3d.tmp"
+    orphan.write_text('{"half": ')
+    result = CliRunner().invoke(app, run_args(ctx))
+    assert result.exit_code == 0, result.stderr
+    assert (folder / "gsm8k.json").is_file()
+    assert not list(folder.glob(".*.tmp")), "a killed run's temporary file outlived the next run"
+
+
+def test_a_cards_tokenizer_is_what_every_backend_loads():
+    from evo_eval.cards import get_card
+    from evo_eval.run import _card_tokenizer
+
+    card = get_card("llama3-8b")
+    assert _card_tokenizer(card) == {}
+    assert _card_tokenizer(replace(card, tokenizer="/models/tok")) == {"tokenizer": "/models/tok"}
+
+
+def test_the_output_lock_is_released_when_the_run_ends(ctx: Ctx):
+    import fcntl
+
+    result = CliRunner().invoke(app, replace_arg(run_args(ctx), "--limit", "nan"))  # refused after planning
+    assert result.exit_code == 2
+    assert CliRunner().invoke(app, run_args(ctx)).exit_code == 0
+    fd = os.open(ctx.out / "base" / "llama3-8b" / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again: the finished run let go of it
+    finally:
+        os.close(fd)
 
 
 SIGINT = Case("sigint", "Ctrl-C (SIGINT) mid-run", run_args,

@@ -208,7 +208,9 @@ def run(
 ) -> None:
     """Evaluate one model card on a suite; writes results/<stage>/<model>/<benchmark>.json."""
     from ..run import RunOptions
+    from ..run_checks import check_task_list
 
+    check_task_list(tasks, _csv(tasks))
     options = RunOptions(
         model=model, suite=suite, stage=stage, tasks=_csv(tasks), limit=_limit(limit), shots=shots,
         checkpoint=checkpoint, data_dir=data_dir, output=output, batch_size=_batch(batch_size), device=device,
@@ -324,7 +326,9 @@ def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
     if fmt not in ("markdown", "json"):
         raise UnknownNameError("ablation table format", fmt, ["markdown", "json"])
     if not results.is_dir():
-        raise UserError(f"results folder {results} does not exist", "run `evo-eval run --suite ablation` first")
+        from .run_checks import folder_problem
+
+        raise UserError(folder_problem(results, "results folder"), "run `evo-eval run --suite ablation` first")
     rows = figure3_table(results, model, stage)
     return render_markdown(rows) if fmt == "markdown" else json.dumps(rows, indent=1) + "\n"
 

@@ -58,6 +58,17 @@ class EvoSamplerConfig(SamplerConfig):
     block_length: int = 32
     decode: str = "projection"  # projection | nearest
 
+    def __post_init__(self) -> None:
+        # Ranges checked when the config is made (a card's values at plan time), not mid-run.
+        if not isinstance(self.k_max, int) or self.k_max < 0:
+            raise ValueError(f"k_max must be a whole number >= 0, got {self.k_max!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if self.block_length < 1:
+            raise ValueError(f"block_length must be at least 1, got {self.block_length!r}")
+
 
 @dataclass(frozen=True)
 class Schedule:

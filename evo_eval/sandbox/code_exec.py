@@ -20,8 +20,9 @@ For metric code::
 ``protections() -> dict[str, str]``
     Which protection is in force on this machine and by which mechanism, one line each (for logs
     and results provenance).
-``Limits(memory_mb=2048, file_mb=16, open_files=64, processes=64, output_kb=64)``
-    Per-program limits, if the defaults do not fit.
+``Limits(memory_mb=2048, file_mb=16, open_files=64, processes=64, output_kb=64, disk_mb=64, files=4096)``
+    Per-program limits, if the defaults do not fit (processes: threads and processes together;
+    disk_mb and files: the working directory's quota, where user namespaces are available).
 
 ``ExecResult`` fields: ``passed`` (bool), ``status`` ("passed", "failed", "timeout",
 "killed:<SIGNAL>" e.g. killed:SIGXCPU at the CPU limit), ``wall_s``, ``returncode``, ``output``
@@ -120,7 +121,7 @@ def protections(limits: Limits | None = None) -> dict[str, str]:
     limits = limits or Limits()
     found = sandbox_layers.probe()
     return sandbox_layers.describe(found.layers, found.facts, limits.memory_mb, limits.file_mb,
-                                   limits.open_files, limits.processes)
+                                   limits.open_files, limits.processes, limits.disk_mb, limits.files)
 
 
 def _validate(programs: list[str], timeout: float, workers: int | None) -> None:

@@ -11,7 +11,8 @@ import sys
 
 # System library directories: shared libraries that extension modules load, time zone data.
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/opt")
-READ_FILES = ("/etc/localtime",)
+# Time zones; the dynamic loader's cache (extension modules' libraries are found through it).
+READ_FILES = ("/etc/localtime", "/etc/ld.so.cache")
 READ_WRITE_FILES = (os.devnull,)
 
 

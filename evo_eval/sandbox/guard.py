@@ -8,9 +8,10 @@ the program, which fails it. The guard has two jobs:
    `check` just before it is called) and replacing a function's __code__.
    Side effect: doctest.testmod(), coverage and profilers do not work inside the sandbox.
 2. Fallbacks, only where the kernel mechanism is missing on this machine (the parent decides and
-   protections() says which): process creation and signals (no seccomp), sockets other than
-   AF_UNIX (no network namespace and no seccomp), and file access outside the working directory
-   and the Python installation (no Landlock). With any of these on, the guard is part of the
+   protections() says which): process creation, signals and prlimit on other processes (no
+   seccomp), sockets other than
+   AF_UNIX (no network namespace and no seccomp), and file access (metadata and UNIX socket
+   addresses included) outside the working directory and the Python installation (no Landlock). With any of these on, the guard is part of the
    containment, so it also closes the doors to native code and hook-free interpreters: ctypes,
    cffi, subinterpreters, CPython's test modules, and gc's object walks (which would find the
    bootstrap's purged ctypes). That costs numpy, which imports ctypes. Where the kernel does all
@@ -55,17 +56,25 @@ class Refused(PermissionError):
     """What the program gets for a refused operation."""
 
 
-def install(workdir: str, site_packages: list[str], processes: bool, network: bool, files: bool) -> None:
-    """Install the hook; the booleans turn the fallbacks on."""
-    policy = _Policy(os.path.realpath(workdir), site_packages, processes, network, files)
+# What Landlock does not cover and only a private mount view hides: metadata changes and
+# connecting to UNIX sockets (a socket file needs no Landlock right to be connected to).
+METADATA_EVENTS = frozenset({"os.chmod", "os.chown", "os.utime", "os.setxattr", "os.removexattr",
+                             "os.chflags", "os.lchflags"})
+
+
+def install(workdir: str, site_packages: list[str], processes: bool, network: bool, files: bool,
+            metadata: bool = False) -> None:
+    """Install the hook; the booleans turn the fallbacks on (`metadata`: no private mount view)."""
+    policy = _Policy(os.path.realpath(workdir), site_packages, processes, network, files, metadata)
     sys.addaudithook(policy)
 
 
 class _Policy:
-    def __init__(self, workdir: str, site_packages: list[str], processes: bool, network: bool, files: bool):
+    def __init__(self, workdir: str, site_packages: list[str], processes: bool, network: bool, files: bool,
+                 metadata: bool = False):
         self.workdir = workdir
-        self.processes, self.network, self.files = processes, network, files
-        self.seal = processes or network or files  # see job 2 in the module docstring
+        self.processes, self.network, self.files, self.metadata = processes, network, files, files or metadata
+        self.seal = processes or network or self.metadata  # see job 2 in the module docstring
         self.read_roots = tuple(fsroots.read_only_roots(site_packages))
         self.read_files = frozenset(fsroots.READ_FILES + fsroots.READ_WRITE_FILES)
         self.write_files = frozenset(fsroots.READ_WRITE_FILES)
@@ -81,14 +90,16 @@ class _Policy:
         if event == "import":
             self._import(args[0])
         elif self.processes and (event in PROCESS_EVENTS
-                                 or event == "os.kill" and args[0] != self.pid):
+                                 or event in ("os.kill", "resource.prlimit") and args[0] not in (0, self.pid)):
             raise Refused(f"sandbox: {event} is not allowed")
         elif self.network and event == "socket.__new__" and args[1] != AF_UNIX:
             raise Refused("sandbox: network sockets are not allowed")
         elif self.files and event == "open":
             self._open(args)
-        elif self.files and event in PATH_EVENTS:
+        elif event in PATH_EVENTS and (self.files or self.metadata and event in METADATA_EVENTS):
             self._paths(event, args)
+        elif self.metadata and event in ("socket.connect", "socket.bind") and args[0].family == AF_UNIX:
+            self._unix_address(event, args[1])
 
     def _import(self, module: str) -> None:
         top = module.partition(".")[0]
@@ -102,10 +113,19 @@ class _Policy:
 
     def _paths(self, event: str, args: tuple) -> None:
         writes, indices, dir_fd_at = PATH_EVENTS[event]
-        if dir_fd_at is not None and len(args) > dir_fd_at and args[dir_fd_at] not in (None, -100):
+        # -1 is how CPython reports "no dir_fd", -100 is AT_FDCWD
+        if dir_fd_at is not None and len(args) > dir_fd_at and args[dir_fd_at] not in (None, -1, -100):
             raise Refused(f"sandbox: {event} relative to a directory descriptor is not allowed")
         for index in indices:
             self._check(args[index], writes, event)
+
+    def _unix_address(self, event: str, address) -> None:
+        # A pathname socket is reached through the file tree, so it gets the files' rule; an
+        # abstract one (leading NUL) is in no tree at all, so only the program's own would do.
+        if isinstance(address, (str, bytes)) and address[:1] not in ("\0", b"\0", "", b""):
+            self._check(address, True, event)
+        else:
+            raise Refused(f"sandbox: {event} to an abstract UNIX socket is not allowed")
 
     def _check(self, path, writes: bool, event: str) -> None:
         if path is None or isinstance(path, int):  # an already open descriptor: checked when opened

@@ -34,7 +34,8 @@ def child_input(config: dict, source: str = "") -> bytes:
 def site_packages() -> list[str]:
     """The harness's own site-packages: what lm-eval's code_eval, which runs programs in the
     harness's interpreter, would let them import."""
-    return [p for p in site.getsitepackages() if Path(p).is_dir()]
+    # Resolved: a private mount view holds the real directories, not the symlinks leading to them.
+    return list(dict.fromkeys(str(Path(p).resolve()) for p in site.getsitepackages() if Path(p).is_dir()))
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Layers:
     namespaces: bool  # new network + IPC namespaces
     landlock: int  # Landlock ABI version in use, 0 for none
     seccomp: bool
+    # user + PID + mount namespaces too: an unprivileged id, its own PID space, a view of only the
+    # interpreter and a tmpfs working directory with a disk and file-count quota (userns.py)
+    userns: bool = False
 
     def as_config(self) -> dict:
         return asdict(self)
@@ -60,25 +64,50 @@ class Probe:
 
 @functools.cache
 def probe() -> Probe:
-    with tempfile.TemporaryDirectory(prefix="evo-sandbox-probe-") as workdir:
-        config = {"probe": True, "workdir": workdir, "site_packages": site_packages()}
-        done = subprocess.run(child_command(), input=child_input(config), cwd=workdir, env={},
-                              capture_output=True, timeout=60)
-    try:
-        facts = json.loads(done.stdout)
-    except ValueError:  # the probe itself died: assume nothing, let the guard do everything
-        reason = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-500:]
-        return Probe(GUARD_ONLY, {"probe_error": reason})
+    """The full isolation first; where it fails (no user namespaces, a container that forbids
+    mounts), once more without it, keeping why in the facts."""
+    facts = _run_probe(try_userns=True)
+    if facts.get("userns") is None and "probe_error" not in facts:
+        facts = {**_run_probe(try_userns=False), "userns_error": facts.get("userns_error", "unknown")}
+    if "probe_error" in facts:  # the probe itself died: assume nothing, let the guard do everything
+        return Probe(GUARD_ONLY, facts)
     layers = Layers(namespaces=bool(facts["namespaces"]), landlock=int(facts["landlock"]),
-                    seccomp=bool(facts["seccomp"] and facts["arch"]))
+                    seccomp=bool(facts["seccomp"] and facts["arch"]), userns=bool(facts.get("userns")))
     return Probe(layers, facts)
 
 
+def _run_probe(try_userns: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="evo-sandbox-probe-") as workdir:
+        config = {"probe": True, "try_userns": try_userns, "workdir": workdir, "site_packages": site_packages()}
+        try:
+            done = subprocess.run(child_command(), input=child_input(config), cwd=workdir, env={},
+                                  capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            return {"probe_error": f"the probe did not finish in {exc.timeout} s"}
+        stdout, stderr = done.stdout, done.stderr
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        return {"probe_error": (stderr or stdout).decode("utf-8", "replace").strip()[-500:] or "no output"}
+
+
 def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_files: int,
-             processes: int) -> dict[str, str]:
+             processes: int, disk_mb: int = 0, files: int = 0) -> dict[str, str]:
     """One line per protection, saying which mechanism provides it here."""
-    root = facts.get("euid") == 0
+    root = facts.get("euid") == 0 and not layers.userns
     guard = "the Python audit hook (weak: native code could bypass it)"
+    if layers.userns:
+        outside = "uid 65534 (nobody)" if facts.get("euid") == 0 else f"the harness's uid {facts.get('euid')}"
+        isolation = (f"user namespace: root inside, {outside} outside, owning nothing outside its working "
+                     "directory; own PID namespace (sees no other process); private mount view")
+        view = (f"private mount view: only read-only binds of {', '.join(facts.get('read_roots', []))}, "
+                f"/dev/null, /etc/localtime, and a {disk_mb} MiB, {files}-inode tmpfs working directory; "
+                "no /tmp, /proc, home or host sockets")
+    else:
+        isolation = ("no user/PID/mount namespaces on this machine"
+                     f" ({facts.get('userns_error', 'not probed')}): the program keeps the harness's uid"
+                     + (" (root)" if root else "") + " and sees its processes")
+        view = "no private mount view: the host's file tree, filtered by the layer below"
     if layers.namespaces:
         network = "new network namespace: no interfaces, loopback down"
         if layers.landlock >= 4:
@@ -90,13 +119,22 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
     if layers.landlock:
         filesystem = (f"Landlock ABI {layers.landlock}: read-only {', '.join(facts.get('read_roots', []))}; "
                       "read-write only in the working directory; nothing else visible")
+        if layers.userns:
+            filesystem += "; metadata (chmod, utime, xattr) and UNIX sockets outside: absent from the mount view"
+        else:
+            filesystem += (f"; chmod, utime, xattrs and UNIX socket addresses outside the working directory: "
+                           f"{guard} (Landlock does not cover them; no private mount view here)")
     else:
         filesystem = f"{guard} refuses access outside the working directory and the Python installation"
-    nproc = ("RLIMIT_NPROC does not apply to root" if root
-             else f"RLIMIT_NPROC {processes} for this user")
+    if layers.userns:
+        nproc = f"RLIMIT_NPROC {processes} threads and processes, counted in its own user namespace"
+    elif root:
+        nproc = "NO thread cap: RLIMIT_NPROC does not apply to root and no user namespace here"
+    else:
+        nproc = f"RLIMIT_NPROC {processes} for this user"
     if layers.seccomp:
         forks = f"seccomp: no fork, exec or process-creating clone (threads only); {nproc}"
-        signals = "seccomp: signals only to itself"
+        signals = "seccomp: signals and prlimit only to itself"
     else:
         forks = f"{guard} refuses fork, spawn and exec; {nproc}"
         signals = f"{guard} refuses signals to other processes"
@@ -107,8 +145,15 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
     return {
         "process": "one interpreter per program, own session; its whole process group is killed "
                    "when it exits or at the wall-clock limit (timeout + 1 s start-up allowance)",
-        "limits": f"CPU time = timeout (SIGXCPU, then SIGKILL), address space {memory_mb} MiB, "
-                  f"file size {file_mb} MiB, {open_files} open files, no core dumps",
+        "limits": ("CPU time = timeout (SIGKILL: PID 1 of its namespace gets no SIGXCPU)" if layers.userns
+                   else "CPU time = timeout (SIGXCPU, then SIGKILL)") + f", address space {memory_mb} MiB, "
+                  f"file size {file_mb} MiB, {open_files} open files, no core dumps"
+                  + ("; memfd and System V shared memory refused (seccomp), so no memory outside the "
+                     "address-space limit" if layers.seccomp else "; memfd NOT refused (no seccomp)"),
+        "quota": (f"working directory is a {disk_mb} MiB tmpfs with {files} inodes" if layers.userns
+                  else "NO disk or file-count quota (no private mount view here); file size limit only"),
+        "isolation": isolation,
+        "view": view,
         "environment": "emptied; python -I; empty stdin; fresh temporary working directory, removed afterwards",
         "network": network,
         "filesystem": filesystem,
@@ -117,7 +162,7 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
         "ipc": "new IPC namespace" if layers.namespaces else "host System V IPC visible (no IPC namespace here)",
         "privileges": "all capabilities dropped, no_new_privs" + (" (uid 0 kept)" if root else ""),
         "python": "audit hook: no settrace/setprofile, no __code__ swaps"
-                  + ("" if layers.namespaces and layers.landlock and layers.seccomp else
+                  + ("" if layers.userns and layers.landlock and layers.seccomp else
                      "; no ctypes (so no numpy), cffi, subinterpreters or gc object walks, which would "
                      "open a way around the hook's fallback duties"),
         "verdict": "passed only if the program returned from its last line and the bootstrap then echoed "

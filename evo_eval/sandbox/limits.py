@@ -11,10 +11,13 @@ import resource
 MIB = 1024 * 1024
 
 
-def apply_limits(cpu_s: int, memory_mb: int, file_mb: int, open_files: int, processes: int) -> None:
+def apply_limits(cpu_s: int, memory_mb: int, file_mb: int, open_files: int, processes: int,
+                 pid_one: bool = False) -> None:
     # CPU: SIGXCPU at the soft limit, SIGKILL one second later at the hard one, so a loop that
-    # ignores SIGXCPU still dies. Python does not handle SIGXCPU, so the soft limit already kills.
-    _lower(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
+    # ignores SIGXCPU still dies. Python does not handle SIGXCPU, so the soft limit already kills,
+    # except in a namespace's PID 1 (userns.py), to which the kernel does not deliver it: there
+    # the hard limit (SIGKILL) is the CPU limit.
+    _lower(resource.RLIMIT_CPU, cpu_s, cpu_s if pid_one else cpu_s + 1)
     # Address space rather than RSS: the kernel enforces RLIMIT_AS at allocation time, so a memory
     # bomb gets MemoryError instead of pushing the host into swap or the OOM killer.
     _lower(resource.RLIMIT_AS, memory_mb * MIB)

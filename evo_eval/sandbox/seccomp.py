@@ -5,7 +5,8 @@ This is what stops a fork bomb when the harness runs as root, where RLIMIT_NPROC
 CLONE_THREAD, still counted by RLIMIT_NPROC where that applies). The filter also refuses exec,
 signals to any process but itself, tracing and reading other processes' memory or descriptors,
 new namespaces, kernel keyrings and io_uring (which would run system calls behind the filter's
-back); optionally it refuses every socket but AF_UNIX, where no network namespace could be made.
+back), prlimit on any process but itself, memfd and System V shared memory (memory outside the
+address-space limit) and the mount calls; optionally it refuses every socket but AF_UNIX, where no network namespace could be made.
 
 The filter is written in classic BPF by hand (libseccomp is not a Python dependency we want) for
 x86_64 and aarch64; any other architecture, or a foreign calling convention such as 32-bit
@@ -33,7 +34,12 @@ AF_UNIX = 1
 DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
           "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "tkill", "rt_sigqueueinfo",
           "rt_tgsigqueueinfo", "unshare", "setns", "add_key", "request_key", "keyctl",
-          "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd")
+          "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd",
+          # memory outside RLIMIT_AS: a memfd's or a System V segment's pages stay allocated after
+          # they are unmapped, so a program could hold any amount, a slice at a time
+          "memfd_create", "memfd_secret", "shmget", "msgget",
+          # the mount table (already out of reach without capabilities: a second wall)
+          "mount", "umount2", "pivot_root", "chroot", *kernel.MOUNT_API)
 
 
 def _stmt(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
@@ -65,8 +71,9 @@ def build(pid: int, block_inet: bool) -> bytes:
     if facts["audit_arch"] == kernel.ARCHES["x86_64"]["audit_arch"]:
         prog += [_stmt(_JGE_K, X32_SYSCALL_BIT, 0, 1), _stmt(_RET_K, RET_KILL_PROCESS)]
     for name in DENIED:
-        if name in nrs:  # aarch64 has no fork or vfork
-            prog += _rule(nrs[name], [_deny()])
+        number = nrs.get(name, kernel.MOUNT_API.get(name))
+        if number is not None:  # aarch64 has no fork or vfork
+            prog += _rule(number, [_deny()])
     # glibc tries clone3 first and falls back to clone on ENOSYS, where the flags can be inspected
     # (clone3 passes them in memory, out of a filter's reach).
     prog += _rule(nrs["clone3"], [_deny(errno.ENOSYS)])
@@ -75,6 +82,10 @@ def build(pid: int, block_inet: bool) -> bytes:
     for name in ("kill", "tgkill"):  # only to itself (raise() is tgkill(getpid(), gettid()))
         prog += _rule(nrs[name], [_stmt(_LD_W_ABS, _arg_low(0)), _stmt(_JEQ_K, pid, 0, 1),
                                   _stmt(_RET_K, RET_ALLOW), _deny()])
+    # prlimit64(pid, ...): only 0 (itself, how glibc's setrlimit calls it) or its own pid, so no
+    # program can lower the harness's limits (or any other process's) whatever its uid.
+    prog += _rule(nrs["prlimit64"], [_stmt(_LD_W_ABS, _arg_low(0)), _stmt(_JEQ_K, 0, 2, 0),
+                                     _stmt(_JEQ_K, pid, 1, 0), _deny(), _stmt(_RET_K, RET_ALLOW)])
     if block_inet:
         prog += _rule(nrs["socket"], [_stmt(_LD_W_ABS, _arg_low(0)), _stmt(_JEQ_K, AF_UNIX, 0, 1),
                                       _stmt(_RET_K, RET_ALLOW), _deny()])

@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import socket
 import string
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 from evo_eval.errors import UserError
 from evo_eval.sandbox import layers as sandbox_layers
 from evo_eval.sandbox import runner
+from evo_eval.sandbox.cleanup import remove_tree
 from evo_eval.sandbox.code_exec import (
     ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs,
     protections,
@@ -33,7 +35,8 @@ from evo_eval.sandbox.code_exec import (
 HOSTILE = Path(__file__).with_name("hostile")
 GOOD = "def add(a, b):\n    return a + b\n\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n\n\ncheck(add)\n"
 WRONG = GOOD.replace("return a + b", "return a - b")
-REFUSED = r"PermissionError|Operation not permitted|Permission denied|not allowed"
+# Refused, or (in a private mount view) simply not there.
+REFUSED = r"PermissionError|Operation not permitted|Permission denied|not allowed|No such file or directory"
 # hostile program -> (statuses it may end with, what its output must show: why it failed)
 EXPECTED = {
     "infinite_loop": ({"timeout", "killed:SIGXCPU", "killed:SIGKILL"}, None),
@@ -59,13 +62,30 @@ EXPECTED = {
     # ctypes is refused only where the guard stands in for a kernel mechanism; elsewhere seccomp stops
     # the fork it reaches for.
     "native_door": ({"failed"}, r"importing ctypes is not allowed|AssertionError"),
+    # issue 13's red-team pass
+    "prlimit_harness": ({"failed"}, REFUSED + r"|No such process"),
+    "unix_socket_outside": ({"failed"}, REFUSED + r"|Connection refused"),
+    "metadata_outside": ({"failed"}, REFUSED + r"|Read-only file system"),
+    # Under the guard alone every mkdir resolves its whole path, so the tree may still be growing
+    # at the time limit; test_cleanup_survives_a_deep_unreadable_tree covers that cleanup directly.
+    # Under the guard alone each path check walks the deepening tree, so it may run out of CPU first.
+    "deep_tree": ({"failed", "timeout", "killed:SIGXCPU"}, r"AssertionError|^$"),
+    "thread_bomb": ({"failed"}, r"can't start new thread"),
+    "file_bomb": ({"failed"}, r"No space left on device"),
+    "memfd": ({"failed"}, REFUSED),
 }
+# Protections only a kernel mechanism gives (a user namespace, seccomp): where it is missing,
+# protections() must say so in these words, and the harness must still come through intact.
+GAPS = {"thread_bomb": ("processes", "NO thread cap"), "file_bomb": ("quota", "NO disk or file-count quota"),
+        "memfd": ("limits", "memfd NOT refused")}
 # Attacks on the verdict alone, harmless outside a sandbox: a plain interpreter exits 0 on each,
 # so an exit-status grader would have passed them.
 VERDICT_ATTACKS = ("exit_before_asserts", "os_exit_before_asserts", "exit_from_atexit",
                    "trace_rebinds_check", "profile_swaps_code", "forge_verdict")
 BATCH_TIMEOUT = 2.0
-BATCH_LIMITS = Limits(memory_mb=512)  # the memory bomb then stops at 512 MiB, not 2 GiB
+# The memory bomb then stops at 512 MiB, not 2 GiB; the file bomb at 2,000 inodes (the deep tree
+# needs 1,500 of them).
+BATCH_LIMITS = Limits(memory_mb=512, files=2000)
 
 
 @pytest.fixture(autouse=True)
@@ -214,8 +234,10 @@ def hostile_batch(request, tmp_path_factory):
         results = check_programs([GOOD, *programs.values(), GOOD], timeout=BATCH_TIMEOUT,
                                  limits=BATCH_LIMITS, allow=True)
         elapsed = time.monotonic() - start
+        said = protections(BATCH_LIMITS)
     yield {"results": dict(zip(["first", *programs, "last"], results)), "host": host, "before": before,
-           "after": host.snapshot(), "elapsed": elapsed, "leftovers": _processes_inside(host.work)}
+           "after": host.snapshot(), "elapsed": elapsed, "leftovers": _processes_inside(host.work),
+           "protections": said}
     host.close()
 
 
@@ -223,6 +245,10 @@ def hostile_batch(request, tmp_path_factory):
 def test_hostile_program_is_contained_and_fails(hostile_batch, name):
     result = hostile_batch["results"][name]
     statuses, why = EXPECTED[name]
+    if name in GAPS:
+        key, words = GAPS[name]
+        if words in hostile_batch["protections"][key]:  # declared missing here: the batch test checks the rest
+            return
     assert not result.passed, f"{name} passed: {result.output[-2000:]}"
     assert result.status in statuses, (result.status, result.output[-2000:])
     if why:
@@ -237,8 +263,48 @@ def test_batch_goes_on_and_host_is_unchanged(hostile_batch):
     for name in ("read_home", "symlink_escape", "hardlink_escape", "proc_escape"):
         assert host.secret_text not in results[name].output, name
     assert host.nobody_called(), "a sandboxed program reached the host's listener"
+    assert results["deep_tree"].status in ("failed", "timeout", "killed:SIGXCPU")  # its own verdict; the cleanup did not raise
     assert hostile_batch["leftovers"] == [], "sandboxed processes outlived their batch"
     assert list(host.work.iterdir()) == [], "a working directory was left behind"
+
+
+def test_cleanup_survives_a_deep_unreadable_tree(tmp_path):
+    # What a program may leave where no private mount view drops it: deeper than shutil.rmtree's
+    # recursion and than PATH_MAX, with unreadable and unwritable directories.
+    root = tmp_path / "work"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    for level in range(1500):
+        os.mkdir("d" * 100, dir_fd=fd)
+        below = os.open("d" * 100, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = below
+        if level % 300 == 0:
+            os.close(os.open("f", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.mkdir("unreadable", dir_fd=fd)
+    os.chmod("unreadable", 0, dir_fd=fd)
+    os.chmod(fd, 0o500)
+    os.close(fd)
+    with pytest.raises(RecursionError):  # what used to escape and lose the batch
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    assert remove_tree(root) is True and not root.exists()
+    assert remove_tree(root) is True  # already gone: still no exception
+
+
+def test_harness_trouble_with_one_program_stays_with_it(monkeypatch):
+    real_run_in = runner._run_in
+
+    def flaky(workdir, program, *args):
+        if "boom" in program:
+            raise OSError(24, "Too many open files")
+        return real_run_in(workdir, program, *args)
+
+    monkeypatch.setattr(runner, "_run_in", flaky)
+    first, broken, last = check_programs([GOOD, "# boom\n" + GOOD, GOOD], timeout=5, allow=True)
+    assert first.passed and last.passed
+    assert broken.status == "error:harness" and not broken.passed and "Too many open files" in broken.output
 
 
 # ---------------------------------------------------------------- throughput on real data
@@ -283,17 +349,28 @@ class _Host:
         self.port = self.listener.getsockname()[1]
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", self.port))
+        self.unix_socket = base / "host.sock"
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind(str(self.unix_socket))
+        self.unix.listen()
 
     def snapshot(self) -> dict:
-        tree = sorted((str(p.relative_to(self.outside.parent)), p.read_bytes() if p.is_file() else None)
-                      for p in self.outside.parent.rglob("*") if self.work not in (p, *p.parents))
-        stat = self.canary.stat()
-        return {"tree": tree, "canary": (stat.st_mtime_ns, stat.st_size), "home": sorted(os.listdir(self.home))}
+        def state(p: Path):
+            info = p.lstat()
+            return (str(p.relative_to(self.outside.parent)), p.read_bytes() if p.is_file() else None,
+                    info.st_mode, info.st_mtime_ns, sorted(os.listxattr(p, follow_symlinks=False)))
+
+        tree = sorted(state(p) for p in [self.outside.parent, *self.outside.parent.rglob("*")]
+                      if self.work not in (p, *p.parents))
+        limits = [resource.getrlimit(r) for r in (resource.RLIMIT_NICE, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE,
+                                                  resource.RLIMIT_FSIZE, resource.RLIMIT_AS)]
+        return {"tree": tree, "home": sorted(os.listdir(self.home)), "harness_limits": limits}
 
     def nobody_called(self) -> bool:
         self.listener.setblocking(False)
         self.udp.setblocking(False)
-        for attempt in (self.listener.accept, lambda: self.udp.recvfrom(64)):
+        self.unix.setblocking(False)
+        for attempt in (self.listener.accept, lambda: self.udp.recvfrom(64), self.unix.accept):
             try:
                 attempt()
                 return False
@@ -304,12 +381,14 @@ class _Host:
     def close(self) -> None:
         self.listener.close()
         self.udp.close()
+        self.unix.close()
 
 
 def _render(name: str, host: _Host) -> str:
     template = string.Template((HOSTILE / f"{name}.py").read_text())
     return template.substitute(canary=host.canary, outside=host.outside, home=host.home,
-                               secret=host.secret, port=host.port)
+                               secret=host.secret, port=host.port, unix_socket=host.unix_socket,
+                               harness_pid=os.getpid())
 
 
 def _processes_inside(path: Path) -> list[str]:
@@ -325,3 +404,10 @@ def _processes_inside(path: Path) -> list[str]:
             if cwd.startswith(str(path)):
                 found.append(f"{entry.name}: {cwd}")
     return found
+
+
+def test_code_benchmark_results_carry_the_sandbox_protections():
+    from evo_eval.run import _sandbox_provenance
+
+    assert _sandbox_provenance("humaneval") == {"sandbox": protections()}
+    assert _sandbox_provenance("gsm8k") == {}
