@@ -367,7 +367,7 @@ def data_verify(dir: Annotated[Optional[Path], typer.Argument(help="Mirror folde
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the tiny models, mirror and results go.")] = Path(".demo"),
     limit: Annotated[int, typer.Option(help="Documents per task.")] = 2,
-    benchdata: Annotated[Optional[Path], typer.Option(help="Publishers' files (default ../shared/benchdata).")] = None,
+    benchdata: Annotated[Optional[Path], typer.Option(help="Publishers' files (default: the sample shipped in the package).")] = None,
 ) -> None:
     """The embedded default: the whole pipeline offline on tiny local models, then the table."""
     from .demo import run_demo
