@@ -29,7 +29,7 @@ from .paths import tasks_dir
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
-from .suites import SuiteEntry, check_stage, resolve
+from .suites import SuiteEntry, check_stage, resolve, scoring_choice
 
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
 
@@ -437,6 +437,7 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "shots": entry.shots,
         "mode": entry.mode,
         "metric": metric,
+        "scoring": scoring_choice(entry.key, entry.stage),  # the choice the paper leaves to us, if any
         "score": main_score(results, entry.task, metric),
         "limit": options.limit,
         "prompt_hashes": prompt_hashes(samples),

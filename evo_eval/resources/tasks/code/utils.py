@@ -112,6 +112,16 @@ def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[st
     return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
 
 
+def humaneval_instruct_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """lm-eval's `create_test` filter for humaneval_instruct: the reply continues a ```python fence that
+    already holds the prompt, so the completion is the reply up to the closing fence."""
+    from evo_eval.scoring.pass_at_k import check_program
+
+    cut = [[r if r.find("```") == -1 else r[: r.find("```")] for r in resp] for resp in resps]
+    _run_batch([check_program(doc, r) for resp, doc in zip(cut, docs) for r in resp])
+    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(cut, docs)]
+
+
 def infilling_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval's `create_test` filter for infilling: prefix, the generated middle, suffix (human-eval-
     infilling's program with the suffix after the completion)."""
