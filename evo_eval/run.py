@@ -243,6 +243,9 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
         return None
     chosen = Path(chosen).expanduser()
     if not chosen.is_dir():
+        if data_dir is None:  # the environment named it, not the command line
+            raise DataError(f"EVO_EVAL_DATA names {chosen}, which does not exist",
+                            f"create it with `evo-eval data import SRC --dest {chosen}`, or unset EVO_EVAL_DATA to use the hub")
         raise DataError(f"data folder {chosen} does not exist",
                         "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
     from .data import verify_mirror
