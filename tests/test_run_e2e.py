@@ -96,6 +96,7 @@ def test_post_trained_suite_renders_through_the_chat_template(tmp_path, tiny_qwe
     assert context.startswith("<|user|>") and context.endswith("<|assistant|>") and stored["gsm8k"]["chat_template"]
     # the post-trained scoring choices (suites.SCORING_CHOICES) are what ran, and are recorded
     assert stored["math"]["metric"] == "math_verify,none" and stored["math"]["scoring"].startswith("math_verify")
+    assert stored["math"]["score"] is not None  # the evo_math group aggregates math_verify
     assert stored["humaneval"]["task"] == "evo_humaneval_instruct"
     assert stored["humaneval"]["samples"]["evo_humaneval_instruct"][0]["arguments"][0][0].endswith(
         "Here is the completed function:\n```python\n" + stored["humaneval"]["samples"]["evo_humaneval_instruct"][0]["doc"]["prompt"] + "\n")

@@ -92,3 +92,36 @@ def test_humaneval_instruct_cuts_the_reply_at_its_closing_fence(tmp_path, monkey
         scores[name] = out["results"][name]["pass@1,create_test"]
     assert scores == {"evo_humaneval_instruct": 1.0, "evo_humaneval": 0.0}
     assert contexts[0].startswith("Write a solution to the following problem") and "Here is the completed function:\n```python\n" in contexts[0]
+
+
+def test_instruct_math_group_reports_math_verify(tmp_path):
+    """The evo_math group aggregates math_verify too, so the instruct score is a number: boxed 0-shot
+    replies with the right answer score 1 by math_verify, 0 by exact_match."""
+    import lm_eval
+    from lm_eval.api.model import LM
+    from lm_eval.tasks import TaskManager
+
+    from evo_eval.data import import_mirror
+    from evo_eval.paths import sample_benchdata_dir
+    from evo_eval.run import main_score
+
+    import_mirror(sample_benchdata_dir(), tmp_path / "mirror", ["math"])
+
+    class Boxed(LM):
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return [f"Working through it, the result follows.\n\nThe answer is $\\boxed{{{r.doc['answer']}}}$."
+                    for r in requests]
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False,
+                          metadata={"data_dir": str(tmp_path / "mirror")})
+    (entry,) = resolve("all", "instruct", tasks=["math"])
+    out = lm_eval.simple_evaluate(model=Boxed(), tasks=[entry.task], num_fewshot=entry.shots, limit=1,
+                                  bootstrap_iters=0, task_manager=manager)
+    assert main_score(out, entry.task, entry.benchmark.metric["instruct"]) == 1.0
+    assert main_score(out, entry.task, "exact_match,none") == 0.0
