@@ -29,7 +29,7 @@ from .paths import tasks_dir
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
-from .suites import SuiteEntry, check_stage, resolve, scoring_choice
+from .suites import SuiteEntry, check_stage, resolve, scoring_choice, use_include_path
 
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
 
@@ -56,6 +56,7 @@ class RunOptions:
     gen_kwargs: dict[str, Any] | None = None
     quiet: bool = False  # hide lm-eval's own progress bars (the CLI shows its own)
     model_args: dict[str, Any] = field(default_factory=dict)
+    include_path: Path | None = None  # the user's own task YAMLs (user_tasks.py)
 
 
 @dataclass
@@ -185,9 +186,9 @@ def check_output(output: Path, stage: str, model: str) -> None:
                            "choose another --output, or fix its permissions") from None
 
 
-def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None) -> None:
+def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None, include_path: Path | None = None) -> None:
     """Every chosen task is one lm-eval can load from the task folder; lm-eval itself skips a YAML it cannot read."""
-    index = _task_manager(data_dir).task_index
+    index = _task_manager(data_dir, include_path).task_index
     for entry in entries:
         if entry.task not in index:
             raise _missing_task(entry.task)
@@ -331,22 +332,23 @@ def run_identity(card: ModelCard, checkpoint: str, lm: Any, options: RunOptions)
 # ---- one benchmark --------------------------------------------------------------------------------
 
 
-def _task_manager(data_dir: Path | None):
-    root = tasks_dir()
+def _task_manager(data_dir: Path | None, include_path: Path | None = None):
+    roots = [tasks_dir()] + ([Path(include_path).expanduser()] if include_path is not None else [])
     # Indexing the YAMLs costs most of a second and plan() needs the index too: one manager per
     # process for as long as no task file changes (their paths and mtimes are part of the key).
-    files = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    files = sorted(p for root in roots if root.is_dir() for p in root.rglob("*.yaml"))
     stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
-    return _cached_task_manager(str(root), str(data_dir) if data_dir else None, stamp)
+    return _cached_task_manager(tuple(map(str, roots)), str(data_dir) if data_dir else None, stamp)
 
 
 @lru_cache(maxsize=4)
-def _cached_task_manager(root: str, data_dir: str | None, stamp: tuple):
+def _cached_task_manager(roots: tuple[str, ...], data_dir: str | None, stamp: tuple):
     from lm_eval.tasks import TaskManager
 
     metadata = {"data_dir": data_dir} if data_dir else {}
-    # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run.
-    return TaskManager(include_path=root, include_defaults=False, metadata=metadata)
+    # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run (a user's
+    # own tasks in --include-path may still `include` a built-in YAML by path).
+    return TaskManager(include_path=list(roots), include_defaults=False, metadata=metadata)
 
 
 def main_score(results: dict[str, Any], task: str, metric: str) -> float | None:
@@ -440,6 +442,8 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "shots": entry.shots,
         "mode": entry.mode,
         "metric": metric,
+        "label": entry.benchmark.label,  # so `table` can show a user's own benchmark from results alone
+        "section": entry.benchmark.section,
         "scoring": scoring_choice(entry.key, entry.stage),  # the choice the paper leaves to us, if any
         "score": main_score(results, entry.task, metric),
         "limit": options.limit,
@@ -483,6 +487,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     """Everything that can be wrong with the input, checked before any model is loaded."""
     card = get_card(options.model)
     stage = resolve_stage(card, options.stage)
+    use_include_path(options.include_path)
     entries = resolve_entries(card, stage, options)
     checkpoint = resolve_checkpoint(card, options.checkpoint)
     if options.limit is not None and options.limit <= 0:
@@ -490,7 +495,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     resolve_device(options.device)
     check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
-    check_tasks(entries, data_dir)
+    check_tasks(entries, data_dir, options.include_path)
     check_output(options.output, stage, card.name)  # last: the only check that creates anything
     return card, stage, entries, checkpoint, data_dir
 
@@ -577,7 +582,7 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
         os.environ["EVO_EVAL_ALLOW_CODE_EXEC"] = "1"
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     lm = build_lm(card, checkpoint, options)
-    task_manager = _task_manager(data_dir)
+    task_manager = _task_manager(data_dir, options.include_path)
     for model, overrides, todo in pending:
         if not todo:
             continue

@@ -34,6 +34,11 @@ class Benchmark:
     task: dict[str, str]  # stage -> our lm-eval task (resources/tasks/)
     builtin: dict[str, str | None]  # stage -> lm-eval's own task with the same prompt, for parity tests
     metric: dict[str, str]  # stage -> "<metric>,<filter>" reported in tables
+    # A user's own benchmark (user_tasks.py) states its shots and scoring mode; the paper's take them
+    # from the paper's tables and DESIGN.md.
+    shots: dict[str, int] | None = None
+    modes: dict[str, str] | None = None
+    origin: str | None = None  # the YAML that declared it
 
     def stages(self) -> tuple[str, ...]:
         return tuple(s for s in STAGES if s in self.task)
@@ -99,6 +104,23 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 )
 
 _BY_KEY = {b.key: b for b in BENCHMARKS}
+# A user's own benchmarks, registered for this process by use_include_path (--include-path DIR).
+_OWN: dict[str, Benchmark] = {}
+
+
+def use_include_path(include_path) -> list[Benchmark]:
+    """Register the benchmarks declared under ``include_path`` (None: none); returns them."""
+    from .user_tasks import load_benchmarks
+
+    _OWN.clear()
+    if include_path is not None:
+        _OWN.update((b.key, b) for b in load_benchmarks(include_path))
+    return list(_OWN.values())
+
+
+def all_benchmarks() -> tuple[Benchmark, ...]:
+    """The paper's benchmarks in its order, then the user's own."""
+    return BENCHMARKS + tuple(_OWN.values())
 
 _GSM8K = ("flexible-extract: the last number in the reply; strict-match (the number after '#### ', the "
           "shots' answer format) is kept beside it")
@@ -164,6 +186,8 @@ def check_stage(stage: str) -> str:
 
 
 def scoring_mode(key: str, stage: str) -> str:
+    if key in _OWN:
+        return _OWN[key].modes[stage]
     return LIKELIHOOD if stage == "base" and key in _LIKELIHOOD_BASE else GENERATION
 
 
@@ -190,6 +214,8 @@ def paper_table(stage: str) -> dict[str, dict[str, str]]:
 
 
 def paper_shots(key: str, stage: str) -> int:
+    if key in _OWN:
+        return _OWN[key].shots[stage]
     bench = _BY_KEY[key]
     row = paper_table(stage)[bench.paper_row[stage]]
     _, shots = parse_cell(row[PROTOCOL_COLUMN])
@@ -199,9 +225,11 @@ def paper_shots(key: str, stage: str) -> int:
 
 
 def get_benchmark(key: str) -> Benchmark:
-    if key not in _BY_KEY:
-        raise UnknownNameError("task", key, list(_BY_KEY), hint="`evo-eval suites` lists them")
-    return _BY_KEY[key]
+    known = {b.key: b for b in all_benchmarks()}
+    if key not in known:
+        raise UnknownNameError("task", key, list(known), hint="`evo-eval suites` lists them; your own need "
+                               "--include-path DIR")
+    return known[key]
 
 
 def suite_names() -> list[str]:
@@ -217,9 +245,9 @@ def resolve(suite: str = "all", stage: str = "base", tasks: list[str] | None = N
     """
     check_stage(stage)
     if suite == "all":
-        chosen = [b for b in BENCHMARKS if stage in b.task]
+        chosen = [b for b in all_benchmarks() if stage in b.task]
     elif suite in _SECTION_SUITES:
-        chosen = [b for b in BENCHMARKS if stage in b.task and b.section == _SECTION_SUITES[suite]]
+        chosen = [b for b in all_benchmarks() if stage in b.task and b.section == _SECTION_SUITES[suite]]
     else:
         raise UnknownNameError("suite", suite, suite_names())
     if tasks:
@@ -234,7 +262,7 @@ def resolve(suite: str = "all", stage: str = "base", tasks: list[str] | None = N
                     f"it belongs to stage(s) {where}; pass --stage accordingly",
                 )
             picked.append(bench)
-        order = {b.key: i for i, b in enumerate(BENCHMARKS)}
+        order = {b.key: i for i, b in enumerate(all_benchmarks())}
         chosen = sorted({b.key: b for b in picked}.values(), key=lambda b: order[b.key])
     if shots is not None and shots < 0:
         raise UserError(f"--shots must be 0 or more, got {shots}", "pass a non-negative shot count")
