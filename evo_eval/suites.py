@@ -122,6 +122,7 @@ def all_benchmarks() -> tuple[Benchmark, ...]:
     """The paper's benchmarks in its order, then the user's own."""
     return BENCHMARKS + tuple(_OWN.values())
 
+
 _GSM8K = ("flexible-extract: the last number in the reply; strict-match (the number after '#### ', the "
           "shots' answer format) is kept beside it")
 # Scoring choices the paper leaves to us, stated once: written into every results file of the

@@ -232,7 +232,7 @@ CASES = [
     _case("unknown-model", "`--model` names no card", lambda c: replace_arg(run_args(c), "--model", "gpt-5"),
           "error: unknown model 'gpt-5' — choose one of: … (`evo-eval models` lists them)"),
     _case("unknown-task", "`--tasks` with a typo", lambda c: replace_arg(run_args(c), "--tasks", "gsm9k"),
-          "error: unknown task 'gsm9k' — did you mean gsm8k? (`evo-eval suites` lists them)"),
+          "error: unknown task 'gsm9k' — did you mean gsm8k? (`evo-eval suites` lists them; your own need --include-path DIR)"),
     _case("unknown-suite", "`--suite` that does not exist", lambda c: run_args(c, "--suite", "everything"),
           "error: unknown suite 'everything' — choose one of: …"),
     _case("wrong-stage", "`--stage instruct` with a base card", lambda c: run_args(c, "--stage", "instruct"),
