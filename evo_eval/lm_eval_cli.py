@@ -128,7 +128,8 @@ def main() -> None:
         with evo_protocol(stage, apply_shots=getattr(args, "num_fewshot", None) is None, builtins=builtins):
             parser.execute(args)
         return
-    parser.execute(args)
+    with evo_protocol("base", apply_shots=False):  # `ls tasks`, `validate`: our tasks are listed too
+        parser.execute(args)
 
 
 if __name__ == "__main__":
