@@ -51,6 +51,7 @@ def test_sample_covers_every_benchmark_but_gated_gpqa(sample_mirror):
 
 # Leaf tasks: MMLU 57, BBH 27, MATH 7, CMMLU 67, C-Eval 52 and 9 single ones (base); MMLU 57, MMLU-Pro 14
 # (0-shot here), MATH 7 and 5 single ones (instruct). GPQA has no sample.
+@pytest.mark.slow  # builds every leaf task of a stage: about half a minute on two cores
 @pytest.mark.parametrize("stage,expected", [("base", 219), ("instruct", 83)])
 def test_sample_serves_every_task_at_the_papers_shots(sample_mirror, stage, expected):
     """Each leaf task builds its first request with the paper's shots from the sample alone (a few-shot

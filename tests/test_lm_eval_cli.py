@@ -49,6 +49,7 @@ def _lm_eval_cli(monkeypatch, *args: str) -> None:
     lm_eval_cli.main()
 
 
+@pytest.mark.slow  # two full routes on a tiny model: about half a minute on two cores
 def test_both_routes_log_identical_samples(tmp_path, monkeypatch, tiny_llama_dir, sample_mirror):
     """ARC-C (25-shot likelihood) and GSM8K (4-shot generation) on a tiny Llama, without --num_fewshot or
     --include_path on lm-eval's side, the mirror named only by EVO_EVAL_DATA."""

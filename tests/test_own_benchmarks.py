@@ -71,6 +71,7 @@ def forget_own_benchmarks():
     use_include_path(None)  # the registry is per process: leave it as the other tests expect
 
 
+@pytest.mark.slow  # a run, a suites and a table command: about half a minute on two cores
 def test_own_benchmark_runs_lists_and_tabulates(tmp_path, tiny_llama_dir):
     tasks = _write(tmp_path / "my-tasks", ITEMS)
     listed = runner.invoke(app, ["suites", "--stage", "base", "--include-path", str(tasks)],
