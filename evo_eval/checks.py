@@ -121,9 +121,9 @@ def check_output(output: Path, stage: str, model: str) -> None:
                            "choose another --output, or fix its permissions") from None
 
 
-def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None) -> None:
+def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None, include_path: Path | None = None) -> None:
     """Every chosen task is one lm-eval can load from the task folder; lm-eval itself skips a YAML it cannot read."""
-    index = _task_manager(data_dir).task_index
+    index = _task_manager(data_dir, include_path).task_index
     for entry in entries:
         if entry.task not in index:
             raise _missing_task(entry.task)
@@ -179,6 +179,9 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
         return None
     chosen = Path(chosen).expanduser()
     if not chosen.is_dir():
+        if data_dir is None:  # the environment named it, not the command line
+            raise DataError(f"EVO_EVAL_DATA names {chosen}, which does not exist",
+                            f"create it with `evo-eval data import SRC --dest {chosen}`, or unset EVO_EVAL_DATA to use the hub")
         raise DataError(folder_problem(chosen, "data folder"),
                         "create it with `evo-eval data import SRC --dest DIR`, or drop --data-dir to use the hub")
     from .data.mirror import verify_mirror
@@ -187,19 +190,20 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
     return chosen.resolve()
 
 
-def _task_manager(data_dir: Path | None):
-    root = tasks_dir()
+def _task_manager(data_dir: Path | None, include_path: Path | None = None):
+    roots = [tasks_dir()] + ([Path(include_path).expanduser()] if include_path is not None else [])
     # Indexing the YAMLs costs most of a second and plan() needs the index too: one manager per
     # process for as long as no task file changes (their paths and mtimes are part of the key).
-    files = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    files = sorted(p for root in roots if root.is_dir() for p in root.rglob("*.yaml"))
     stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
-    return _cached_task_manager(str(root), str(data_dir) if data_dir else None, stamp)
+    return _cached_task_manager(tuple(map(str, roots)), str(data_dir) if data_dir else None, stamp)
 
 
 @lru_cache(maxsize=4)
-def _cached_task_manager(root: str, data_dir: str | None, stamp: tuple):
+def _cached_task_manager(roots: tuple[str, ...], data_dir: str | None, stamp: tuple):
     from lm_eval.tasks import TaskManager
 
     metadata = {"data_dir": data_dir} if data_dir else {}
-    # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run.
-    return TaskManager(include_path=root, include_defaults=False, metadata=metadata)
+    # Our tasks are self-contained: skipping lm-eval's 14k built-in YAMLs saves seconds per run (a user's
+    # own tasks in --include-path may still `include` a built-in YAML by path).
+    return TaskManager(include_path=list(roots), include_defaults=False, metadata=metadata)

@@ -1,9 +1,10 @@
 """The embedded default (`make demo`): the whole pipeline, offline, on tiny local models.
 
-Imports the real benchmark files into a local mirror, builds tiny random-weight models with
-``save_pretrained`` (nothing is downloaded), runs every base benchmark with a small ``--limit``
-through the same ``run`` a user calls (the tiny models stand in for the real ones via
-``--checkpoint``), and prints the comparison table. The scores are those of random weights: the
+Imports real benchmark files into a local mirror (by default the few documents of every benchmark
+that ship inside the package, evo_eval/resources/benchdata: no ../shared, no network), builds tiny
+random-weight models with ``save_pretrained`` (nothing is downloaded), runs every base benchmark with
+a small ``--limit`` through the same ``run`` a user calls (the tiny models stand in for the real ones
+via ``--checkpoint``), and prints the comparison table. The scores are those of random weights: the
 demo shows that the machinery works end to end, not what any model can do.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from .errors import DataError
-from .paths import REPO_ROOT
+from .paths import sample_benchdata_dir
 
 # Small enough that 15 benchmarks finish in minutes on two cores; random weights rarely emit a stop
 # string, so without a cap every generation would run to the task's full max_gen_toks.
@@ -43,18 +44,21 @@ def _demo_models(models_dir: Path) -> list[tuple[str, Path]]:
 
 
 def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console,
-             execute: Callable[[Any], Any]) -> int:
-    """``execute(RunOptions)`` runs one card (the CLI passes its progress display, ``cli.execute_run``)."""
+             execute: Callable[[Any], Any], tasks: list[str] | None = None) -> int:
+    """``execute(RunOptions)`` runs one card (the CLI passes its progress display, ``cli.execute_run``);
+    ``tasks`` (benchmark keys) narrows the demo to a few benchmarks; default: every base benchmark."""
     from .data.mirror import import_mirror, verify_mirror
     from .report.tables import build_table, render
     from .run import RunOptions
 
     started = time.time()
-    source = benchdata or REPO_ROOT.parent / "shared" / "benchdata"
+    source = Path(benchdata).expanduser() if benchdata else sample_benchdata_dir()
     if not source.is_dir():
-        raise DataError(f"benchmark files not found at {source}",
-                        "clone with shared/ beside the repository, or pass --benchdata DIR")
-    mirror = workdir / "data"
+        what = "benchmark files" if benchdata else "the benchmark sample that ships with evo-eval"
+        raise DataError(f"{what} not found at {source}",
+                        "pass --benchdata DIR with the publishers' files" if benchdata else "reinstall evo-eval")
+    # One mirror per source, so a demo on the full files never reuses the sample's mirror or the reverse.
+    mirror = workdir / ("data" if benchdata else "data-sample")
     if not (mirror / "manifest.json").is_file():
         console.print(f"importing {source} into {mirror} ...")
         import_mirror(source, mirror)
@@ -63,7 +67,7 @@ def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console
     for card, checkpoint in _demo_models(workdir / "models"):
         console.print(f"[bold]{card}[/bold] with tiny random weights from {checkpoint}")
         options = RunOptions(
-            model=card, checkpoint=str(checkpoint), data_dir=mirror, output=results, limit=limit,
+            model=card, checkpoint=str(checkpoint), data_dir=mirror, tasks=tasks, output=results, limit=limit,
             device="cpu", batch_size=8, allow_code_exec=True, skip_missing=True, bootstrap_iters=0,
             gen_kwargs=DEMO_GEN_KWARGS, quiet=True,
         )

@@ -30,7 +30,7 @@ from .devices import resolve_device, resolve_dtype
 from .run_checks import check_card_tokenizer, check_card_values, check_values, output_locks
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .settings import in_force
-from .suites import SuiteEntry, resolve
+from .suites import SuiteEntry, resolve, scoring_choice, use_include_path
 
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
 
@@ -57,6 +57,7 @@ class RunOptions:
     gen_kwargs: dict[str, Any] | None = None
     quiet: bool = False  # hide lm-eval's own progress bars (the CLI shows its own)
     model_args: dict[str, Any] = field(default_factory=dict)
+    include_path: Path | None = None  # the user's own task YAMLs (user_tasks.py)
 
 
 @dataclass
@@ -251,6 +252,9 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "shots": entry.shots,
         "mode": entry.mode,
         "metric": metric,
+        "label": entry.benchmark.label,  # so `table` can show a user's own benchmark from results alone
+        "section": entry.benchmark.section,
+        "scoring": scoring_choice(entry.key, entry.stage),  # the choice the paper leaves to us, if any
         "score": main_score(results, entry.task, metric),
         "limit": options.limit,
         "prompt_hashes": prompt_hashes(samples),
@@ -302,6 +306,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     """Everything that can be wrong with the input, checked before any model is loaded."""
     card = get_card(options.model)
     stage = resolve_stage(card, options.stage)
+    use_include_path(options.include_path)
     entries = resolve_entries(card, stage, options)
     checkpoint = resolve_checkpoint(card, options.checkpoint)
     check_values(options.limit, options.seed, options.bootstrap_iters)
@@ -312,7 +317,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     resolve_device(options.device)
     check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
-    check_tasks(entries, data_dir)
+    check_tasks(entries, data_dir, options.include_path)
     check_output(options.output, stage, card.name)  # last: the only check that creates anything
     return card, stage, entries, checkpoint, data_dir
 
@@ -408,7 +413,7 @@ def _run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutc
         os.environ["EVO_EVAL_ALLOW_CODE_EXEC"] = "1"
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     lm = build_lm(card, checkpoint, options)
-    task_manager = _task_manager(data_dir)
+    task_manager = _task_manager(data_dir, options.include_path)
     for model, overrides, todo in pending:
         if not todo:
             continue

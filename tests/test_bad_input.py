@@ -194,6 +194,21 @@ def hold_output_lock(ctx: Ctx) -> None:
     ctx.held.append(fd)
 
 
+def without_data_dir(ctx: Ctx) -> list[str]:
+    args = run_args(ctx)
+    at = args.index("--data-dir")
+    return args[:at] + args[at + 2:]
+
+
+def own_task_with_bad_mode(ctx: Ctx) -> None:
+    folder = ctx.tmp / "own"
+    folder.mkdir()
+    (folder / "my_task.yaml").write_text(
+        "task: my_task\ndataset_path: json\noutput_type: multiple_choice\nmetadata:\n  evo_eval:\n"
+        "    benchmark: mine\n    label: Mine\n    section: General Tasks\n"
+        "    stages: {base: {shots: 0, mode: guess, metric: 'acc,none'}}\n", encoding="utf-8")
+
+
 def unwritable(path: Path):
     """Make ``path`` unwritable for this process: permissions, or (as root) a read-only bind mount."""
     if os.geteuid() != 0:
@@ -239,7 +254,7 @@ CASES = [
     _case("unknown-model", "`--model` names no card", lambda c: replace_arg(run_args(c), "--model", "gpt-5"),
           "error: unknown model 'gpt-5' — choose one of: … (`evo-eval models` lists them)"),
     _case("unknown-task", "`--tasks` with a typo", lambda c: replace_arg(run_args(c), "--tasks", "gsm9k"),
-          "error: unknown task 'gsm9k' — did you mean gsm8k? (`evo-eval suites` lists them)"),
+          "error: unknown task 'gsm9k' — did you mean gsm8k? (`evo-eval suites` lists them; your own need --include-path DIR)"),
     _case("unknown-suite", "`--suite` that does not exist", lambda c: run_args(c, "--suite", "everything"),
           "error: unknown suite 'everything' — choose one of: …"),
     _case("wrong-stage", "`--stage instruct` with a base card", lambda c: run_args(c, "--stage", "instruct"),
@@ -395,6 +410,15 @@ CASES = [
     _case("mirror-lacks-benchmark", "benchmark the mirror does not hold",
           lambda c: replace_arg(run_args(c), "--tasks", "hellaswag"),
           "error: hellaswag is not in the data mirror {mirror}; " + FIX_IMPORT),
+    _case("data-env-missing", "`EVO_EVAL_DATA` names a folder that does not exist (no `--data-dir`)",
+          _with(lambda c: c.env.update(EVO_EVAL_DATA=str(c.tmp / "nowhere")), without_data_dir),
+          "error: EVO_EVAL_DATA names {tmp}/nowhere, which does not exist — create it with `evo-eval data import SRC "
+          "--dest {tmp}/nowhere`, or unset EVO_EVAL_DATA to use the hub"),
+    _case("own-benchmark-bad-block", "`--include-path` task whose evo_eval block has an unknown mode",
+          _with(own_task_with_bad_mode, lambda c: run_args(c, "--include-path", str(c.tmp / "own"))),
+          "error: {tmp}/own/my_task.yaml: stages.base.mode must be likelihood or generation, got 'guess' — write the "
+          "block as metadata: {evo_eval: {benchmark: KEY, label: LABEL, section: SECTION, stages: {base: {shots: N, "
+          "mode: likelihood, metric: 'acc,none'}}}}"),
     # -- checkpoints -----------------------------------------------------------------------------------
     _case("tokenizer-larger-than-embedding", "tokenizer with more tokens than the model embeds",
           _with(small_vocab_model, lambda c: run_args(c, checkpoint=c.ckpt)),

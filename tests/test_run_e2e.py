@@ -94,6 +94,12 @@ def test_post_trained_suite_renders_through_the_chat_template(tmp_path, tiny_qwe
     sample = stored["gsm8k"]["samples"]["evo_gsm8k"][0]
     context = sample["arguments"][0][0]
     assert context.startswith("<|user|>") and context.endswith("<|assistant|>") and stored["gsm8k"]["chat_template"]
+    # the post-trained scoring choices (suites.SCORING_CHOICES) are what ran, and are recorded
+    assert stored["math"]["metric"] == "math_verify,none" and stored["math"]["scoring"].startswith("math_verify")
+    assert stored["math"]["score"] is not None  # the evo_math group aggregates math_verify
+    assert stored["humaneval"]["task"] == "evo_humaneval_instruct"
+    assert stored["humaneval"]["samples"]["evo_humaneval_instruct"][0]["arguments"][0][0].endswith(
+        "Here is the completed function:\n```python\n" + stored["humaneval"]["samples"]["evo_humaneval_instruct"][0]["doc"]["prompt"] + "\n")
 
 
 @pytest.mark.slow

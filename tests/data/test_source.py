@@ -48,7 +48,7 @@ def test_environment_names_the_mirror_when_metadata_does_not(mirror, monkeypatch
 def test_without_a_mirror_the_hub_is_asked_and_offline_fails_in_one_line(monkeypatch):
     monkeypatch.delenv("EVO_EVAL_DATA", raising=False)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match=r"could not load openai/gsm8k from the Hugging Face hub .* pass --data-dir") as err:
+    with pytest.raises(DataError, match=r"could not load openai/gsm8k from the Hugging Face hub .* point EVO_EVAL_DATA \(evo-eval run: --data-dir\) at a mirror") as err:
         load(benchmark="gsm8k", config="main")
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match=r"could not load GPQA from the hub .* Idavidrein/gpqa .*`hf auth login`"):

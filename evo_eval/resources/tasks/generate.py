@@ -34,7 +34,7 @@ MINERVA_NAMES = {"counting_and_probability": "counting_and_prob", "number_theory
 class Folder:
     """One benchmark folder: a group over one leaf per subject, each including _template_yaml."""
 
-    def __init__(self, path: str, group: str, metric: dict[str, Any]):
+    def __init__(self, path: str, group: str, metric: dict[str, Any] | list[dict[str, Any]]):
         self.path, self.group, self.metric = path, group, metric
         self.leaves: list[tuple[str, dict[str, Any]]] = []
 
@@ -45,7 +45,8 @@ class Folder:
 
     def files(self) -> Iterator[tuple[str, str]]:
         names = [name for name, _ in self.leaves]
-        group = {"group": self.group, "task": names, "aggregate_metric_list": [self.metric],
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        group = {"group": self.group, "task": names, "aggregate_metric_list": metrics,
                  "metadata": {"version": 1.0}}
         yield f"{self.path}/{self.group}.yaml", _dump(group)
         for name, body in self.leaves:
@@ -99,7 +100,10 @@ def bbh(benchdata: Path) -> Folder:
 
 
 def math() -> Folder:
-    folder = Folder("math", "evo_math", {"metric": "exact_match", "aggregation": "mean", "weight_by_size": True})
+    # Both metrics aggregate: base models are scored by Minerva exact_match, post-trained ones by
+    # math_verify (suites.SCORING_CHOICES).
+    folder = Folder("math", "evo_math", [{"metric": m, "aggregation": "mean", "weight_by_size": True}
+                                         for m in ("exact_match", "math_verify")])
     for config in MATH_TYPES.values():
         folder.leaf(f"evo_math_{config}", {"task_alias": config, **_data("math", config)},
                     f"minerva_math_{MINERVA_NAMES.get(config, config)}")

