@@ -262,6 +262,10 @@ def execute_run(options):
             if kind == "start":
                 progress.update(overall, description=f"{card.name} ({stage}): {entry.key} ({entry.shots}-shot)")
                 return
+            if kind == "stale":  # a results file made with other settings: say what changed, then re-run
+                progress.console.print(f"  {entry.key:<15} [yellow]settings changed:[/yellow] {escape(outcome.message)}",
+                                       markup=True, highlight=False)
+                return
             if kind == "journal":  # damaged journal lines: reported, skipped, their requests redone
                 progress.console.print(f"  {entry.key:<15} [yellow]warning:[/yellow] {escape(outcome.message)}",
                                        markup=True, highlight=False)

@@ -28,6 +28,7 @@ from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
+from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
 
@@ -528,13 +529,34 @@ def run_variants(card: ModelCard, options: RunOptions) -> list[tuple[str, dict[s
     return [(variant_model(card.name, v["slug"]), v["overrides"]) for v in ablation_variants()]
 
 
-def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data_dir: Path | None
-            ) -> BenchmarkOutcome | None:
-    """Why a benchmark needs no model work now (done earlier, no data, no opt-in), or None to run it."""
+def _fingerprint(card: ModelCard, checkpoint: str, entry: SuiteEntry, options: RunOptions, data_dir: Path | None,
+                 overrides: dict[str, Any] | None) -> dict[str, Any]:
+    index = _task_manager(data_dir).task_index
+    yaml_path = getattr(index.get(entry.task), "yaml_path", None) if entry.task in index else None
+    return benchmark_fingerprint(
+        card=card, checkpoint=checkpoint, revision=None if options.checkpoint else card.revision,
+        benchmark=entry.key, task=entry.task, shots=entry.shots, limit=options.limit, dtype=options.dtype,
+        seed=options.seed, model_args=options.model_args, gen_kwargs=options.gen_kwargs,
+        data_manifest=_manifest_hash(data_dir), task_files=folder_hash(Path(yaml_path).parent if yaml_path else None),
+        overrides=overrides)
+
+
+def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data_dir: Path | None,
+            fingerprint: dict[str, Any] | None = None) -> BenchmarkOutcome | None:
+    """Why a benchmark needs no model work now (done earlier, no data, no opt-in), or None to run it.
+
+    A results file is reused only when its fingerprint equals this run's (docs/resume.md); otherwise
+    the outcome "stale" says what changed, and the benchmark runs.
+    """
     path = result_path(options.output, stage, model, entry.key)
     if path.exists() and not options.force:
         stored = read_result(path)  # a corrupt file stops the run here, before any work
-        return BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done", model=model)
+        changed = differences(stored.data.get("fingerprint"), fingerprint) if fingerprint else []
+        if not changed:
+            return BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done", model=model)
+        return BenchmarkOutcome(entry.key, "stale", path, stored.score,
+                                f"{path} was made with other settings ({'; '.join(changed)}): re-running; the old "
+                                f"file moves to {path.parent / SUPERSEDED}/", model=model)
     missing = _data_missing(entry, data_dir)
     if missing:
         return BenchmarkOutcome(entry.key, "missing-data" if not options.skip_missing else "no-data",
@@ -556,10 +578,15 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
     notify = on_event or (lambda *_: None)
     outcomes: list[BenchmarkOutcome] = []
     pending: list[tuple[str, dict[str, Any] | None, list[SuiteEntry]]] = []
+    fingerprints: dict[tuple[str, str], dict[str, Any]] = {}
     for model, overrides in run_variants(card, options):
         todo = []
         for entry in entries:
-            outcome = _triage(entry, model, stage, options, data_dir)
+            fingerprints[model, entry.key] = _fingerprint(card, checkpoint, entry, options, data_dir, overrides)
+            outcome = _triage(entry, model, stage, options, data_dir, fingerprints[model, entry.key])
+            if outcome is not None and outcome.status == "stale":
+                notify("stale", entry, outcome)
+                outcome = None
             if outcome is None:
                 todo.append(entry)
             else:
@@ -581,13 +608,13 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
         if overrides is not None:
             notify("variant", todo[0], BenchmarkOutcome("", "variant", message=model, model=model))
         outcomes += _evaluate_entries(card, stage, todo, checkpoint, data_dir, options, variant_lm,
-                                      task_manager, model, notify)
+                                      task_manager, model, notify, fingerprints)
     return RunSummary(card, stage, _in_order(entries, outcomes))
 
 
 def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], checkpoint: str, data_dir: Path | None,
-                      options: RunOptions, lm: Any, task_manager: Any, model: str, notify: Callable
-                      ) -> list[BenchmarkOutcome]:
+                      options: RunOptions, lm: Any, task_manager: Any, model: str, notify: Callable,
+                      fingerprints: dict[tuple[str, str], dict[str, Any]]) -> list[BenchmarkOutcome]:
     identity = run_identity(card, checkpoint, lm, options)
     outcomes = []
     for entry in todo:
@@ -601,8 +628,12 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
                 for old in jdir.glob(f"{entry.key}.rank*.jsonl"):
                     old.unlink()
             lm.barrier()
+        fingerprint = fingerprints[model, entry.key]
+        # The fingerprint in the journal's identity: lines written under other settings (another
+        # limit, checkpoint, data manifest, task definition, ...) are never reused.
         journal = Journal(jdir, entry.key, identity | {"benchmark": entry.key, "shots": entry.shots,
-                                                       "limit": options.limit, "gen_kwargs": options.gen_kwargs},
+                                                       "limit": options.limit, "gen_kwargs": options.gen_kwargs,
+                                                       "fingerprint": fingerprint["sha256"]},
                           rank=getattr(lm, "rank", 0))
         damaged = journal.report()
         if damaged:
@@ -610,6 +641,8 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
         outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
         if outcome is not None:
             record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
+            record["fingerprint"] = fingerprint
+            supersede(path, fingerprint)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],
                                     outcome["computed"], outcome["wall_s"], model=model)
