@@ -201,7 +201,7 @@ def run(
     seed: SeedOpt = 1234,
     force: Annotated[bool, typer.Option(help="Redo benchmarks that already have results.", rich_help_panel=PANEL_PROTOCOL)] = False,
     allow_code_exec: Annotated[bool, typer.Option(help="Run model-written code (HumanEval, MBPP) in the sandbox.", rich_help_panel=PANEL_EXEC)] = False,
-    skip_missing: Annotated[bool, typer.Option(help="Benchmarks missing from the mirror are skipped, not errors.", rich_help_panel=PANEL_IO)] = False,
+    skip_missing: Annotated[bool, typer.Option(help="Accept an incomplete suite: benchmarks missing from the mirror, and code benchmarks without --allow-code-exec, are skipped with exit status 0 (else 2 and 3).", rich_help_panel=PANEL_IO)] = False,
     gen_kwargs: Annotated[Optional[str], typer.Option(help="Generation overrides for every task, e.g. max_gen_toks=512.", rich_help_panel=PANEL_PROTOCOL)] = None,
     model_args: Annotated[Optional[str], typer.Option(help="Extra backend/decoding settings, e.g. steps=256,block_length=32.", rich_help_panel=PANEL_MODEL)] = None,
     bootstrap_iters: Annotated[int, typer.Option(help="Bootstrap iterations for standard errors.", rich_help_panel=PANEL_PROTOCOL)] = 1000,
@@ -280,6 +280,11 @@ def execute_run(options):
             progress.advance(overall)
 
         summary = run_api(options, on_event=on_event, planned=planned)
+    from .progress import skipped_summary
+
+    skipped = skipped_summary(summary)
+    if skipped and not quiet:
+        typer.echo(skipped, err=True)
     failed = [o for o in summary.outcomes if o.status in ("missing-data", "failed")]
     for o in failed:  # each message names its benchmark
         typer.echo(f"error: {o.message}", err=True)

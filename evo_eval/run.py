@@ -33,6 +33,9 @@ from .store import atomic_write_text, journal_dir, provenance, read_result, resu
 from .suites import SuiteEntry, check_stage, resolve
 
 CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
+# The run finished but skipped benchmarks the suite holds (code benchmarks without --allow-code-exec):
+# its results are not the whole table, and a script or scheduler should notice. --skip-missing accepts it.
+EXIT_INCOMPLETE = 3
 
 
 @dataclass
@@ -77,10 +80,16 @@ class RunSummary:
     card: ModelCard
     stage: str
     outcomes: list[BenchmarkOutcome]
+    accept_incomplete: bool = False  # --skip-missing: benchmarks skipped for want of data or opt-in are fine
 
     @property
     def exit_code(self) -> int:
-        return 2 if any(o.status in ("missing-data", "failed") for o in self.outcomes) else 0
+        """0 complete (or incomplete as accepted), 2 an error, EXIT_INCOMPLETE a suite cut short by a missing opt-in."""
+        if any(o.status in ("missing-data", "failed") for o in self.outcomes):
+            return 2
+        if not self.accept_incomplete and any(o.status == "needs-opt-in" for o in self.outcomes):
+            return EXIT_INCOMPLETE
+        return 0
 
 
 # ---- checking the inputs -------------------------------------------------------------------------
@@ -594,7 +603,7 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
                 notify(_EVENT.get(outcome.status, "skipped"), entry, outcome)
         pending.append((model, overrides, todo))
     if not any(todo for _, _, todo in pending):
-        return RunSummary(card, stage, _in_order(entries, outcomes))
+        return RunSummary(card, stage, _in_order(entries, outcomes), options.skip_missing)
 
     if options.allow_code_exec:
         os.environ["EVO_EVAL_ALLOW_CODE_EXEC"] = "1"
@@ -609,7 +618,7 @@ def run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutco
             notify("variant", todo[0], BenchmarkOutcome("", "variant", message=model, model=model))
         outcomes += _evaluate_entries(card, stage, todo, checkpoint, data_dir, options, variant_lm,
                                       task_manager, model, notify, fingerprints)
-    return RunSummary(card, stage, _in_order(entries, outcomes))
+    return RunSummary(card, stage, _in_order(entries, outcomes), options.skip_missing)
 
 
 def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], checkpoint: str, data_dir: Path | None,

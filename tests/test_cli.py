@@ -59,3 +59,18 @@ def test_corrupt_results_file_stops_table_without_touching_it(tmp_path):
     code, _, err = invoke("table", "--results", str(tmp_path))
     assert code == 2 and "truncated JSON" in err and len(err.strip().splitlines()) == 1
     assert bad.read_text().endswith('"model"')
+
+
+def test_code_benchmarks_without_opt_in_end_with_a_summary_and_exit_3(monkeypatch, tiny_llama_dir, tmp_path):
+    """Skipping code benchmarks for want of --allow-code-exec leaves the suite incomplete: exit 3 says so."""
+    monkeypatch.delenv("EVO_EVAL_DATA", raising=False)
+    args = ["run", "--model", "llama3-8b", "--checkpoint", str(tiny_llama_dir), "--tasks", "humaneval,mbpp",
+            "--device", "cpu", "--output", str(tmp_path)]
+    code, _, err = invoke(*args)
+    assert code == 3, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("incomplete: 2 of 2 benchmark(s) not run: humaneval, mbpp execute model-written code")
+    assert "--skip-missing" in last and "exit status 3" in last
+    code, _, err = invoke(*args, "--skip-missing")
+    assert code == 0, err
+    assert err.strip().splitlines()[-1].startswith("incomplete, as --skip-missing accepts: 2 of 2 benchmark(s)")
