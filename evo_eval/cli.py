@@ -54,6 +54,46 @@ class OneLineUsageErrors(TyperGroup):
         # Without standalone mode click returns the command's value, or the code of a typer.Exit.
         sys.exit(value if isinstance(value, int) else 0)
 
+    def get_command(self, ctx: Any, name: str) -> Any:
+        # The root's own options (--debug, --verbose) are accepted after any subcommand too, and
+        # listed in its --help: users type `evo-eval run ... --verbose` as often as `evo-eval -v run`.
+        command = super().get_command(ctx, name)
+        return _with_global_options(command, self.params) if command is not None else None
+
+
+_GLOBAL_PANEL = "Global options (also before the command)"
+
+
+def _with_global_options(command: Any, params: list[Any]) -> Any:
+    import copy
+
+    from typer.core import TyperGroup as Group
+
+    if getattr(command, "_evo_globals", False):
+        return command
+    command._evo_globals = True
+    if isinstance(command, Group):  # `data import`, `data verify`: one level further down
+        inner = command.get_command
+        command.get_command = lambda ctx, name: (lambda c: _with_global_options(c, params) if c else None)(inner(ctx, name))
+        return command
+    taken = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    for param in params:
+        if param.name not in ("debug", "verbose") or set(param.opts) & taken:
+            continue
+        extra = copy.copy(param)
+        extra.expose_value = False  # the command's function never sees it; the callback records it
+        extra.rich_help_panel = _GLOBAL_PANEL
+        extra.callback = _global_flag(param.name)
+        command.params.append(extra)
+    return command
+
+
+def _global_flag(name: str) -> Callable[[Any, Any, Any], None]:
+    def record(ctx: Any, param: Any, value: Any) -> None:
+        if value:  # given after the command: the same as before it (the root already ran with its default)
+            _apply_globals(**{name: True})
+    return record
+
 
 app = typer.Typer(
     name="evo-eval", cls=OneLineUsageErrors, no_args_is_help=True, rich_markup_mode="rich",
@@ -73,7 +113,7 @@ PANEL_PROTOCOL = "Protocol"
 PANEL_IO = "Data and results"
 PANEL_EXEC = "Execution"
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model card name (`evo-eval models`).", rich_help_panel=PANEL_MODEL)]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model card: a name (`evo-eval models`) or the path of a card YAML file (your own model).", rich_help_panel=PANEL_MODEL)]
 CheckpointOpt = Annotated[Optional[str], typer.Option(help="Local save_pretrained folder to load instead of the card's checkpoint.", rich_help_panel=PANEL_MODEL)]
 StageOpt = Annotated[Optional[str], typer.Option(help="base (Table 1) or instruct (Table 2); defaults to the card's stage.", rich_help_panel=PANEL_PROTOCOL)]
 SuiteOpt = Annotated[str, typer.Option(help="all, or a section: general, math, code, chinese.", rich_help_panel=PANEL_PROTOCOL)]
@@ -120,12 +160,22 @@ def handle_errors(func: Callable) -> Callable:
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show lm-eval's own logs and bars.")] = False):
-    _state["debug"] = debug
-    _state["verbose"] = verbose
-    if not verbose:
+    _state["debug"] = False
+    _state["verbose"] = False
+    _apply_globals(debug=debug, verbose=verbose)
+
+
+_QUIET_LOGGERS = ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "evo_eval")
+
+
+def _apply_globals(debug: bool = False, verbose: bool = False) -> None:
+    _state["debug"] = _state["debug"] or debug
+    _state["verbose"] = _state["verbose"] or verbose
+    level = logging.NOTSET if _state["verbose"] else logging.ERROR
+    if not _state["verbose"]:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "evo_eval"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -74,3 +74,17 @@ def test_code_benchmarks_without_opt_in_end_with_a_summary_and_exit_3(monkeypatc
     code, _, err = invoke(*args, "--skip-missing")
     assert code == 0, err
     assert err.strip().splitlines()[-1].startswith("incomplete, as --skip-missing accepts: 2 of 2 benchmark(s)")
+
+
+def test_global_options_work_after_the_command_and_are_listed():
+    result = runner.invoke(app, ["run", "--model", "gpt-5", "--debug"])  # --debug re-raises; CliRunner keeps it
+    assert type(result.exception).__name__ == "UnknownNameError"
+    code, _, err = invoke("run", "--model", "gpt-5", "--verbose")
+    assert code == 2 and "unknown model 'gpt-5'" in err and "No such option" not in err
+    code, _, err = invoke("data", "verify", "/no/such/mirror", "-v")
+    assert code == 2 and "No such option" not in err
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for text in ("--debug", "--verbose", "Global options", "path of a card YAML file"):
+        assert text in result.stdout, text
+    assert "--install-completion" not in result.stdout
