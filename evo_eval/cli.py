@@ -202,33 +202,41 @@ def models() -> None:
     """List the model cards: family, checkpoint, dtype, shape, decoding defaults."""
     from .cards import all_cards, paper_order
 
+    from .listing import listing, print_listing
+
     order = {s: i for i, s in enumerate(paper_order())}
-    table = RichTable(title="Model cards")
-    for column in ("name", "paper column", "stage", "family", "checkpoint", "dtype", "shape", "sampler"):
-        table.add_column(column)
-    for card in sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage)):
+    cards = sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage))
+    # A paper column header that differs from the paper's text is kept as printed, with a note.
+    notes = [c for c in cards if c.paper.get("column_note")]
+    marks = {c.name: "*" * (i + 1) for i, c in enumerate(notes)}
+    caption = "\n".join(f"{marks[c.name]} {c.column}: {c.paper['column_note']}" for c in notes) or None
+    table = listing("Model cards", [("name", True), ("paper column", False), ("stage", True), ("family", True),
+                                    ("checkpoint", True), ("dtype", True), ("shape", False), ("sampler", True)],
+                    caption=caption)
+    for card in cards:
         shape = card.shape
-        dims = f"{shape.get('n_layers', '?')}L × {shape.get('d_model', '?')}d, vocab {shape.get('vocab_size', '?')}"
+        dims = f"{shape.get('n_layers', '?')}L×{shape.get('d_model', '?')}d vocab:{shape.get('vocab_size', '?')}"
         ckpt = card.checkpoint or "[yellow]--checkpoint DIR[/yellow]"
-        table.add_row(card.name, card.column, card.stage, card.family, ckpt, card.dtype, dims,
-                      str(card.decoding_for(None).get("sampler", "—")))
-    Console().print(table)
+        table.add_row(card.name, card.column + marks.get(card.name, ""), card.stage, card.family, ckpt, card.dtype,
+                      dims, str(card.decoding_for(None).get("sampler", "—")))
+    print_listing(table)
 
 
 @app.command()
 @handle_errors
 def suites(stage: StageOpt = None) -> None:
     """List the paper's suites: benchmark, lm-eval task, shots, scoring mode."""
+    from .listing import listing, print_listing
     from .suites import resolve, suite_names
 
     for st in [stage] if stage else ["base", "instruct"]:
-        table = RichTable(title=f"Suite 'all', stage {st} (other suites: {', '.join(suite_names()[1:])})")
-        for column in ("benchmark", "task", "shots", "mode", "metric", "section"):
-            table.add_column(column)
+        table = listing(f"Suite 'all', stage {st} (other suites: {', '.join(suite_names()[1:])})",
+                        [("benchmark", True), ("task", True), ("shots", True), ("mode", True), ("metric", True),
+                         ("section", False)])
         for entry in resolve("all", st):
             table.add_row(entry.key, entry.task, str(entry.shots), entry.mode,
                           entry.benchmark.metric[st], entry.benchmark.section)
-        Console().print(table)
+        print_listing(table)
 
 
 # ---- run ----------------------------------------------------------------------------------------------

@@ -88,3 +88,40 @@ def test_global_options_work_after_the_command_and_are_listed():
     for text in ("--debug", "--verbose", "Global options", "path of a card YAML file"):
         assert text in result.stdout, text
     assert "--install-completion" not in result.stdout
+
+
+@pytest.mark.parametrize("columns", ["80", "250"])
+def test_listings_never_cut_names(monkeypatch, columns):
+    """At 80 columns and piped (CliRunner is no terminal) every name a user types is whole; other text wraps."""
+    from evo_eval.cards import all_cards
+    from evo_eval.suites import resolve
+
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = invoke("models")
+    assert code == 0 and "…" not in out
+    words = set(out.split())
+    for card in all_cards().values():
+        assert card.name in words and (card.checkpoint is None or card.checkpoint in words), card.name
+    assert "MDLM 9B*" in out and "* MDLM 9B: the paper's Table 2 header, kept as printed" in " ".join(out.split())
+    for stage in ("base", "instruct"):
+        code, out, _ = invoke("suites", "--stage", stage)
+        assert code == 0 and "…" not in out
+        words = set(out.split())
+        for entry in resolve("all", stage):
+            assert {entry.key, entry.task, entry.benchmark.metric[stage]} <= words, entry.key
+
+
+def test_post_training_and_columns_match_the_papers_table_2():
+    import csv
+
+    from evo_eval.cards import all_cards
+    from evo_eval.paths import paper_dir
+
+    with (paper_dir() / "table2_posttrained.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    header, post = rows[0], next(r for r in rows if r[0] == "post-training")
+    paper = dict(zip(header[2:], post[2:]))
+    cards = [c for c in all_cards().values() if c.stage == "instruct"]
+    assert sorted(c.column for c in cards) == sorted(paper)  # MDLM 9B included: the paper's own header
+    for card in cards:
+        assert card.paper["post_training"] == paper[card.column], card.name
