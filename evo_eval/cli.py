@@ -256,8 +256,9 @@ def run(
     output: OutputOpt = Path("results"),
     batch_size: BatchOpt = "1",
     device: DeviceOpt = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, bfloat16 or float16 (default: the card's dtype on a GPU, float32 on a CPU).", rich_help_panel=PANEL_EXEC)] = None,
     seed: SeedOpt = 1234,
-    force: Annotated[bool, typer.Option(help="Redo benchmarks that already have results.", rich_help_panel=PANEL_PROTOCOL)] = False,
+    force: Annotated[bool, typer.Option(help="Redo benchmarks whose results file exists, whatever its fingerprint (docs/resume.md).", rich_help_panel=PANEL_PROTOCOL)] = False,
     allow_code_exec: Annotated[bool, typer.Option(help="Run model-written code (HumanEval, MBPP) in the sandbox.", rich_help_panel=PANEL_EXEC)] = False,
     skip_missing: Annotated[bool, typer.Option(help="Accept an incomplete suite: benchmarks missing from the mirror, and code benchmarks without --allow-code-exec, are skipped with exit status 0 (else 2 and 3).", rich_help_panel=PANEL_IO)] = False,
     gen_kwargs: Annotated[Optional[str], typer.Option(help="Generation overrides for every task, e.g. max_gen_toks=512.", rich_help_panel=PANEL_PROTOCOL)] = None,
@@ -270,7 +271,7 @@ def run(
     options = RunOptions(
         model=model, suite=suite, stage=stage, tasks=_csv(tasks), limit=_limit(limit), shots=shots,
         checkpoint=checkpoint, data_dir=data_dir, output=output, batch_size=_batch(batch_size), device=device,
-        seed=seed, force=force, allow_code_exec=allow_code_exec, skip_missing=skip_missing,
+        dtype=dtype, seed=seed, force=force, allow_code_exec=allow_code_exec, skip_missing=skip_missing,
         bootstrap_iters=bootstrap_iters, gen_kwargs=_kv(gen_kwargs) or None, model_args=_kv(model_args),
         quiet=not _state["verbose"],
     )
@@ -310,6 +311,11 @@ def execute_run(options):
     status = {"skipped": "[dim]done earlier[/dim]", "missing": "[yellow]no data[/yellow]",
               "opt-in": "[yellow]needs --allow-code-exec[/yellow]"}
 
+    from .precision import dtype_change
+
+    changed = dtype_change(card, options.dtype, options.device)
+    if changed:  # once per run, before any work; the results' provenance records it too
+        console.print(f"note: {escape(changed)}", highlight=False)
     with progress:
         overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants)
 

@@ -28,6 +28,7 @@ from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
+from .precision import check_dtype, dtype_change, effective_dtype
 from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .suites import SuiteEntry, check_stage, resolve
@@ -494,6 +495,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
     resolve_device(options.device)
+    check_dtype(options.dtype)
     check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
     check_tasks(entries, data_dir)
@@ -544,7 +546,8 @@ def _fingerprint(card: ModelCard, checkpoint: str, entry: SuiteEntry, options: R
     yaml_path = getattr(index.get(entry.task), "yaml_path", None) if entry.task in index else None
     return benchmark_fingerprint(
         card=card, checkpoint=checkpoint, revision=None if options.checkpoint else card.revision,
-        benchmark=entry.key, task=entry.task, shots=entry.shots, limit=options.limit, dtype=options.dtype,
+        benchmark=entry.key, task=entry.task, shots=entry.shots, limit=options.limit,
+        dtype=effective_dtype(card, options.dtype, options.device),
         seed=options.seed, model_args=options.model_args, gen_kwargs=options.gen_kwargs,
         data_manifest=_manifest_hash(data_dir), task_files=folder_hash(Path(yaml_path).parent if yaml_path else None),
         overrides=overrides)
@@ -651,6 +654,8 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
         if outcome is not None:
             record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
             record["fingerprint"] = fingerprint
+            record["provenance"]["card_dtype"] = card.dtype
+            record["provenance"]["dtype_change"] = dtype_change(card, options.dtype, options.device)
             supersede(path, fingerprint)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],

@@ -125,3 +125,29 @@ def test_post_training_and_columns_match_the_papers_table_2():
     assert sorted(c.column for c in cards) == sorted(paper)  # MDLM 9B included: the paper's own header
     for card in cards:
         assert card.paper["post_training"] == paper[card.column], card.name
+
+
+def test_a_changed_dtype_is_said_once_and_recorded(tiny_llama_dir, small_mirror, tmp_path):
+    import json
+
+    args = ["run", "--model", "llama3-8b", "--checkpoint", str(tiny_llama_dir), "--data-dir", str(small_mirror),
+            "--tasks", "arc_challenge", "--limit", "1", "--shots", "0", "--device", "cpu", "--bootstrap-iters", "0"]
+    code, _, err = invoke(*args, "--output", str(tmp_path / "cpu"))
+    assert code == 0, err
+    note = ("note: model card llama3-8b is bfloat16; it runs in float32 because the device is a CPU (bfloat16 "
+            "matmuls are slow or missing on many CPUs) — pass --dtype bfloat16 to keep the card's")
+    assert err.count("note: model card") == 1 and note in err
+    record = json.loads((tmp_path / "cpu" / "base" / "llama3-8b" / "arc_challenge.json").read_text())
+    assert record["provenance"]["dtype"] == "float32" and record["provenance"]["card_dtype"] == "bfloat16"
+    assert record["provenance"]["dtype_change"] == note.removeprefix("note: ")
+
+    code, _, err = invoke(*args, "--dtype", "bfloat16", "--output", str(tmp_path / "bf16"))
+    assert code == 0, err
+    assert "note: model card" not in err
+    record = json.loads((tmp_path / "bf16" / "base" / "llama3-8b" / "arc_challenge.json").read_text())
+    assert record["provenance"]["dtype"] == "bfloat16" and record["provenance"]["dtype_change"] is None
+    assert record["fingerprint"]["fields"]["dtype"] == "bfloat16"
+
+    code, _, err = invoke(*args, "--dtype", "fp8", "--output", str(tmp_path / "bad"))
+    assert code == 2 and err.strip() == ("error: unknown dtype 'fp8' — choose one of: float32, bfloat16, float16 "
+                                         "(in --dtype)"), err
