@@ -313,9 +313,10 @@ def execute_run(options):
 
     from .precision import dtype_change
 
-    changed = dtype_change(card, options.dtype, options.device)
-    if changed:  # once per run, before any work; the results' provenance records it too
-        console.print(f"note: {escape(changed)}", highlight=False)
+    # A dtype other than the card's, chosen here rather than by the user (a CPU runs float32), is said
+    # once, when the model has loaded (an error before that stays one line); provenance records it too.
+    changed = None if options.dtype else dtype_change(card, options.dtype, options.device)
+    said: list[bool] = []
     with progress:
         overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants)
 
@@ -323,6 +324,9 @@ def execute_run(options):
             if kind == "variant":  # ablation suite: the next variant's benchmarks follow
                 progress.console.print(f"[bold]{outcome.model}[/bold]")
                 return
+            if kind == "start" and changed and not said:
+                said.append(True)
+                progress.console.print(f"note: {escape(changed)}", highlight=False)
             if kind == "start":
                 progress.update(overall, description=f"{card.name} ({stage}): {entry.key} ({entry.shots}-shot)")
                 return

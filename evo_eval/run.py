@@ -28,6 +28,7 @@ from .paths import tasks_dir
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
+from .chat import check_chat_template
 from .precision import check_dtype, dtype_change, effective_dtype
 from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
@@ -101,9 +102,12 @@ def resolve_stage(card: ModelCard, stage: str | None) -> str:
         return card.stage
     check_stage(stage)
     if stage != card.stage:
-        sibling = card.name + "-instruct" if stage == "instruct" else card.name.removesuffix("-instruct")
-        raise UserError(f"model '{card.name}' is the {card.stage} card but --stage {stage} was given",
-                        f"use --model {sibling} for the {stage} stage")
+        from .chat import sibling_card
+
+        sibling = sibling_card(card, stage)
+        fix = (f"use --model {sibling} for the {stage} stage" if sibling else
+               f"write a card with stage: {stage} for it and pass its YAML path as --model")
+        raise UserError(f"model '{card.name}' is the {card.stage} card but --stage {stage} was given", fix)
     return stage
 
 
@@ -492,6 +496,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     stage = resolve_stage(card, options.stage)
     entries = resolve_entries(card, stage, options)
     checkpoint = resolve_checkpoint(card, options.checkpoint)
+    check_chat_template(card, checkpoint)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
     resolve_device(options.device)

@@ -151,3 +151,47 @@ def test_a_changed_dtype_is_said_once_and_recorded(tiny_llama_dir, small_mirror,
     code, _, err = invoke(*args, "--dtype", "fp8", "--output", str(tmp_path / "bad"))
     assert code == 2 and err.strip() == ("error: unknown dtype 'fp8' — choose one of: float32, bfloat16, float16 "
                                          "(in --dtype)"), err
+
+
+def test_instruct_checkpoint_without_chat_template_is_one_line_before_loading(tiny_llama_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import evo_eval.run as run_module
+
+    plain = tmp_path / "no-template"
+    shutil.copytree(tiny_llama_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("weights were loaded before the chat template was checked")
+
+    monkeypatch.setattr(run_module, "build_lm", no_loading)
+    code, out, err = invoke("run", "--model", "llama3-8b-instruct", "--checkpoint", str(plain), "--tasks", "gsm8k",
+                            "--device", "cpu", "--output", str(tmp_path / "out"))
+    assert code == 2, (out, err)
+    assert err.strip() == (f"error: the tokenizer in {plain} has no chat template, and llama3-8b-instruct renders "
+                           "every prompt through one (the instruct stage) — pass the post-trained checkpoint, whose "
+                           "tokenizer_config.json or chat_template.jinja has it, or run the base stage with "
+                           "--model llama3-8b")
+
+
+def test_stage_hint_names_a_card_that_exists(tmp_path):
+    """A card YAML of the user's own (no -instruct sibling) gets a hint that does not invent a card name."""
+    import yaml
+
+    from evo_eval.cards import get_card
+
+    data = get_card("qwen2.5-7b").to_dict()
+    data.pop("path")
+    data.update(name="my-model", system="mine")
+    path = tmp_path / "my-model.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = invoke("run", "--model", str(path), "--stage", "instruct")
+    assert code == 2 and "my-model-instruct" not in err
+    assert "write a card with stage: instruct for it and pass its YAML path as --model" in err
+    code, _, err = invoke("run", "--model", "mdlm-7b-instruct", "--stage", "base")
+    assert code == 2 and "use --model mdlm-7b for the base stage" in err
