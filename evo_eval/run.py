@@ -29,6 +29,7 @@ from .paths import tasks_dir
 from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .chat import check_chat_template
+from .fewshot import per_document_shots
 from .precision import check_dtype, dtype_change, effective_dtype
 from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
@@ -413,22 +414,25 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     chunk = options.batch_size * BATCHES_PER_CHUNK if card.is_hf and isinstance(options.batch_size, int) else None
     wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk)
     started = time.time()
-    results = lm_eval.simple_evaluate(
-        model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
-        limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
-        apply_chat_template=card.chat_template, fewshot_as_multiturn=card.chat_template,
-        gen_kwargs=options.gen_kwargs, confirm_run_unsafe_code=options.allow_code_exec,
-        random_seed=options.seed, numpy_random_seed=options.seed, torch_random_seed=options.seed,
-        fewshot_random_seed=FEWSHOT_SEED,
-    )
+    with per_document_shots(FEWSHOT_SEED):  # the same prompts on 1 or N processes (fewshot.py)
+        results = lm_eval.simple_evaluate(
+            model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
+            limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
+            apply_chat_template=card.chat_template, fewshot_as_multiturn=card.chat_template,
+            gen_kwargs=options.gen_kwargs, confirm_run_unsafe_code=options.allow_code_exec,
+            random_seed=options.seed, numpy_random_seed=options.seed, torch_random_seed=options.seed,
+            fewshot_random_seed=FEWSHOT_SEED,
+        )
     wall = time.time() - started
     journal.close()
+    # Every rank's counts and per-request stats, so the results say what the whole run did.
+    gathered = wrapped.gather_object((wrapped.reused, wrapped.computed, wrapped.records), dst=0)
     if results is None:  # not rank 0
         return None
-    # The wrapper's records: every request's stats in request order, read back from the journal for
-    # requests an interrupted run already answered.
-    return {"results": results, "wall_s": wall, "reused": wrapped.reused, "computed": wrapped.computed,
-            "records": wrapped.records}
+    # The wrapper's records: every request's stats in request order (by rank under data parallelism),
+    # read back from the journal for requests an interrupted run already answered.
+    return {"results": results, "wall_s": wall, "reused": sum(g[0] for g in gathered),
+            "computed": sum(g[1] for g in gathered), "records": [r for g in gathered for r in g[2]]}
 
 
 def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, options: RunOptions,

@@ -176,10 +176,8 @@ def evaluation(path: Path) -> dict:
 def test_data_parallel_ranks_keep_their_own_journals(cli_processes, small_mirror, tiny_llama_dir, tmp_path):
     """Two ranks append to their own files, a resume reads both, and --force clears them only once.
 
-    A resume keeps the number of processes: lm-eval draws few-shot examples from one random stream
-    per task, in the order the process builds its documents, so with another number of ranks a
-    document may get other shots, hence another prompt, which the journal (keyed by the prompt) then
-    rightly answers anew.
+    A resume keeps the number of processes: the HF backend's journal chunks are a function of each
+    rank's request list (docs/resume.md).
     """
     out = tmp_path / "results"
     args = [*RUN, "--checkpoint", str(tiny_llama_dir), "--data-dir", str(small_mirror), "--output", str(out)]
