@@ -296,6 +296,7 @@ def execute_run(options):
     from rich.markup import escape  # messages name paths and values, which may hold [brackets]
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from .progress import BenchmarkProgress, results_line, skipped_summary
     from .run import plan, run as run_api, run_variants
 
     planned = plan(options)
@@ -307,7 +308,8 @@ def execute_run(options):
     # around the per-benchmark lines and the error line. soft_wrap: one message, one line.
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console, transient=False, disable=not console.is_interactive)
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False,
+                        disable=not console.is_interactive)
     status = {"skipped": "[dim]done earlier[/dim]", "missing": "[yellow]no data[/yellow]",
               "opt-in": "[yellow]needs --allow-code-exec[/yellow]"}
 
@@ -318,9 +320,13 @@ def execute_run(options):
     changed = None if options.dtype else dtype_change(card, options.dtype, options.device)
     said: list[bool] = []
     with progress:
-        overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants)
+        overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants, detail="")
+        requests = BenchmarkProgress(progress, console)  # requests within a benchmark (progress.py)
 
         def on_event(kind, entry, outcome):
+            if kind == "progress":
+                requests.update(outcome)
+                return
             if kind == "variant":  # ablation suite: the next variant's benchmarks follow
                 progress.console.print(f"[bold]{outcome.model}[/bold]")
                 return
@@ -339,6 +345,7 @@ def execute_run(options):
                                        markup=True, highlight=False)
                 return
             if kind == "done":
+                requests.close(entry.key)
                 score = "—" if outcome.score is None else f"{outcome.score * 100:.1f}"
                 reuse = f", {outcome.reused} reused from journal" if outcome.reused else ""
                 progress.console.print(f"  {entry.key:<15} {score:>6}  [dim]{outcome.computed} requests, "
@@ -348,8 +355,9 @@ def execute_run(options):
             progress.advance(overall)
 
         summary = run_api(options, on_event=on_event, planned=planned)
-    from .progress import skipped_summary
-
+    where = results_line(summary, options.output)
+    if where and not quiet:
+        typer.echo(where, err=True)
     skipped = skipped_summary(summary)
     if skipped and not quiet:
         typer.echo(skipped, err=True)

@@ -30,6 +30,7 @@ from .data_prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .chat import check_chat_template
 from .fewshot import per_document_shots
+from .progress import RequestProgress, quiet_git_describe
 from .precision import check_dtype, dtype_change, effective_dtype
 from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
@@ -400,7 +401,7 @@ def protocol_fingerprint(results: dict[str, Any], shots: int, data_manifest: str
 
 
 def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: RunOptions, task_manager: Any,
-                       journal: Journal) -> dict[str, Any] | None:
+                       journal: Journal, progress: Any = None) -> dict[str, Any] | None:
     import lm_eval
 
     if hasattr(lm, "benchmark"):
@@ -412,9 +413,9 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     # "auto" sizes have no such guarantee. Our adapters answer each request alone, seeded from the
     # request, so they are given exactly the missing requests.
     chunk = options.batch_size * BATCHES_PER_CHUNK if card.is_hf and isinstance(options.batch_size, int) else None
-    wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk)
+    wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk, progress=progress)
     started = time.time()
-    with per_document_shots(FEWSHOT_SEED):  # the same prompts on 1 or N processes (fewshot.py)
+    with per_document_shots(FEWSHOT_SEED), quiet_git_describe():  # same prompts on 1 or N processes (fewshot.py)
         results = lm_eval.simple_evaluate(
             model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
             limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
@@ -425,8 +426,12 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
         )
     wall = time.time() - started
     journal.close()
+    if progress is not None:
+        progress.publish()
     # Every rank's counts and per-request stats, so the results say what the whole run did.
     gathered = wrapped.gather_object((wrapped.reused, wrapped.computed, wrapped.records), dst=0)
+    if progress is not None:
+        progress.finish()
     if results is None:  # not rank 0
         return None
     # The wrapper's records: every request's stats in request order (by rank under data parallelism),
@@ -659,7 +664,9 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
         damaged = journal.report()
         if damaged:
             notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
-        outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
+        progress = RequestProgress(entry.key, jdir, getattr(lm, "rank", 0), getattr(lm, "world_size", 1),
+                                   report=lambda snapshot, entry=entry: notify("progress", entry, snapshot))
+        outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal, progress)
         if outcome is not None:
             record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
             record["fingerprint"] = fingerprint
