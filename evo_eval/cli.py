@@ -21,7 +21,6 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table as RichTable
 from typer.core import TyperGroup
 
 from .errors import UserError
