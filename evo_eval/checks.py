@@ -26,9 +26,12 @@ def resolve_stage(card: ModelCard, stage: str | None) -> str:
         return card.stage
     check_stage(stage)
     if stage != card.stage:
-        sibling = card.name + "-instruct" if stage == "instruct" else card.name.removesuffix("-instruct")
-        raise UserError(f"model '{card.name}' is the {card.stage} card but --stage {stage} was given",
-                        f"use --model {sibling} for the {stage} stage")
+        from .chat import sibling_card
+
+        sibling = sibling_card(card, stage)
+        fix = (f"use --model {sibling} for the {stage} stage" if sibling else
+               f"write a card with stage: {stage} for it and pass its YAML path as --model")
+        raise UserError(f"model '{card.name}' is the {card.stage} card but --stage {stage} was given", fix)
     return stage
 
 

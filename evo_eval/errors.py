@@ -14,6 +14,10 @@ def first_line(exc: BaseException, width: int = 160, empty: str | None = None) -
     return text.splitlines()[0][:width]
 
 
+# The run finished but skipped benchmarks the suite holds (code benchmarks without --allow-code-exec):
+# its results are not the whole table, and a script or scheduler should notice. --skip-missing accepts it.
+EXIT_INCOMPLETE = 3
+
 class UserError(Exception):
     """A problem with the user's input, reported as one line with the fix."""
 

@@ -266,8 +266,11 @@ def chunks(method: str, requests: list, size: int) -> list[list[int]]:
 class _JournalHook(CacheHook):
     """Receives each response from the wrapped LM as soon as it is computed and journals it."""
 
-    def __init__(self, journal: Journal, method: str, pending: dict[str, list[tuple[str, Any]]], lm: Any):
+    def __init__(self, journal: Journal, method: str, pending: dict[str, list[tuple[str, Any]]], lm: Any,
+                 progress: Any = None):
         super().__init__(None)
+        self.progress = progress
+        self.advanced = 0  # requests counted as answered, as each response arrived
         self.journal = journal
         self.method = method
         self.pending = pending
@@ -290,8 +293,13 @@ class _JournalHook(CacheHook):
         akey = args_key(attr, tuple(req))
         records = self.new_records()
         self.computed.append((akey, records))
+        fresh = 0
         for key, request in self.pending.get(akey, ()):
+            fresh += self.journal.get(key) is _MISSING
             self.journal.put(key, attr, request, res, records)
+        if self.progress is not None and fresh:
+            self.advanced += fresh
+            self.progress.advance(fresh)
 
 
 class JournalLM(LM):
@@ -303,9 +311,11 @@ class JournalLM(LM):
     whether computed now or read from the journal.
     """
 
-    def __init__(self, lm: LM, journal: Journal, quiet: bool = False, chunk_size: int | None = None):
+    def __init__(self, lm: LM, journal: Journal, quiet: bool = False, chunk_size: int | None = None,
+                 progress: Any = None):
         super().__init__()
         self.lm = lm
+        self.progress = progress  # progress.RequestProgress: requests answered, as they are answered
         self.quiet = quiet  # the CLI draws its own progress; lm-eval's bars would interleave with it
         self.journal = journal
         self.chunk_size = chunk_size
@@ -360,6 +370,8 @@ class JournalLM(LM):
         return self._answer("generate_until", requests, disable_tqdm)
 
     def _answer(self, method: str, requests: list, disable_tqdm: bool) -> list:
+        if self.progress is not None:
+            self.progress.begin(len(requests))
         keys = [self.journal.key(method, r) for r in requests]
         stored = [self.journal.get(k) for k in keys]
         results: list[Any] = [None] * len(requests)
@@ -378,6 +390,8 @@ class JournalLM(LM):
                     results[i] = _restore(method, stored[i])
                     records[i] = self.journal.get_records(keys[i])
                 self.reused += len(group)
+                if self.progress is not None:
+                    self.progress.advance(len(group), computed=False)
                 continue
             self._compute(method, requests, keys, group, results, records, quiet)
         for per_request in records:
@@ -391,7 +405,7 @@ class JournalLM(LM):
         pending: dict[str, list[tuple[str, Any]]] = defaultdict(list)
         for i in group:
             pending[args_key(method, tuple(requests[i].args))].append((keys[i], requests[i]))
-        hook = _JournalHook(self.journal, method, pending, self.lm)
+        hook = _JournalHook(self.journal, method, pending, self.lm, self.progress)
         previous = self.lm.cache_hook
         self.lm.set_cache_hook(hook)
         torch.manual_seed(int(_digest(_canonical([keys[i] for i in group]))[:15], 16))
@@ -414,3 +428,5 @@ class JournalLM(LM):
             results[i] = value
             records[i] = [dict(r) for r in json.loads(json.dumps(mine, default=_json_default))]
         self.computed += len(group)
+        if self.progress is not None:  # what the hook did not count as it came (backends without the hook)
+            self.progress.advance(len(group) - hook.advanced)

@@ -22,12 +22,17 @@ from typing import Any, Callable
 from .cards import ModelCard, get_card
 from .checks import (_task_manager, check_gen_kwargs, check_output, check_tasks, resolve_checkpoint,
                      resolve_data_dir, resolve_stage)
-from .errors import CheckpointError, UserError, first_line
+from .errors import EXIT_INCOMPLETE, CheckpointError, UserError, first_line
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
 from .data.prompts import FEWSHOT_SEED, prompt_hash
 from .devices import resolve_device, resolve_dtype
 from .run_checks import check_card_tokenizer, check_card_values, check_values, output_locks
+from .chat import check_chat_template
+from .fewshot import per_document_shots
+from .progress import RequestProgress, quiet_git_describe
+from .precision import check_dtype, dtype_change, effective_dtype
+from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
 from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
 from .settings import in_force
 from .suites import SuiteEntry, resolve, scoring_choice, use_include_path
@@ -78,10 +83,16 @@ class RunSummary:
     card: ModelCard
     stage: str
     outcomes: list[BenchmarkOutcome]
+    accept_incomplete: bool = False  # --skip-missing: benchmarks skipped for want of data or opt-in are fine
 
     @property
     def exit_code(self) -> int:
-        return 2 if any(o.status in ("missing-data", "failed") for o in self.outcomes) else 0
+        """0 complete (or incomplete as accepted), 2 an error, EXIT_INCOMPLETE a suite cut short by a missing opt-in."""
+        if any(o.status in ("missing-data", "failed") for o in self.outcomes):
+            return 2
+        if not self.accept_incomplete and any(o.status == "needs-opt-in" for o in self.outcomes):
+            return EXIT_INCOMPLETE
+        return 0
 
 
 # ---- building the model ------------------------------------------------------------------------------
@@ -201,7 +212,7 @@ def protocol_fingerprint(results: dict[str, Any], shots: int, data_manifest: str
 
 
 def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: RunOptions, task_manager: Any,
-                       journal: Journal) -> dict[str, Any] | None:
+                       journal: Journal, progress: Any = None) -> dict[str, Any] | None:
     import lm_eval
 
     if hasattr(lm, "records"):
@@ -211,24 +222,31 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     # "auto" sizes have no such guarantee. Our adapters answer each request alone, seeded from the
     # request, so they are given exactly the missing requests.
     chunk = options.batch_size * BATCHES_PER_CHUNK if card.is_hf and isinstance(options.batch_size, int) else None
-    wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk)
+    wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk, progress=progress)
     started = time.time()
-    results = lm_eval.simple_evaluate(
-        model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
-        limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
-        apply_chat_template=card.chat_template, fewshot_as_multiturn=card.chat_template,
-        gen_kwargs=options.gen_kwargs, confirm_run_unsafe_code=options.allow_code_exec,
-        random_seed=options.seed, numpy_random_seed=options.seed, torch_random_seed=options.seed,
-        fewshot_random_seed=FEWSHOT_SEED,
-    )
+    with per_document_shots(FEWSHOT_SEED), quiet_git_describe():  # same prompts on 1 or N processes (fewshot.py)
+        results = lm_eval.simple_evaluate(
+            model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
+            limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
+            apply_chat_template=card.chat_template, fewshot_as_multiturn=card.chat_template,
+            gen_kwargs=options.gen_kwargs, confirm_run_unsafe_code=options.allow_code_exec,
+            random_seed=options.seed, numpy_random_seed=options.seed, torch_random_seed=options.seed,
+            fewshot_random_seed=FEWSHOT_SEED,
+        )
     wall = time.time() - started
     journal.close()
+    if progress is not None:
+        progress.publish()
+    # Every rank's counts and per-request stats, so the results say what the whole run did.
+    gathered = wrapped.gather_object((wrapped.reused, wrapped.computed, wrapped.records), dst=0)
+    if progress is not None:
+        progress.finish()
     if results is None:  # not rank 0
         return None
-    # The wrapper's records: every request's stats in request order, read back from the journal for
-    # requests an interrupted run already answered.
-    return {"results": results, "wall_s": wall, "reused": wrapped.reused, "computed": wrapped.computed,
-            "records": wrapped.records}
+    # The wrapper's records: every request's stats in request order (by rank under data parallelism),
+    # read back from the journal for requests an interrupted run already answered.
+    return {"results": results, "wall_s": wall, "reused": sum(g[0] for g in gathered),
+            "computed": sum(g[1] for g in gathered), "records": [r for g in gathered for r in g[2]]}
 
 
 def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, options: RunOptions,
@@ -312,9 +330,11 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     check_values(options.limit, options.seed, options.bootstrap_iters)
     check_card_tokenizer(card)
     check_card_values(card)
+    check_chat_template(card, checkpoint)
     if options.limit is not None and options.limit <= 0:
         raise UserError(f"--limit must be positive, got {options.limit}", "pass a positive number of documents")
     resolve_device(options.device)
+    check_dtype(options.dtype)
     check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
     check_tasks(entries, data_dir, options.include_path)
@@ -359,13 +379,35 @@ def run_variants(card: ModelCard, options: RunOptions) -> list[tuple[str, dict[s
     return [(variant_model(card.name, v["slug"]), v["overrides"]) for v in ablation_variants()]
 
 
-def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data_dir: Path | None
-            ) -> BenchmarkOutcome | None:
-    """Why a benchmark needs no model work now (done earlier, no data, no opt-in), or None to run it."""
+def _fingerprint(card: ModelCard, checkpoint: str, entry: SuiteEntry, options: RunOptions, data_dir: Path | None,
+                 overrides: dict[str, Any] | None) -> dict[str, Any]:
+    index = _task_manager(data_dir, options.include_path).task_index
+    yaml_path = getattr(index.get(entry.task), "yaml_path", None) if entry.task in index else None
+    return benchmark_fingerprint(
+        card=card, checkpoint=checkpoint, revision=None if options.checkpoint else card.revision,
+        benchmark=entry.key, task=entry.task, shots=entry.shots, limit=options.limit,
+        dtype=effective_dtype(card, options.dtype, options.device),
+        seed=options.seed, model_args=options.model_args, gen_kwargs=options.gen_kwargs,
+        data_manifest=_manifest_hash(data_dir), task_files=folder_hash(Path(yaml_path).parent if yaml_path else None),
+        overrides=overrides)
+
+
+def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data_dir: Path | None,
+            fingerprint: dict[str, Any] | None = None) -> BenchmarkOutcome | None:
+    """Why a benchmark needs no model work now (done earlier, no data, no opt-in), or None to run it.
+
+    A results file is reused only when its fingerprint equals this run's (docs/resume.md); otherwise
+    the outcome "stale" says what changed, and the benchmark runs.
+    """
     path = result_path(options.output, stage, model, entry.key)
     if path.exists() and not options.force:
         stored = read_result(path)  # a corrupt file stops the run here, before any work
-        return BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done", model=model)
+        changed = differences(stored.data.get("fingerprint"), fingerprint) if fingerprint else []
+        if not changed:
+            return BenchmarkOutcome(entry.key, "skipped", path, stored.score, "already done", model=model)
+        return BenchmarkOutcome(entry.key, "stale", path, stored.score,
+                                f"{path} was made with other settings ({'; '.join(changed)}): re-running; the old "
+                                f"file moves to {path.parent / SUPERSEDED}/", model=model)
     missing = _data_missing(entry, data_dir)
     if missing:
         return BenchmarkOutcome(entry.key, "missing-data" if not options.skip_missing else "no-data",
@@ -396,10 +438,15 @@ def _run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutc
     notify = on_event or (lambda *_: None)
     outcomes: list[BenchmarkOutcome] = []
     pending: list[tuple[str, dict[str, Any] | None, list[SuiteEntry]]] = []
+    fingerprints: dict[tuple[str, str], dict[str, Any]] = {}
     for model, overrides in run_variants(card, options):
         todo = []
         for entry in entries:
-            outcome = _triage(entry, model, stage, options, data_dir)
+            fingerprints[model, entry.key] = _fingerprint(card, checkpoint, entry, options, data_dir, overrides)
+            outcome = _triage(entry, model, stage, options, data_dir, fingerprints[model, entry.key])
+            if outcome is not None and outcome.status == "stale":
+                notify("stale", entry, outcome)
+                outcome = None
             if outcome is None:
                 todo.append(entry)
             else:
@@ -407,7 +454,7 @@ def _run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutc
                 notify(_EVENT.get(outcome.status, "skipped"), entry, outcome)
         pending.append((model, overrides, todo))
     if not any(todo for _, _, todo in pending):
-        return RunSummary(card, stage, _in_order(entries, outcomes))
+        return RunSummary(card, stage, _in_order(entries, outcomes), options.skip_missing)
 
     if options.allow_code_exec:
         os.environ["EVO_EVAL_ALLOW_CODE_EXEC"] = "1"
@@ -421,13 +468,13 @@ def _run(options: RunOptions, on_event: Callable[[str, SuiteEntry, BenchmarkOutc
         if overrides is not None:
             notify("variant", todo[0], BenchmarkOutcome("", "variant", message=model, model=model))
         outcomes += _evaluate_entries(card, stage, todo, checkpoint, data_dir, options, variant_lm,
-                                      task_manager, model, notify)
-    return RunSummary(card, stage, _in_order(entries, outcomes))
+                                      task_manager, model, notify, fingerprints)
+    return RunSummary(card, stage, _in_order(entries, outcomes), options.skip_missing)
 
 
 def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], checkpoint: str, data_dir: Path | None,
-                      options: RunOptions, lm: Any, task_manager: Any, model: str, notify: Callable
-                      ) -> list[BenchmarkOutcome]:
+                      options: RunOptions, lm: Any, task_manager: Any, model: str, notify: Callable,
+                      fingerprints: dict[tuple[str, str], dict[str, Any]]) -> list[BenchmarkOutcome]:
     identity = run_identity(card, checkpoint, lm, options)
     outcomes = []
     for entry in todo:
@@ -441,17 +488,27 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
                 for old in jdir.glob(f"{entry.key}.rank*.jsonl"):
                     old.unlink()
             lm.barrier()
+        fingerprint = fingerprints[model, entry.key]
+        # The fingerprint in the journal's identity: lines written under other settings (another
+        # limit, checkpoint, data manifest, task definition, ...) are never reused.
         journal = Journal(jdir, entry.key, identity | {"benchmark": entry.key, "shots": entry.shots,
-                                                       "limit": options.limit, "gen_kwargs": options.gen_kwargs},
+                                                       "limit": options.limit, "gen_kwargs": options.gen_kwargs,
+                                                       "fingerprint": fingerprint["sha256"]},
                           rank=getattr(lm, "rank", 0))
         damaged = journal.report()
         if damaged:
             notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
         # The card's settings for this benchmark apply (evo_eval/settings.py); lm-eval's HF backend has none.
         bench_lm = lm.with_settings(benchmark=entry.key) if hasattr(lm, "with_settings") else lm
-        outcome = evaluate_benchmark(bench_lm, entry, card, options, task_manager, journal)
+        progress = RequestProgress(entry.key, jdir, getattr(lm, "rank", 0), getattr(lm, "world_size", 1),
+                                   report=lambda snapshot, entry=entry: notify("progress", entry, snapshot))
+        outcome = evaluate_benchmark(bench_lm, entry, card, options, task_manager, journal, progress)
         if outcome is not None:
             record = build_record(entry, card, checkpoint, bench_lm, options, outcome, data_dir, model=model)
+            record["fingerprint"] = fingerprint
+            record["provenance"]["card_dtype"] = card.dtype
+            record["provenance"]["dtype_change"] = dtype_change(card, options.dtype, options.device)
+            supersede(path, fingerprint)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],
                                     outcome["computed"], outcome["wall_s"], model=model)

@@ -60,7 +60,7 @@ def run_args(ctx: Ctx, *extra: str, tasks: str = "gsm8k", checkpoint: Path | Non
              model: str = "llama3-8b") -> list[str]:
     return ["run", "--model", model, "--checkpoint", str(checkpoint or ctx.llama), "--data-dir", str(ctx.mirror),
             "--tasks", tasks, "--limit", "1", "--device", "cpu", "--output", str(ctx.out), "--bootstrap-iters", "0",
-            "--gen-kwargs", "max_gen_toks=4", *extra]
+            "--gen-kwargs", "max_gen_toks=4", "--dtype", "float32", *extra]
 
 
 def replace_arg(args: list[str], option: str, value: str) -> list[str]:
@@ -154,6 +154,13 @@ def in_latin1(path: Path) -> None:
 def reworded(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("Janet", "Janice", 1), encoding="utf-8")
+
+
+def no_chat_template(folder: Path) -> None:
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def small_vocab_model(ctx: Ctx) -> None:
@@ -289,6 +296,8 @@ CASES = [
           lambda c: replace_arg(run_args(c), "--gen-kwargs", "temperature=-1"),
           "error: --gen-kwargs temperature must be a number >= 0, got -1 — write key=value pairs, e.g. "
           "--gen-kwargs max_gen_toks=256,temperature=0"),
+    _case("dtype-unknown", "`--dtype fp8`", lambda c: replace_arg(run_args(c), "--dtype", "fp8"),
+          "error: unknown dtype 'fp8' — choose one of: float32, bfloat16, float16 (in --dtype)"),
     _case("device-unknown", "`--device tpu`", lambda c: replace_arg(run_args(c), "--device", "tpu"),
           "error: --device 'tpu' is not a device name torch knows — use cpu, cuda or cuda:N"),
     _case("device-absent", "`--device cuda:7` with no such GPU", lambda c: replace_arg(run_args(c), "--device", "cuda:7"),
@@ -433,6 +442,12 @@ CASES = [
                 lambda c: run_args(c, checkpoint=c.ckpt)),
           "error: {ckpt} holds a Qwen2ForCausalLM checkpoint but model card llama3-8b is LlamaForCausalLM — pass a "
           "checkpoint of the card's architecture, or the card that matches it"),
+    _case("instruct-without-chat-template", "instruct card with a checkpoint whose tokenizer has no chat template",
+          _with(lambda c: checkpoint_copy(c, no_chat_template),
+                lambda c: run_args(c, checkpoint=c.ckpt, model="llama3-8b-instruct")),
+          "error: the tokenizer in {ckpt} has no chat template, and llama3-8b-instruct renders every prompt through "
+          "one (the instruct stage) — pass the post-trained checkpoint, whose tokenizer_config.json or "
+          "chat_template.jinja has it, or run the base stage with --model llama3-8b"),
     _case("weights-wrong-shape", "weights whose shapes differ from config.json",
           _with(lambda c: checkpoint_copy(c, lambda d: edit_json(d / "config.json", hidden_size=32,
                                                                 intermediate_size=64, num_attention_heads=2,

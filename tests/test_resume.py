@@ -176,10 +176,8 @@ def evaluation(path: Path) -> dict:
 def test_data_parallel_ranks_keep_their_own_journals(cli_processes, small_mirror, tiny_llama_dir, tmp_path):
     """Two ranks append to their own files, a resume reads both, and --force clears them only once.
 
-    A resume keeps the number of processes: lm-eval draws few-shot examples from one random stream
-    per task, in the order the process builds its documents, so with another number of ranks a
-    document may get other shots, hence another prompt, which the journal (keyed by the prompt) then
-    rightly answers anew.
+    A resume keeps the number of processes: the HF backend's journal chunks are a function of each
+    rank's request list (docs/resume.md).
     """
     out = tmp_path / "results"
     args = [*RUN, "--checkpoint", str(tiny_llama_dir), "--data-dir", str(small_mirror), "--output", str(out)]
@@ -202,3 +200,44 @@ def test_data_parallel_ranks_keep_their_own_journals(cli_processes, small_mirror
     data_parallel(cli_processes, [*args, "--force"])
     assert valid_lines(out) == 15 and sorted(p.name for p in journal.glob("*.jsonl")) == files
     assert {b: evaluation(results / f"{b}.json") for b in BENCHMARKS} == measured
+
+
+def test_results_are_reused_only_under_the_same_fingerprint(cli_processes, small_mirror, tiny_llama_dir, tmp_path):
+    """A `--limit 2` smoke test, then the full run into one --output, re-runs; so does another checkpoint;
+    the same settings reuse; the replaced file is kept aside; stale journal lines are not reused."""
+    import shutil
+
+    out = tmp_path / "results"
+    base = ["run", "--model", "llama3-8b", "--tasks", "arc_challenge", "--shots", "0", "--batch-size", "1",
+            "--device", "cpu", "--bootstrap-iters", "0", "--data-dir", str(small_mirror), "--output", str(out)]
+    results = out / "base" / "llama3-8b"
+    path = results / "arc_challenge.json"
+
+    code, command = cli_processes.run(*base, "--checkpoint", str(tiny_llama_dir), "--limit", "2")
+    assert code == 0, command.stderr
+    smoke = json.loads(path.read_text())
+    assert smoke["limit"] == 2 and smoke["fingerprint"]["fields"]["limit"] == 2
+
+    code, command = cli_processes.run(*base, "--checkpoint", str(tiny_llama_dir), "--limit", "3")
+    assert code == 0, command.stderr
+    lines = [line for line in command.stderr.splitlines() if "settings changed" in line]
+    assert len(lines) == 1 and "--limit 2 → 3" in lines[0], command.stderr
+    assert "done earlier" not in command.stderr
+    full = json.loads(path.read_text())
+    assert full["limit"] == 3 and len(full["samples"]["evo_arc_challenge"]) == 3
+    # The smoke test's journal lines (another limit) were not reused: all 12 requests computed anew.
+    assert full["requests"]["computed"] == 12 and full["requests"]["reused_from_journal"] == 0
+    kept = list((results / ".superseded").glob("arc_challenge.*.json"))
+    assert [json.loads(p.read_text())["limit"] for p in kept] == [2]
+
+    code, command = cli_processes.run(*base, "--checkpoint", str(tiny_llama_dir), "--limit", "3")
+    assert code == 0 and "done earlier" in command.stderr and "settings changed" not in command.stderr
+    assert json.loads(path.read_text())["provenance"]["written_at"] == full["provenance"]["written_at"]
+
+    other = tmp_path / "other-checkpoint"
+    shutil.copytree(tiny_llama_dir, other)
+    code, command = cli_processes.run(*base, "--checkpoint", str(other), "--limit", "3")
+    assert code == 0, command.stderr
+    assert "settings changed" in command.stderr and "checkpoint" in command.stderr
+    assert json.loads(path.read_text())["provenance"]["checkpoint"] == str(other.resolve())
+    assert len(list((results / ".superseded").glob("arc_challenge.*.json"))) == 2

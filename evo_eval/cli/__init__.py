@@ -21,7 +21,6 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table as RichTable
 from typer.core import TyperGroup
 
 from ..errors import UserError
@@ -54,6 +53,46 @@ class OneLineUsageErrors(TyperGroup):
         # Without standalone mode click returns the command's value, or the code of a typer.Exit.
         sys.exit(value if isinstance(value, int) else 0)
 
+    def get_command(self, ctx: Any, name: str) -> Any:
+        # The root's own options (--debug, --verbose) are accepted after any subcommand too, and
+        # listed in its --help: users type `evo-eval run ... --verbose` as often as `evo-eval -v run`.
+        command = super().get_command(ctx, name)
+        return _with_global_options(command, self.params) if command is not None else None
+
+
+_GLOBAL_PANEL = "Global options (also before the command)"
+
+
+def _with_global_options(command: Any, params: list[Any]) -> Any:
+    import copy
+
+    from typer.core import TyperGroup as Group
+
+    if getattr(command, "_evo_globals", False):
+        return command
+    command._evo_globals = True
+    if isinstance(command, Group):  # `data import`, `data verify`: one level further down
+        inner = command.get_command
+        command.get_command = lambda ctx, name: (lambda c: _with_global_options(c, params) if c else None)(inner(ctx, name))
+        return command
+    taken = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    for param in params:
+        if param.name not in ("debug", "verbose") or set(param.opts) & taken:
+            continue
+        extra = copy.copy(param)
+        extra.expose_value = False  # the command's function never sees it; the callback records it
+        extra.rich_help_panel = _GLOBAL_PANEL
+        extra.callback = _global_flag(param.name)
+        command.params.append(extra)
+    return command
+
+
+def _global_flag(name: str) -> Callable[[Any, Any, Any], None]:
+    def record(ctx: Any, param: Any, value: Any) -> None:
+        if value:  # given after the command: the same as before it (the root already ran with its default)
+            _apply_globals(**{name: True})
+    return record
+
 
 app = typer.Typer(
     name="evo-eval", cls=OneLineUsageErrors, no_args_is_help=True, rich_markup_mode="rich",
@@ -73,7 +112,7 @@ PANEL_PROTOCOL = "Protocol"
 PANEL_IO = "Data and results"
 PANEL_EXEC = "Execution"
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model card name (`evo-eval models`).", rich_help_panel=PANEL_MODEL)]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model card: a name (`evo-eval models`) or the path of a card YAML file (your own model).", rich_help_panel=PANEL_MODEL)]
 CheckpointOpt = Annotated[Optional[str], typer.Option(help="Local save_pretrained folder to load instead of the card's checkpoint.", rich_help_panel=PANEL_MODEL)]
 StageOpt = Annotated[Optional[str], typer.Option(help="base (Table 1) or instruct (Table 2); defaults to the card's stage.", rich_help_panel=PANEL_PROTOCOL)]
 SuiteOpt = Annotated[str, typer.Option(help="all, or a section: general, math, code, chinese.", rich_help_panel=PANEL_PROTOCOL)]
@@ -121,12 +160,22 @@ def handle_errors(func: Callable) -> Callable:
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show lm-eval's own logs and bars.")] = False):
-    _state["debug"] = debug
-    _state["verbose"] = verbose
-    if not verbose:
+    _state["debug"] = False
+    _state["verbose"] = False
+    _apply_globals(debug=debug, verbose=verbose)
+
+
+_QUIET_LOGGERS = ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "evo_eval")
+
+
+def _apply_globals(debug: bool = False, verbose: bool = False) -> None:
+    _state["debug"] = _state["debug"] or debug
+    _state["verbose"] = _state["verbose"] or verbose
+    level = logging.NOTSET if _state["verbose"] else logging.ERROR
+    if not _state["verbose"]:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "evo_eval"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -153,35 +202,43 @@ def models() -> None:
     """List the model cards: family, checkpoint, dtype, shape, decoding defaults."""
     from ..cards import all_cards, paper_order
 
+    from ..listing import listing, print_listing
+
     order = {s: i for i, s in enumerate(paper_order())}
-    table = RichTable(title="Model cards")
-    for column in ("name", "paper column", "stage", "family", "checkpoint", "dtype", "shape", "sampler"):
-        table.add_column(column)
-    for card in sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage)):
+    cards = sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage))
+    # A paper column header that differs from the paper's text is kept as printed, with a note.
+    notes = [c for c in cards if c.paper.get("column_note")]
+    marks = {c.name: "*" * (i + 1) for i, c in enumerate(notes)}
+    caption = "\n".join(f"{marks[c.name]} {c.column}: {c.paper['column_note']}" for c in notes) or None
+    table = listing("Model cards", [("name", True), ("paper column", False), ("stage", True), ("family", True),
+                                    ("checkpoint", True), ("dtype", True), ("shape", False), ("sampler", True)],
+                    caption=caption)
+    for card in cards:
         shape = card.shape
-        dims = f"{shape.get('n_layers', '?')}L × {shape.get('d_model', '?')}d, vocab {shape.get('vocab_size', '?')}"
+        dims = f"{shape.get('n_layers', '?')}L×{shape.get('d_model', '?')}d vocab:{shape.get('vocab_size', '?')}"
         ckpt = card.checkpoint or "[yellow]--checkpoint DIR[/yellow]"
-        table.add_row(card.name, card.column, card.stage, card.family, ckpt, card.dtype, dims,
-                      str(card.decoding_for(None).get("sampler", "—")))
-    Console().print(table)
+        table.add_row(card.name, card.column + marks.get(card.name, ""), card.stage, card.family, ckpt, card.dtype,
+                      dims, str(card.decoding_for(None).get("sampler", "—")))
+    print_listing(table)
 
 
 @app.command()
 @handle_errors
 def suites(stage: StageOpt = None, include_path: IncludeOpt = None) -> None:
     """List the paper's suites: benchmark, lm-eval task, shots, scoring mode (and your own with --include-path)."""
+    from ..listing import listing, print_listing
     from ..suites import resolve, suite_names, use_include_path
 
     use_include_path(include_path)
 
     for st in [stage] if stage else ["base", "instruct"]:
-        table = RichTable(title=f"Suite 'all', stage {st} (other suites: {', '.join(suite_names()[1:])})")
-        for column in ("benchmark", "task", "shots", "mode", "metric", "section"):
-            table.add_column(column)
+        table = listing(f"Suite 'all', stage {st} (other suites: {', '.join(suite_names()[1:])})",
+                        [("benchmark", True), ("task", True), ("shots", True), ("mode", True), ("metric", True),
+                         ("section", False)])
         for entry in resolve("all", st):
             table.add_row(entry.key, entry.task, str(entry.shots), entry.mode,
                           entry.benchmark.metric[st], entry.benchmark.section)
-        Console().print(table)
+        print_listing(table)
 
 
 # ---- run ----------------------------------------------------------------------------------------------
@@ -201,10 +258,11 @@ def run(
     output: OutputOpt = Path("results"),
     batch_size: BatchOpt = "1",
     device: DeviceOpt = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, bfloat16 or float16 (default: the card's dtype on a GPU, float32 on a CPU).", rich_help_panel=PANEL_EXEC)] = None,
     seed: SeedOpt = 1234,
-    force: Annotated[bool, typer.Option(help="Redo benchmarks that already have results.", rich_help_panel=PANEL_PROTOCOL)] = False,
+    force: Annotated[bool, typer.Option(help="Redo benchmarks whose results file exists, whatever its fingerprint (docs/resume.md).", rich_help_panel=PANEL_PROTOCOL)] = False,
     allow_code_exec: Annotated[bool, typer.Option(help="Run model-written code (HumanEval, MBPP) in the sandbox.", rich_help_panel=PANEL_EXEC)] = False,
-    skip_missing: Annotated[bool, typer.Option(help="Benchmarks missing from the mirror are skipped, not errors.", rich_help_panel=PANEL_IO)] = False,
+    skip_missing: Annotated[bool, typer.Option(help="Accept an incomplete suite: benchmarks missing from the mirror, and code benchmarks without --allow-code-exec, are skipped with exit status 0 (else 2 and 3).", rich_help_panel=PANEL_IO)] = False,
     gen_kwargs: Annotated[Optional[str], typer.Option(help="Generation overrides for every task, e.g. max_gen_toks=512.", rich_help_panel=PANEL_PROTOCOL)] = None,
     model_args: Annotated[Optional[str], typer.Option(help="Extra backend/decoding settings, e.g. steps=256,block_length=32.", rich_help_panel=PANEL_MODEL)] = None,
     bootstrap_iters: Annotated[int, typer.Option(help="Bootstrap iterations for standard errors.", rich_help_panel=PANEL_PROTOCOL)] = 1000,
@@ -218,7 +276,7 @@ def run(
     options = RunOptions(
         model=model, suite=suite, stage=stage, tasks=_csv(tasks), limit=_limit(limit), shots=shots,
         checkpoint=checkpoint, data_dir=data_dir, output=output, batch_size=_batch(batch_size), device=device,
-        seed=seed, force=force, allow_code_exec=allow_code_exec, skip_missing=skip_missing,
+        dtype=dtype, seed=seed, force=force, allow_code_exec=allow_code_exec, skip_missing=skip_missing,
         bootstrap_iters=bootstrap_iters, gen_kwargs=_kv(gen_kwargs) or None, model_args=_kv(model_args),
         quiet=not _state["verbose"], include_path=include_path,
     )
@@ -243,6 +301,7 @@ def execute_run(options):
     from rich.markup import escape  # messages name paths and values, which may hold [brackets]
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from ..progress import BenchmarkProgress, results_line, skipped_summary
     from ..run import plan, run as run_api, run_variants
 
     planned = plan(options)
@@ -254,25 +313,44 @@ def execute_run(options):
     # around the per-benchmark lines and the error line. soft_wrap: one message, one line.
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console, transient=False, disable=not console.is_interactive)
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False,
+                        disable=not console.is_interactive)
     status = {"skipped": "[dim]done earlier[/dim]", "missing": "[yellow]no data[/yellow]",
               "opt-in": "[yellow]needs --allow-code-exec[/yellow]"}
 
+    from ..precision import dtype_change
+
+    # A dtype other than the card's, chosen here rather than by the user (a CPU runs float32), is said
+    # once, when the model has loaded (an error before that stays one line); provenance records it too.
+    changed = None if options.dtype else dtype_change(card, options.dtype, options.device)
+    said: list[bool] = []
     with progress:
-        overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants)
+        overall = progress.add_task(f"{card.name} ({stage})", total=len(entries) * variants, detail="")
+        requests = BenchmarkProgress(progress, console)  # requests within a benchmark (progress.py)
 
         def on_event(kind, entry, outcome):
+            if kind == "progress":
+                requests.update(outcome)
+                return
             if kind == "variant":  # ablation suite: the next variant's benchmarks follow
                 progress.console.print(f"[bold]{outcome.model}[/bold]")
                 return
+            if kind == "start" and changed and not said:
+                said.append(True)
+                progress.console.print(f"note: {escape(changed)}", highlight=False)
             if kind == "start":
                 progress.update(overall, description=f"{card.name} ({stage}): {entry.key} ({entry.shots}-shot)")
+                return
+            if kind == "stale":  # a results file made with other settings: say what changed, then re-run
+                progress.console.print(f"  {entry.key:<15} [yellow]settings changed:[/yellow] {escape(outcome.message)}",
+                                       markup=True, highlight=False)
                 return
             if kind == "journal":  # damaged journal lines: reported, skipped, their requests redone
                 progress.console.print(f"  {entry.key:<15} [yellow]warning:[/yellow] {escape(outcome.message)}",
                                        markup=True, highlight=False)
                 return
             if kind == "done":
+                requests.close(entry.key)
                 score = "—" if outcome.score is None else f"{outcome.score * 100:.1f}"
                 reuse = f", {outcome.reused} reused from journal" if outcome.reused else ""
                 progress.console.print(f"  {entry.key:<15} {score:>6}  [dim]{outcome.computed} requests, "
@@ -282,6 +360,12 @@ def execute_run(options):
             progress.advance(overall)
 
         summary = run_api(options, on_event=on_event, planned=planned)
+    where = results_line(summary, options.output)
+    if where and not quiet:
+        typer.echo(where, err=True)
+    skipped = skipped_summary(summary)
+    if skipped and not quiet:
+        typer.echo(skipped, err=True)
     failed = [o for o in summary.outcomes if o.status in ("missing-data", "failed")]
     for o in failed:  # each message names its benchmark
         typer.echo(f"error: {o.message}", err=True)

@@ -26,9 +26,12 @@ def rendered_requests(task: Any, limit: int, shots: int, seed: int = FEWSHOT_SEE
     Arguments are lm-eval's: (context, continuation) per choice for likelihood tasks, (context,
     generation kwargs) for generative ones.
     """
+    from ..fewshot import per_document_shots
+
     task.set_config("num_fewshot", shots)
     task.set_fewshot_seed(seed=seed)
-    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    with per_document_shots(seed):  # shots drawn per document, as `evo-eval run` draws them
+        task.build_all_requests(limit=limit, rank=0, world_size=1)
     out: dict[int, list[tuple]] = {}
     for instance in task.instances:
         out.setdefault(instance.doc_id, []).append(tuple(instance.args))

@@ -5,8 +5,9 @@ suite's GSM8K prompts itself from the data mirror ``run`` reads (``evo-eval data
 ``<mirror>/gsm8k/main/{train,test}.jsonl``). The rendering is lm-eval 0.4.13's ``gsm8k`` task, which the matched
 protocol requires our prompts to equal (tests/data/test_speed_prompts.py checks it against lm-eval):
 ``"Question: {q}\\nAnswer: {a}"`` per shot, shots joined by a blank line, the target question last
-with ``"Answer:"``; shots drawn from the train split by lm-eval's default sampler, a
-``random.Random(1234)`` shared across documents in order, ``sample(train, k)`` per document.
+with ``"Answer:"``; shots drawn from the train split by lm-eval's default sampler's
+``sample(train, k)``, from each document's own generator seeded by 1234 and its id, as every
+`evo-eval run` draws them (evo_eval/fewshot.py: prompts independent of the number of processes).
 
 With synthetic weights there is no real tokenizer offline (the cards' tokenizers live on the hub),
 so :class:`ProxyTokenizer` stands in: it splits text with the Llama-3 pre-tokenizer pattern and
@@ -18,7 +19,6 @@ vocabularies of the paper's models on English and digits); every result says it 
 from __future__ import annotations
 
 import json
-import random
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,10 +77,12 @@ def gsm8k_prompts(count: int, shots: int, data_dir: Path | None = None, seed: in
     if count > len(test):
         raise DataError(f"{folder / 'test.jsonl'} has {len(test)} documents, {count} requested",
                         "ask for fewer prompts")
-    rnd = random.Random(seed)
+    from ..fewshot import document_rng
+
     prompts = []
     for doc_id, doc in enumerate(test[:count]):
-        exemplars = rnd.sample(train, shots) if shots else []
+        # lm-eval's draw from the train split, from each document's own generator (fewshot.py)
+        exemplars = document_rng(seed, doc_id).sample(train, shots) if shots else []
         text = "".join(f"Question: {ex['question']}\nAnswer: {ex['answer']}\n\n" for ex in exemplars)
         text += f"Question: {doc['question']}\nAnswer:"
         messages: list[dict[str, str]] = []

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from evo_eval.errors import DataError
+from evo_eval.fewshot import per_document_shots
 from evo_eval.paths import tasks_dir
 from evo_eval.data.speed_prompts import ProxyTokenizer, find_gsm8k, gsm8k_prompts, proxy_limit
 
@@ -21,7 +22,8 @@ def _lm_eval_contexts(task_config: dict, benchdata, count: int, shots: int) -> l
                   dataset_kwargs={"data_files": {"train": str(gsm8k / "train.jsonl"), "test": str(gsm8k / "test.jsonl")}})
     task = ConfigurableTask(config=config)
     task.set_fewshot_seed(1234)  # simple_evaluate's default fewshot_random_seed
-    task.build_all_requests(limit=count, rank=0, world_size=1)
+    with per_document_shots(1234):  # as `evo-eval run` draws shots: per document (evo_eval/fewshot.py)
+        task.build_all_requests(limit=count, rank=0, world_size=1)
     return [instance.args[0] for instance in task.instances]
 
 
