@@ -296,6 +296,8 @@ def table(
     output: Annotated[Optional[Path], typer.Option(help="Write to a file instead of stdout.")] = None,
     ablation: Annotated[bool, typer.Option(help="Figure 3 instead: perplexity and accuracy per progression-time variant.")] = False,
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
+    ci: Annotated[bool, typer.Option("--ci", help="Show a 95 % bootstrap interval beside each measured score.")] = False,
+    against: Annotated[Optional[str], typer.Option(help="Card of the reference column: mark cells that differ from it significantly (paired test).")] = None,
 ) -> None:
     """The paper's comparison table from results files."""
     from .report.tables import build_table, render
@@ -303,7 +305,7 @@ def table(
     if ablation:
         text = _ablation_table(results, stage, model, format)
     else:
-        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir), format)
+        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir, ci=ci, against=against), format)
     if output:
         from .store import atomic_write_text
 

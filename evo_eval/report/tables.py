@@ -376,7 +376,7 @@ def render_markdown(table: Table) -> str:
     out = "\n".join(lines)
     notes = _notes(table)
     if notes:
-        out += "\n\n" + "\n".join(f"- {n}" for n in notes)
+        out += "\n\n" + "\n".join("- " + n.replace(MARK, "\\" + MARK) for n in notes)
     return out + "\n"
 
 
