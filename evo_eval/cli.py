@@ -315,6 +315,21 @@ def table(
         sys.stdout.write(text)
 
 
+@app.command()
+@handle_errors
+def report(
+    results: ResultsOpt = Path("results"),
+    output: Annotated[Optional[Path], typer.Option(help="HTML file to write (default RESULTS/report.html).")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="base or instruct (default: every stage with results).")] = None,
+    max_docs: Annotated[int, typer.Option(help="Documents embedded per benchmark (0: all).")] = 500,
+    against: Annotated[Optional[str], typer.Option(help="Card of the reference column for the paired marks.")] = None,
+) -> None:
+    """One self-contained HTML page: tables with intervals, the figure, every system's documents."""
+    from .report.html import build_report
+
+    typer.echo(f"wrote {build_report(results, output, [stage] if stage else None, max_docs, against)}", err=True)
+
+
 def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
     import json
 
