@@ -176,22 +176,33 @@ def test_ties_and_incomparable_rows_have_no_bold(tmp_path):
 
 
 def test_nan_score_is_nan_with_its_reason_not_a_dash(tmp_path):
+    from evo_eval.run import score_reason
+
+    lm_eval = {"results": {"evo_truthfulqa": {"acc,none": float("nan")}}}
     write(tmp_path, "evo-8b", "truthfulqa", None, 0)
     path = result_path(tmp_path, "base", "evo-8b", "truthfulqa")
-    data = json.loads(path.read_text())
-    data["lm_eval"] = {"results": {"evo_truthfulqa": {"acc,none": float("nan")}}}
-    data["metric"] = "acc,none"
+    data = json.loads(path.read_text()) | {"lm_eval": lm_eval, "metric": "acc,none",
+                                           "score_reason": score_reason(lm_eval, "evo_truthfulqa", "acc,none")}
     atomic_write_text(path, to_json(data))
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert strict["lm_eval"]["results"]["evo_truthfulqa"]["acc,none"] is None
+    assert strict["score_reason"] == "lm-eval computed acc,none as NaN (undefined for these outputs)"
+    # A file written before score_reason existed still has lm-eval's NaN, as a non-strict constant.
+    old = json.loads(path.read_text()) | {"score_reason": None}
+    old["lm_eval"]["results"]["evo_truthfulqa"]["acc,none"] = float("nan")
+    write(tmp_path, "llama3-8b", "truthfulqa", None, 0)
+    result_path(tmp_path, "base", "llama3-8b", "truthfulqa").write_text(json.dumps(old | {"model": "llama3-8b"}))
     table = build_table("base", tmp_path)
     cells = row(table, "truthfulqa").cells
-    assert (cells[0].status, cells[1].status) == ("nan", "not run")
-    assert cells[0].reason == "lm-eval computed acc,none as NaN (undefined for these outputs)"
-    assert "| TruthfulQA (0-shot) | NaN | — |" in render(table, "markdown")
+    assert (cells[0].status, cells[1].status, cells[5].status) == ("nan", "not run", "nan")
+    assert cells[0].reason == cells[5].reason == "lm-eval computed acc,none as NaN (undefined for these outputs)"
+    assert "| TruthfulQA (0-shot) | NaN | — | — | — | — | NaN | — |" in render(table, "markdown")
     text = render(table, "json")
     payload = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     cell = next(r for r in payload["rows"] if r["key"] == "truthfulqa")["cells"][0]
     assert (cell["value"], cell["status"]) == (None, "nan") and "NaN" in cell["reason"]
     assert next(r for r in csv.DictReader(io.StringIO(render(table, "csv"))) if r["benchmark"].startswith("Truth"))["Evo 8B"] == "NaN"
+    assert score_reason({"results": {"t": {"acc,none": 0.5}}}, "t", "acc,none") is None
 
 
 def test_csv_keeps_the_notes_and_paper_numbers_share_the_columns_format(results):
