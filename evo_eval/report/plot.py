@@ -180,14 +180,14 @@ def _speed_axis(cards: list[ModelCard], stage: str, speed: str, speed_dir: Path)
         row = paper_table(stage).get(SPEED_ROW, {})
         return {c.name: float(row[c.column]) for c in cards if row.get(c.column) not in (None, "", "-")}, \
             ["speed: the paper's tokens/s (one A100)"]
-    from ..speed import CPU_NOTE, SYNTHETIC_LABEL, load_speed_results
+    from ..speed import CPU_NOTE, load_speed_results
+    from .labels import speed_weights_notes
 
     records = load_speed_results(Path(speed_dir)) if Path(speed_dir).is_dir() else {}
     values = {c.name: float(records[c.name]["tokens_per_s"]) for c in cards if c.name in records}
     used = [records[n] for n in values]
     notes = []
-    if any(r.get("synthetic") for r in used):
-        notes.append(f"speed: {SYNTHETIC_LABEL} at the paper's shapes (fixed generation length, EOS disabled)")
+    notes += speed_weights_notes(used, {c.name: c for c in cards}, "speed")
     devices = sorted({str(r.get("device")) for r in used})
     if devices:
         notes.append("speed measured on " + ", ".join(devices) + "; the paper used one A100")

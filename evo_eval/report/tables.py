@@ -25,6 +25,7 @@ from ..cards import ModelCard, all_cards, paper_order
 from ..errors import UnknownNameError, UserError
 from ..store import StoredResult, iter_results
 from ..suites import BENCHMARKS, SECTIONS, check_stage, paper_shots, paper_table, parse_cell
+from .labels import speed_weights_notes
 from .paired import ALPHA, TEST_NAME, Paired, compare, protocol_difference
 from .uncertainty import score_interval
 
@@ -175,28 +176,6 @@ def _nan_reason(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _speed_label(records: list[dict[str, Any]], cards: dict[str, ModelCard]) -> list[str]:
-    """What the speed rows measured, truthfully: synthetic weights at the paper's shapes only when the
-    timed model had the card's (the paper's) shape."""
-    notes = []
-    synthetic = [r for r in records if r.get("synthetic")]
-    if synthetic:
-        def at_paper_shape(rec: dict[str, Any]) -> bool:
-            card = cards.get(rec.get("model"))
-            shape = rec.get("shape") or {}
-            return card is not None and all(shape.get(k) == card.shape.get(k) for k in ("n_layers", "d_model"))
-
-        paper_shape = [r for r in synthetic if at_paper_shape(r)]
-        tiny = [r for r in synthetic if not at_paper_shape(r)]
-        if paper_shape:
-            notes.append("speed rows: synthetic weights at the paper's shapes (fixed generation length, EOS disabled)"
-                         + ("" if not tiny else f" for {', '.join(sorted(r['model'] for r in paper_shape))}"))
-        if tiny:
-            notes.append("speed rows: synthetic weights at small test shapes, not the paper's, for "
-                         + ", ".join(sorted(r["model"] for r in tiny)) + ": timings say nothing about 8B models")
-    return notes
-
-
 def build_table(stage: str = "base", results_dir: Path = Path("results"), paper: bool = False,
                 speed_dir: Path | None = None, ci: bool = False, against: str | None = None) -> Table:
     check_stage(stage)
@@ -212,7 +191,7 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
     if speed_cards:
         shown = [speed_cards[c.name] for c in cards if c.name in speed_cards]
         devices = sorted({str(rec.get("device")) for rec in shown if rec.get("device")})
-        label_notes = _speed_label(shown, {c.name: c for c in cards})
+        label_notes = speed_weights_notes(shown, {c.name: c for c in cards}, "speed rows")
         # Timings on a CPU, at tiny shapes or on different devices rank nothing.
         comparable = (len(devices) <= 1 and all(rec.get("comparable_to_paper", True) for rec in shown)
                       and not any("small test shapes" in n for n in label_notes))

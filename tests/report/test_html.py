@@ -54,6 +54,16 @@ def test_bad_input(tmp_path):
         build_report(tmp_path)
 
 
+@pytest.mark.parametrize("args, line", [
+    (["report", "--results", "{tmp}/nowhere"], "error: results folder {tmp}/nowhere does not exist — run `evo-eval run` first, or pass --results DIR"),
+    (["report", "--results", "{tmp}", "--max-docs", "-1"], "error: --max-docs must be 0 (all) or a positive number, got -1 — pass e.g. --max-docs 200"),
+    (["table", "--results", "{tmp}", "--against", "evo-9b"], "error: unknown --against card for stage base 'evo-9b' — did you mean evo-8b?"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(results, args, line):
+    out = CliRunner().invoke(app, [a.replace("{tmp}", str(results)) for a in args])
+    assert out.exit_code == 2 and out.stderr.strip() == line.replace("{tmp}", str(results))
+
+
 def _chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

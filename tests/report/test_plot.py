@@ -49,6 +49,8 @@ def test_measured_speed_against_paper_accuracy(tmp_path, monkeypatch):
     assert got == {"Evo 8B": (60.0, 86.4), "LLaMA3 8B": (180.0, 52.7), "Qwen2.5 7B": (190.0, 85.8)}
     notes = "\n".join(captured["notes"])
     assert "synthetic weights" in notes and "H100" in notes and "not shown" in notes and "paper" in notes
+    # These records name no paper-sized shape: never "at the paper's shapes".
+    assert "paper's shapes" not in notes and "small test shapes" in notes
 
 
 def test_paper_on_both_axes_and_bad_input(tmp_path):
