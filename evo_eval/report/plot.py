@@ -61,7 +61,7 @@ def draw(points: list[Point], output: Path, *, title: str, xlabel: str, ylabel: 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     if notes:
         fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left")
         fig.subplots_adjust(bottom=0.12 + 0.035 * len(notes))
@@ -75,7 +75,7 @@ def draw(points: list[Point], output: Path, *, title: str, xlabel: str, ylabel: 
 
 # Offsets (points) tried in turn for a label: beside, above, below, then further out.
 _OFFSETS = [(6, 6), (6, -14), (-6, 6), (-6, -14), (6, -4), (-6, -4), (0, 12), (0, -20)]
-_OFFSETS += [(dx * 2, dy * 2) for dx, dy in _OFFSETS] + [(dx * 3, dy * 3) for dx, dy in _OFFSETS]
+_OFFSETS += [(dx * k, dy * k) for k in (2, 3, 4) for dx, dy in _OFFSETS]
 
 
 def place_labels(fig, ax, points: list[Point]) -> list:
@@ -83,13 +83,17 @@ def place_labels(fig, ax, points: list[Point]) -> list:
 
     Systems close in speed and accuracy (the AR baselines, the two masked-diffusion models) would
     otherwise print their names over each other. Labels are placed greedily, most crowded point first,
-    at the first offset whose box is free; a label moved away from its point is joined to it by a
+    at the first offset whose box is free of labels, markers and the legend; a label moved away from its point is joined to it by a
     thin line. Returns the label texts.
     """
     fig.canvas.draw()  # final limits and layout, so display boxes are where they will be drawn
     renderer = fig.canvas.get_renderer()
     markers = [ax.transData.transform((p.speed, p.accuracy)) for p in points]
     marker_boxes = [(x - 5, y - 5, x + 5, y + 5) for x, y in markers]
+    legend = ax.get_legend()
+    if legend is not None:  # the legend is an obstacle like any marker
+        box = legend.get_window_extent(renderer)
+        marker_boxes.append((box.x0, box.y0, box.x1, box.y1))
     placed: list[tuple[float, float, float, float]] = []
     texts = []
 
@@ -97,6 +101,11 @@ def place_labels(fig, ax, points: list[Point]) -> list:
         w = min(a[2], b[2]) - max(a[0], b[0])
         h = min(a[3], b[3]) - max(a[1], b[1])
         return w * h if w > 0 and h > 0 else 0.0
+
+    def distance(rect, point) -> float:
+        dx = max(rect[0] - point[0], 0.0, point[0] - rect[2])
+        dy = max(rect[1] - point[1], 0.0, point[1] - rect[3])
+        return (dx * dx + dy * dy) ** 0.5
 
     def crowding(i: int) -> float:
         return -sum(1 for j, m in enumerate(markers) if j != i and abs(m[0] - markers[i][0]) + abs(m[1] - markers[i][1]) < 80)
@@ -110,9 +119,12 @@ def place_labels(fig, ax, points: list[Point]) -> list:
                                fontsize=9, ha="left" if dx >= 0 else "right")
             box = text.get_window_extent(renderer)
             rect = (box.x0, box.y0, box.x1, box.y1)
-            cost = sum(overlap(rect, b) for b in placed + marker_boxes)
+            cost = 100 * sum(overlap(rect, b) for b in placed + marker_boxes)
+            # A label nearer another system's marker than its own would name the wrong point.
+            own = distance(rect, markers[i])
+            cost += 500 * sum(1 for j, m in enumerate(markers) if j != i and distance(rect, m) < own)
             outside = rect[0] < axes_box.x0 or rect[2] > axes_box.x1 or rect[1] < axes_box.y0 or rect[3] > axes_box.y1
-            cost += 1e6 * outside
+            cost += 1e9 * outside
             if best is None or cost < best[0]:
                 if best is not None:
                     best[1].remove()
@@ -122,7 +134,8 @@ def place_labels(fig, ax, points: list[Point]) -> list:
             if cost == 0:
                 break
         cost, text, rect, (dx, dy) = best
-        if abs(dx) > 6 or abs(dy) > 14:  # moved away from its point: a thin leader line says whose it is
+        nearer = any(distance(rect, m) < distance(rect, markers[i]) for j, m in enumerate(markers) if j != i)
+        if nearer or abs(dx) > 6 or abs(dy) > 14:  # away from its point: a thin leader line says whose it is
             ax.annotate("", (p.speed, p.accuracy), xytext=(dx, dy), textcoords="offset points",
                         arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
         placed.append(rect)

@@ -82,6 +82,8 @@ def test_labels_of_crowded_points_do_not_overlap(tmp_path):
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), (a, b)
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert not any(box.overlaps(legend) for box in boxes)
 
 
 def test_plot_writes_under_results_not_the_working_folder(tmp_path, monkeypatch):
