@@ -187,7 +187,7 @@ def build_report(results: Path, output: Path | None = None, stages: list[str] | 
                         f"{table_html(table)}{figure}</section>")
     output = Path(output) if output else results / "report.html"
     payload = json.dumps({"benchmarks": data, "right": RIGHT, "max_docs": max_docs}, ensure_ascii=False,
-                         allow_nan=False).replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+                         allow_nan=False).replace("<", "\\u003c")  # no "</script>" or "<!--" can end the block
     page = _PAGE.format(title=html.escape(f"evo-eval report: {results}"),
                         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         folder=html.escape(str(results)), sections="".join(sections), data=payload,

@@ -23,6 +23,7 @@ LLAMA = [1.0] * 4 + [0.0] * 4 + [1.0] * 2
 @pytest.fixture
 def results(tmp_path, write):
     prompts = {"evo_arc_challenge": [f"Question {i}: which gas do plants absorb?\nAnswer:" for i in range(10)]}
+    prompts["evo_arc_challenge"][9] = "Question 9: </script><!-- <b>raw</b>\nAnswer:"  # text, never markup
     records = [{"request_type": "generate_until", "task": "evo_arc_challenge", "doc_id": i, "nfe": 32 + i,
                 "wall_s": 0.5} for i in range(10)]
     write(tmp_path, "evo-8b", "arc_challenge", {"evo_arc_challenge": EVO}, shots=25, prompts=prompts,
@@ -44,6 +45,7 @@ def test_page_is_self_contained_and_holds_every_document(results):
     first = bench["docs"][0]["by"]
     assert first["0"][1:] == ["evo answer 0", 1.0, 32.0, 0.5] and first["1"][1:] == ["llama answer 0", 1.0, None, None]
     assert len(bench["prompts"]) == 10  # the same prompt is stored once for both systems
+    assert bench["prompts"][9] == "Question 9: </script><!-- <b>raw</b>\nAnswer:"
     assert "80.0" in page and "[" in page  # the table, with its interval
 
 
@@ -95,6 +97,7 @@ def test_page_renders_in_headless_chromium(results, tmp_path):
     assert shown.count('class="doc"') == 10
     assert "Question 0: which gas do plants absorb?" in shown and "evo answer 0" in shown
     assert "score 1.000 · NFE 32 · 0.50 s" in shown
+    assert "Question 9: &lt;/script&gt;&lt;!-- &lt;b&gt;raw&lt;/b&gt;" in shown and "<b>raw</b>" not in shown
     # The filter "A right, B wrong" (Evo vs LLaMA3), opened from the page's address.
     filtered = dom("#bench=base/arc_challenge&a=0&b=1&mode=aw")
     assert "4 documents match" in filtered
