@@ -48,7 +48,12 @@ def table_html(table: Table) -> str:
             value, bold, interval, paper = _cell_parts(cell, _digits(row), table)
             text = f"<b>{esc(value)}</b>" if bold else esc(value)
             text += f"<sup>{MARK}</sup>" if cell.marked else ""
-            title = cell.reason or cell.ci_reason or (cell.paired or {}).get("reason") or ""
+            pair = cell.paired or {}
+            title = cell.reason or pair.get("reason") or ""
+            if pair.get("p_value") is not None:
+                title = (f"paired difference {pair['delta']:+.1f} [{pair['low']:+.1f}, {pair['high']:+.1f}] points "
+                         f"on {pair['n']} documents, sign test p = {pair['p_value']:.3g}")
+            title = "; ".join(t for t in (title, cell.ci_reason and f"no interval: {cell.ci_reason}") if t)
             extra = "".join(f' <span class="ci">{esc(t)}</span>' for t in (interval, paper) if t)
             cls = {"nan": "nan", "not run": "missing"}.get(cell.status, "")
             cells.append(f'<td class="{cls}" title="{esc(title)}">{text}{extra}</td>')

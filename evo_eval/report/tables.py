@@ -32,7 +32,7 @@ from .uncertainty import score_interval
 FORMATS = ("latex", "markdown", "csv", "json")
 DASH = "—"
 FLAG = "†"
-FLAG_NOTE = "† models ran this benchmark with different shots or prompts"
+FLAG_NOTE = "† models ran this benchmark with different shots or prompts: no figure of the row is bold"
 MARK = "*"
 NAN = "NaN"
 SPEED_ROWS = (("E2E Latency (s)", "e2e_latency_s", False), ("Inference Speed (tokens/s)", "tokens_per_s", True))
@@ -257,6 +257,8 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
             rows.append(row)
     if any(r.flagged for r in rows):
         notes.append(FLAG_NOTE)
+    if any(not r.comparable for r in rows if r.key not in {k for _, k, _ in SPEED_ROWS}):
+        notes.append("rows whose models ran with different --limit have no bold figure")
     if ci:
         notes.append("[low, high]: 95 % percentile-bootstrap interval over documents (resampled within each "
                      "subject or subtask, 2000 replicates, from the stored samples)")

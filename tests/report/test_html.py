@@ -93,6 +93,8 @@ def test_page_renders_in_headless_chromium(results, tmp_path):
     shown = dom("")
     # The table, as the browser built it.
     assert re.search(r"<td>ARC-C \(25-shot\)</td>.*?<b>80\.0</b>", shown, re.S)
+    # LLaMA3 against Evo: 2 documents better, 4 worse: p = 2 * (1 + 6 + 15) / 64.
+    assert "paired difference -20.0" in shown and "on 10 documents, sign test p = 0.688" in shown
     # One sample, rendered by the page's script: its prompt, answer and cost.
     assert shown.count('class="doc"') == 10
     assert "Question 0: which gas do plants absorb?" in shown and "evo answer 0" in shown
