@@ -55,8 +55,11 @@ def sign_test(wins: int, losses: int) -> float:
     if n == 0:
         return 1.0
     k = min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    term, tail = 1, 1  # C(n, 0); each next binomial coefficient from the last, in exact integers
+    for i in range(k):
+        term = term * (n - i) // (i + 1)
+        tail += term
+    return min(1.0, 2 * tail / 2 ** n)  # int / int: the correctly rounded float of the exact ratio
 
 
 def protocol_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
@@ -106,12 +109,14 @@ def paired_scores(a: DocScores, b: DocScores, iterations: int = ITERATIONS, seed
     return Paired(delta, low, high, sign_test(wins, losses), n, wins, losses)
 
 
-def compare(a: dict[str, Any], b: dict[str, Any], iterations: int = ITERATIONS, seed: int = SEED) -> Paired:
-    """Paired comparison of two results files' data for the same benchmark (a minus b)."""
+def compare(a: dict[str, Any], b: dict[str, Any], iterations: int = ITERATIONS, seed: int = SEED,
+            scores: tuple[DocScores, DocScores] | None = None) -> Paired:
+    """Paired comparison of two results files' data for the same benchmark (a minus b); ``scores``:
+    their ``doc_scores`` when the caller already has them."""
     why = protocol_difference(a, b)
     if why:
         return Paired(reason=why)
-    sa, sb = doc_scores(a), doc_scores(b)
+    sa, sb = scores or (doc_scores(a), doc_scores(b))
     for scores, data in ((sa, a), (sb, b)):
         if scores.reason:
             return Paired(reason=f"{data.get('model')}: {scores.reason}")

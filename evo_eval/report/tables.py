@@ -27,7 +27,7 @@ from ..store import StoredResult, iter_results
 from ..suites import BENCHMARKS, SECTIONS, check_stage, paper_shots, paper_table, parse_cell
 from .labels import speed_weights_notes
 from .paired import ALPHA, TEST_NAME, Paired, compare, protocol_difference
-from .uncertainty import score_interval
+from .uncertainty import doc_scores, score_interval
 
 FORMATS = ("latex", "markdown", "csv", "json")
 DASH = "—"
@@ -231,6 +231,7 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
             row = Row("metric", f"{bench.label} ({shots}-shot)", key=bench.key, flagged=_differs(present),
                       comparable=len(limits) <= 1)
             ref = results.get((against, bench.key)) if against else None
+            per_doc = {r.model: doc_scores(r.data) for r in present} if ci or ref is not None else {}
             for card, res in zip(cards, stored):
                 paper_value = _paper_number(stage, bench.paper_row[stage], card.column)[0] if paper else None
                 cell = Cell(None, paper_value, res.shots if res else None, status="not run" if res is None else "ok")
@@ -240,13 +241,13 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
                     cell.status, cell.reason = "nan", _nan_reason(res.data) or "the run stored no score"
                     nan_seen = True
                 if res is not None and ci:
-                    unc = score_interval(res.data)
+                    unc = score_interval(res.data, scores=per_doc[res.model])
                     if unc.interval:
                         cell.ci = (unc.interval.low * 100, unc.interval.high * 100)
                     else:
                         cell.ci_reason = unc.reason
                 if res is not None and ref is not None and card.name != against:
-                    pair = compare(res.data, ref.data)
+                    pair = compare(res.data, ref.data, scores=(per_doc[res.model], per_doc[against]))
                     cell.paired = _paired_dict(pair)
                     cell.marked = pair.significant()
                     if pair.reason:

@@ -158,11 +158,12 @@ def interval(scores: DocScores, iterations: int = ITERATIONS, seed: int = SEED,
     return Interval(low, high, level, scores.n)
 
 
-def score_interval(data: dict[str, Any], iterations: int = ITERATIONS, seed: int = SEED) -> CellUncertainty:
+def score_interval(data: dict[str, Any], iterations: int = ITERATIONS, seed: int = SEED,
+                   scores: DocScores | None = None) -> CellUncertainty:
     """The 95 % interval of a results file's score (as a fraction, like the stored score), or why none."""
     if data.get("score") is None:
         return CellUncertainty(reason="no score")
-    scores = doc_scores(data)
+    scores = scores or doc_scores(data)
     if scores.reason:
         return CellUncertainty(reason=scores.reason)
     if scores.n < 2:
