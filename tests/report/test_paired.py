@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from evo_eval.report.paired import compare, sign_test
@@ -14,6 +16,8 @@ def test_sign_test_matches_the_binomial_by_hand(record):
     assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
     assert sign_test(5, 0) == pytest.approx(2 / 32)
     assert sign_test(6, 0) == pytest.approx(2 / 64)
+    # Large counts (MMLU-sized) stay exact: the closed form summed with math.comb.
+    assert sign_test(100, 80) == 2 * sum(math.comb(180, i) for i in range(81)) / 2 ** 180
 
 
 def test_paired_comparison_on_a_hand_made_example(record):
