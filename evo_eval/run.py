@@ -185,6 +185,18 @@ def main_score(results: dict[str, Any], task: str, metric: str) -> float | None:
     return None
 
 
+def score_reason(results: dict[str, Any], task: str, metric: str) -> str | None:
+    """Why a benchmark that ran has no score: lm-eval computed its metric as NaN (or found no such metric)."""
+    for section in ("groups", "results"):
+        block = results.get(section, {}).get(task)
+        if block and metric in block:
+            value = block[metric]
+            if isinstance(value, (int, float)) and math.isnan(value):
+                return f"lm-eval computed {metric} as NaN (undefined for these outputs)"
+            return None
+    return f"lm-eval reported no {metric} for {task}"
+
+
 def prompt_hashes(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, str]]:
     """{leaf task: {doc_id: hash of the rendered prompt}} from lm-eval's logged samples."""
     out: dict[str, dict[str, str]] = {}
@@ -274,6 +286,7 @@ def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, o
         "section": entry.benchmark.section,
         "scoring": scoring_choice(entry.key, entry.stage),  # the choice the paper leaves to us, if any
         "score": main_score(results, entry.task, metric),
+        "score_reason": score_reason(results, entry.task, metric),
         "limit": options.limit,
         "prompt_hashes": prompt_hashes(samples),
         "protocol": protocol_fingerprint(results, entry.shots, manifest),

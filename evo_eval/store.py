@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import socket
@@ -80,15 +81,28 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=1, sort_keys=False, default=_json_default, ensure_ascii=False) + "\n"
+    """Strict JSON (RFC 8259, which any reader parses): the NaN lm-eval reports for an undefined metric
+    is written as null; the record says why in its own words (run.py's ``score_reason``)."""
+    return json.dumps(_finite(obj), indent=1, sort_keys=False, default=_json_default, ensure_ascii=False,
+                      allow_nan=False) + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
     # lm-eval results carry numpy scalars and the odd set or Path.
     if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
+        return _finite(obj.item())
     if isinstance(obj, (set, tuple)):
-        return list(obj)
+        return _finite(list(obj))
     if isinstance(obj, Path):
         return str(obj)
     return repr(obj)

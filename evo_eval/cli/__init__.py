@@ -386,6 +386,8 @@ def table(
     output: Annotated[Optional[Path], typer.Option(help="Write to a file instead of stdout.")] = None,
     ablation: Annotated[bool, typer.Option(help="Figure 3 instead: perplexity and accuracy per progression-time variant.")] = False,
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
+    ci: Annotated[bool, typer.Option("--ci", help="Show a 95 % bootstrap interval beside each measured score.")] = False,
+    against: Annotated[Optional[str], typer.Option(help="Card of the reference column: mark cells that differ from it significantly (paired test).")] = None,
 ) -> None:
     """The paper's comparison table from results files."""
     from ..report.tables import build_table, render
@@ -393,7 +395,7 @@ def table(
     if ablation:
         text = _ablation_table(results, stage, model, format)
     else:
-        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir), format)
+        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir, ci=ci, against=against), format)
     if output:
         from ..store import atomic_write_text
 
@@ -401,6 +403,21 @@ def table(
         typer.echo(f"wrote {output}", err=True)
     else:
         sys.stdout.write(text)
+
+
+@app.command()
+@handle_errors
+def report(
+    results: ResultsOpt = Path("results"),
+    output: Annotated[Optional[Path], typer.Option(help="HTML file to write (default RESULTS/report.html).")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="base or instruct (default: every stage with results).")] = None,
+    max_docs: Annotated[int, typer.Option(help="Documents embedded per benchmark (0: all).")] = 500,
+    against: Annotated[Optional[str], typer.Option(help="Card of the reference column for the paired marks.")] = None,
+) -> None:
+    """One self-contained HTML page: tables with intervals, the figure, every system's documents."""
+    from ..report.html import build_report
+
+    typer.echo(f"wrote {build_report(results, output, [stage] if stage else None, max_docs, against)}", err=True)
 
 
 def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
@@ -414,7 +431,7 @@ def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
     if fmt not in ("markdown", "json"):
         raise UnknownNameError("ablation table format", fmt, ["markdown", "json"])
     if not results.is_dir():
-        from .run_checks import folder_problem
+        from ..run_checks import folder_problem
 
         raise UserError(folder_problem(results, "results folder"), "run `evo-eval run --suite ablation` first")
     rows = figure3_table(results, model, stage)

@@ -106,14 +106,14 @@ def plot_command(
     speed: Annotated[str, typer.Option(help="measured (speed results) or paper (the paper's speed row).")] = "measured",
     results: Annotated[Path, typer.Option("--results", help="Results folder to read.")] = Path("results"),
     speed_dir: Annotated[Optional[Path], typer.Option(help="Speed results (default RESULTS/speed).")] = None,
-    output: Annotated[Path, typer.Option(help="Figure file (.png, .pdf or .svg).")] = Path("results/speed/accuracy_vs_speed.png"),
+    output: Annotated[Optional[Path], typer.Option(help="Figure file (.png, .pdf or .svg; default RESULTS/speed/accuracy_vs_speed_STAGE.png).")] = None,
 ) -> None:
     """Accuracy against decoding speed, one point per system, Pareto frontier marked."""
     def make() -> None:
         from ..report.plot import plot_accuracy_vs_speed
 
         path = plot_accuracy_vs_speed(stage=stage, task=task, accuracy=accuracy, speed=speed, results=results,
-                                      speed_dir=speed_dir or results / "speed", output=output)
+                                      speed_dir=speed_dir, output=output)
         typer.echo(f"wrote {path}", err=True)
 
     make()

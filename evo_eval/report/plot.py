@@ -56,22 +56,91 @@ def draw(points: list[Point], output: Path, *, title: str, xlabel: str, ylabel: 
     if len(on_front) > 1:  # the frontier as a staircase: best accuracy reachable at each speed
         ax.step([p.speed for p in on_front], [p.accuracy for p in on_front], where="post", color="tab:red",
                 alpha=0.6)
-    for p in points:
-        ax.annotate(p.label, (p.speed, p.accuracy), textcoords="offset points", xytext=(5, 5), fontsize=9)
     ax.margins(x=0.15, y=0.1)  # room for the labels beside the outermost points
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     if notes:
         fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left")
         fig.subplots_adjust(bottom=0.12 + 0.035 * len(notes))
+    place_labels(fig, ax, points)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=150)
     plt.close(fig)
     return fig
+
+
+# Offsets (points) tried in turn for a label: beside, above, below, then further out.
+_OFFSETS = [(6, 6), (6, -14), (-6, 6), (-6, -14), (6, -4), (-6, -4), (0, 12), (0, -20)]
+_OFFSETS += [(dx * k, dy * k) for k in (2, 3, 4) for dx, dy in _OFFSETS]
+
+
+def place_labels(fig, ax, points: list[Point]) -> list:
+    """Annotate each point where its label overlaps no other label and no marker.
+
+    Systems close in speed and accuracy (the AR baselines, the two masked-diffusion models) would
+    otherwise print their names over each other. Labels are placed greedily, most crowded point first,
+    at the first offset whose box is free of labels, markers and the legend; a label moved away from its point is joined to it by a
+    thin line. Returns the label texts.
+    """
+    fig.canvas.draw()  # final limits and layout, so display boxes are where they will be drawn
+    renderer = fig.canvas.get_renderer()
+    markers = [ax.transData.transform((p.speed, p.accuracy)) for p in points]
+    marker_boxes = [(x - 5, y - 5, x + 5, y + 5) for x, y in markers]
+    legend = ax.get_legend()
+    if legend is not None:  # the legend is an obstacle like any marker
+        box = legend.get_window_extent(renderer)
+        marker_boxes.append((box.x0, box.y0, box.x1, box.y1))
+    placed: list[tuple[float, float, float, float]] = []
+    texts = []
+
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    def distance(rect, point) -> float:
+        dx = max(rect[0] - point[0], 0.0, point[0] - rect[2])
+        dy = max(rect[1] - point[1], 0.0, point[1] - rect[3])
+        return (dx * dx + dy * dy) ** 0.5
+
+    def crowding(i: int) -> float:
+        return -sum(1 for j, m in enumerate(markers) if j != i and abs(m[0] - markers[i][0]) + abs(m[1] - markers[i][1]) < 80)
+
+    axes_box = ax.get_window_extent(renderer)
+    for i in sorted(range(len(points)), key=crowding):
+        p = points[i]
+        best = None
+        for dx, dy in _OFFSETS:
+            text = ax.annotate(p.label, (p.speed, p.accuracy), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=9, ha="left" if dx >= 0 else "right")
+            box = text.get_window_extent(renderer)
+            rect = (box.x0, box.y0, box.x1, box.y1)
+            cost = 100 * sum(overlap(rect, b) for b in placed + marker_boxes)
+            # A label nearer another system's marker than its own would name the wrong point.
+            own = distance(rect, markers[i])
+            cost += 500 * sum(1 for j, m in enumerate(markers) if j != i and distance(rect, m) < own)
+            outside = rect[0] < axes_box.x0 or rect[2] > axes_box.x1 or rect[1] < axes_box.y0 or rect[3] > axes_box.y1
+            cost += 1e9 * outside
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, text, rect, (dx, dy))
+            else:
+                text.remove()
+            if cost == 0:
+                break
+        cost, text, rect, (dx, dy) = best
+        nearer = any(distance(rect, m) < distance(rect, markers[i]) for j, m in enumerate(markers) if j != i)
+        if nearer or abs(dx) > 6 or abs(dy) > 14:  # away from its point: a thin leader line says whose it is
+            ax.annotate("", (p.speed, p.accuracy), xytext=(dx, dy), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
+        placed.append(rect)
+        texts.append(text)
+    return texts
 
 
 # ---- gathering the two axes ----------------------------------------------------------------------------
@@ -124,14 +193,14 @@ def _speed_axis(cards: list[ModelCard], stage: str, speed: str, speed_dir: Path)
         row = paper_table(stage).get(SPEED_ROW, {})
         return {c.name: float(row[c.column]) for c in cards if row.get(c.column) not in (None, "", "-")}, \
             ["speed: the paper's tokens/s (one A100)"]
-    from ..store import CPU_NOTE, SYNTHETIC_LABEL, load_speed_results
+    from ..store import CPU_NOTE, load_speed_results
+    from .labels import speed_weights_notes
 
     records = load_speed_results(Path(speed_dir)) if Path(speed_dir).is_dir() else {}
     values = {c.name: float(records[c.name]["tokens_per_s"]) for c in cards if c.name in records}
     used = [records[n] for n in values]
     notes = []
-    if any(r.get("synthetic") for r in used):
-        notes.append(f"speed: {SYNTHETIC_LABEL} at the paper's shapes (fixed generation length, EOS disabled)")
+    notes += speed_weights_notes(used, {c.name: c for c in cards}, "speed")
     devices = sorted({str(r.get("device")) for r in used})
     if devices:
         notes.append("speed measured on " + ", ".join(devices) + "; the paper used one A100")
@@ -142,11 +211,13 @@ def _speed_axis(cards: list[ModelCard], stage: str, speed: str, speed_dir: Path)
 
 def plot_accuracy_vs_speed(*, stage: str = "base", task: str = "gsm8k", accuracy: str = "measured",
                            speed: str = "measured", results: Path = Path("results"),
-                           speed_dir: Path = Path("results/speed"),
-                           output: Path = Path("results/speed/accuracy_vs_speed.png")) -> Path:
+                           speed_dir: Path | None = None, output: Path | None = None) -> Path:
+    """Draw the figure; by default into ``<results>/speed/accuracy_vs_speed_<stage>.png`` (never the cwd)."""
     from ..suites import BENCHMARKS, check_stage
 
     check_stage(stage)
+    speed_dir = Path(speed_dir) if speed_dir is not None else Path(results) / "speed"
+    output = Path(output) if output is not None else Path(results) / "speed" / f"accuracy_vs_speed_{stage}.png"
     for name, value in (("accuracy source", accuracy), ("speed source", speed)):
         if value not in SOURCES:
             raise UnknownNameError(name, value, list(SOURCES))

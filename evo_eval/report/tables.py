@@ -3,9 +3,12 @@
 One frame (``build_table``) feeds every format, so the formats cannot disagree. Layout as the paper's
 Tables 1 and 2: speed rows (when speed results exist), a post-training row for the post-trained stage,
 then section rows and ``Benchmark (k-shot)`` rows, one column per system in the paper's order. The best
-value per row is bold; a missing result is an em dash, never zero. ``paper=True`` puts the paper's number
-and the difference beside each measured one. A row is flagged (†) where the models ran with different
-shots or different prompts (their protocol fingerprints or per-document prompt hashes disagree).
+value per row is bold when it is the only best and the row's figures are comparable; a result that was
+not run is an em dash, never zero, and a score lm-eval computed as NaN is "NaN" with its reason.
+``paper=True`` puts the paper's number and the difference beside each measured one; ``ci=True`` a 95 %
+interval (uncertainty.py); ``against=CARD`` marks each cell whose paired difference from that card's
+column is significant (paired.py). A row is flagged (†) where the models ran with different shots or
+different prompts (their protocol fingerprints or per-document prompt hashes disagree).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,16 @@ from ..cards import ModelCard, all_cards, paper_order
 from ..errors import UnknownNameError, UserError
 from ..store import StoredResult, iter_results
 from ..suites import BENCHMARKS, SECTIONS, check_stage, paper_shots, paper_table, parse_cell
+from .labels import speed_weights_notes
+from .paired import ALPHA, TEST_NAME, Paired, compare, protocol_difference
+from .uncertainty import doc_scores, score_interval
 
 FORMATS = ("latex", "markdown", "csv", "json")
 DASH = "—"
 FLAG = "†"
-FLAG_NOTE = "† models ran this benchmark with different shots or prompts"
+FLAG_NOTE = "† models ran this benchmark with different shots or prompts: no figure of the row is bold"
+MARK = "*"
+NAN = "NaN"
 SPEED_ROWS = (("E2E Latency (s)", "e2e_latency_s", False), ("Inference Speed (tokens/s)", "tokens_per_s", True))
 
 
@@ -35,6 +44,12 @@ class Cell:
     paper: float | None = None
     shots: int | None = None
     bold: bool = False
+    status: str = "ok"  # "ok" | "not run" | "nan" (lm-eval computed NaN: a result, not an absence)
+    reason: str | None = None  # for "nan": why
+    ci: tuple[float, float] | None = None  # 95 % interval, same units as value
+    ci_reason: str | None = None  # why there is no interval
+    paired: dict[str, Any] | None = None  # against the reference column: delta, low, high, p_value, n, reason
+    marked: bool = False  # significant paired difference from the reference column
 
     @property
     def delta(self) -> float | None:
@@ -50,6 +65,7 @@ class Row:
     texts: list[str] = field(default_factory=list)  # for "text" rows (post-training)
     flagged: bool = False
     higher_is_better: bool = True
+    comparable: bool = True  # False: the row's own figures say they are not comparable; nothing is bolded
 
 
 @dataclass
@@ -60,6 +76,8 @@ class Table:
     rows: list[Row]
     notes: list[str]
     with_paper: bool
+    with_ci: bool = False
+    against: str | None = None  # card name of the reference column
 
 
 def _cards_for(stage: str) -> list[ModelCard]:
@@ -122,60 +140,83 @@ def _load_speed(speed_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _differs(results: list[StoredResult]) -> bool:
-    """True when the models of a row did not see the same shots and prompts."""
-    if len(results) < 2:
-        return False
-    if len({r.shots for r in results}) > 1 or len({r.data.get("protocol") for r in results}) > 1:
-        return True
-    plain = [r for r in results if not r.data.get("chat_template")]
-    for i, a in enumerate(plain):
-        for b in plain[i + 1:]:
-            pa, pb = a.data.get("prompt_hashes", {}), b.data.get("prompt_hashes", {})
-            for task in set(pa) & set(pb):
-                common = set(pa[task]) & set(pb[task])
-                if any(pa[task][d] != pb[task][d] for d in common):
-                    return True
-    return False
+    """True when the models of a row did not see the same shots and prompts (any pair)."""
+    return any(protocol_difference(a.data, b.data) for i, a in enumerate(results) for b in results[i + 1:])
 
 
 def _mark_best(row: Row) -> None:
-    values = [c.value for c in row.cells if c.value is not None]
-    if len(values) < 2:
+    """Bold the one best figure of a row whose figures are comparable.
+
+    Ties (at the printed precision) bold nothing: a bold cell claims a winner. Rows whose models saw
+    different prompts (†) or whose figures say they are not comparable (CPU timings, mixed devices)
+    have no winner either.
+    """
+    digits = _digits(row)
+    shown = [round(c.value, digits) for c in row.cells if c.value is not None and c.status == "ok"]
+    if len(shown) < 2 or row.flagged or not row.comparable:
         return
-    best = max(values) if row.higher_is_better else min(values)
+    best = max(shown) if row.higher_is_better else min(shown)
+    if shown.count(best) > 1:
+        return
     for cell in row.cells:
-        cell.bold = cell.value is not None and round(cell.value, 6) == round(best, 6)
+        cell.bold = cell.value is not None and cell.status == "ok" and round(cell.value, digits) == best
+
+
+def _nan_reason(data: dict[str, Any]) -> str | None:
+    """Why a stored score is absent although the benchmark ran: lm-eval's own NaN, or the run's reason."""
+    if data.get("score_reason"):
+        return str(data["score_reason"])
+    metric, task = data.get("metric"), data.get("task")
+    for section in ("groups", "results"):
+        value = (data.get("lm_eval", {}).get(section, {}).get(task) or {}).get(metric)
+        if isinstance(value, float) and value != value:
+            return f"lm-eval computed {metric} as NaN (undefined for these outputs)"
+        if value in ("NaN", "nan"):
+            return f"lm-eval computed {metric} as NaN (undefined for these outputs)"
+    return None
 
 
 def build_table(stage: str = "base", results_dir: Path = Path("results"), paper: bool = False,
-                speed_dir: Path | None = None) -> Table:
+                speed_dir: Path | None = None, ci: bool = False, against: str | None = None) -> Table:
     check_stage(stage)
     results = _load_results(Path(results_dir), stage)
     cards = _cards_for(stage) + _extra_columns(results, stage)
+    if against is not None and against not in [c.name for c in cards]:
+        raise UnknownNameError(f"--against card for stage {stage}", against, [c.name for c in cards])
     speed = _load_speed(Path(speed_dir) if speed_dir else Path(results_dir) / "speed")
     rows: list[Row] = []
     notes: list[str] = []
 
     speed_cards = {name: rec for name, rec in speed.items() if rec.get("stage", stage) == stage}
     if speed_cards:
+        shown = [speed_cards[c.name] for c in cards if c.name in speed_cards]
+        devices = sorted({str(rec.get("device")) for rec in shown if rec.get("device")})
+        label_notes = speed_weights_notes(shown, {c.name: c for c in cards}, "speed rows")
+        # Timings on a CPU, at tiny shapes or on different devices rank nothing.
+        comparable = (len(devices) <= 1 and all(rec.get("comparable_to_paper", True) for rec in shown)
+                      and not any("small test shapes" in n for n in label_notes))
         for label, field_name, higher in SPEED_ROWS:
-            row = Row("metric", label, key=field_name, higher_is_better=higher)
+            row = Row("metric", label, key=field_name, higher_is_better=higher, comparable=comparable)
             for card in cards:
                 rec = speed_cards.get(card.name, {})
                 value = rec.get(field_name)
                 row.cells.append(Cell(float(value) if value is not None else None,
-                                      _paper_number(stage, label, card.column)[0] if paper else None))
+                                      _paper_number(stage, label, card.column)[0] if paper else None,
+                                      status="ok" if value is not None else "not run"))
             _mark_best(row)
             rows.append(row)
-        if any(rec.get("synthetic") for rec in speed_cards.values()):
-            notes.append("speed rows: synthetic weights at the paper's shapes (fixed generation length, EOS disabled)")
-        devices = sorted({str(rec.get("device")) for rec in speed_cards.values() if rec.get("device")})
+        notes += label_notes
         if devices:
             notes.append("speed measured on " + ", ".join(devices) + "; the paper used one A100")
+        if not comparable:
+            notes.append("speed rows: no figure is bold, the timings are not comparable with each other")
 
     if stage == "instruct":
         rows.append(Row("text", "Post-training", texts=[c.paper.get("post_training", DASH) for c in cards]))
 
+    untested: list[str] = []
+    nan_seen = False
+    reference = against and next(c for c in cards if c.name == against)
     own = _own_benchmarks(results)
     for section in [*SECTIONS, *[s for s in own if s not in SECTIONS]]:
         benches = [b for b in BENCHMARKS if b.section == section and stage in b.task]
@@ -187,16 +228,51 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
             present = [r for r in stored if r is not None]
             shot_counts = sorted({r.shots for r in present if r.shots is not None})
             shots = shot_counts[0] if len(shot_counts) == 1 else paper_shots(bench.key, stage)
-            row = Row("metric", f"{bench.label} ({shots}-shot)", key=bench.key, flagged=_differs(present))
+            limits = {str(r.data.get("limit")) for r in present}
+            row = Row("metric", f"{bench.label} ({shots}-shot)", key=bench.key, flagged=_differs(present),
+                      comparable=len(limits) <= 1)
+            ref = results.get((against, bench.key)) if against else None
+            per_doc = {r.model: doc_scores(r.data) for r in present} if ci or ref is not None else {}
             for card, res in zip(cards, stored):
-                value = res.score * 100 if res is not None and res.score is not None else None
                 paper_value = _paper_number(stage, bench.paper_row[stage], card.column)[0] if paper else None
-                row.cells.append(Cell(value, paper_value, res.shots if res else None))
+                cell = Cell(None, paper_value, res.shots if res else None, status="not run" if res is None else "ok")
+                if res is not None and res.score is not None:
+                    cell.value = res.score * 100
+                elif res is not None:
+                    cell.status, cell.reason = "nan", _nan_reason(res.data) or "the run stored no score"
+                    nan_seen = True
+                if res is not None and ci:
+                    unc = score_interval(res.data, scores=per_doc[res.model])
+                    if unc.interval:
+                        cell.ci = (unc.interval.low * 100, unc.interval.high * 100)
+                    else:
+                        cell.ci_reason = unc.reason
+                if res is not None and ref is not None and card.name != against:
+                    pair = compare(res.data, ref.data, scores=(per_doc[res.model], per_doc[against]))
+                    cell.paired = _paired_dict(pair)
+                    cell.marked = pair.significant()
+                    if pair.reason:
+                        untested.append(f"{card.column}, {bench.label}: not tested against {reference.column}, "
+                                        f"{pair.reason}")
+                row.cells.append(cell)
             _mark_best(row)
             rows.append(row)
         rows += [_own_row(key, label, results, cards) for key, label in own.get(section, [])]
     if any(r.flagged for r in rows):
         notes.append(FLAG_NOTE)
+    if any(not r.comparable for r in rows if r.key not in {k for _, k, _ in SPEED_ROWS}):
+        notes.append("rows whose models ran with different --limit have no bold figure")
+    if ci:
+        notes.append("[low, high]: 95 % percentile-bootstrap interval over documents (resampled within each "
+                     "subject or subtask, 2000 replicates, from the stored samples)")
+    if reference:
+        notes.append(f"{MARK} differs from {reference.column} (--against {against}) at the {ALPHA:g} level: "
+                     f"{TEST_NAME}, on the documents both answered; cells without {MARK} did not differ "
+                     "significantly or were not tested")
+        notes += untested
+    if nan_seen:
+        notes.append(f"{NAN}: the benchmark ran and lm-eval computed its score as NaN (reason in the JSON output); "
+                     f"{DASH}: not run")
     if not results:
         notes.append(f"no results for stage '{stage}' under {results_dir} yet")
     for card in cards:
@@ -208,7 +284,13 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
     limited = sorted({str(r.data.get("limit")) for r in results.values() if r.data.get("limit")})
     if limited:
         notes.append(f"run with --limit {', '.join(limited)}: scores on a subset, not comparable to the paper")
-    return Table(stage, [c.column for c in cards], [c.name for c in cards], rows, notes, paper)
+    return Table(stage, [c.column for c in cards], [c.name for c in cards], rows, notes, paper, ci, against)
+
+
+def _paired_dict(pair: Paired) -> dict[str, Any]:
+    scale = (lambda v: None if v is None else v * 100)
+    return {"delta": scale(pair.delta), "low": scale(pair.low), "high": scale(pair.high), "p_value": pair.p_value,
+            "n": pair.n, "better": pair.a_better, "worse": pair.b_better, "reason": pair.reason}
 
 
 def _own_benchmarks(results: dict[tuple[str, str], StoredResult]) -> dict[str, list[tuple[str, str]]]:
@@ -228,8 +310,8 @@ def _own_row(key: str, label: str, results: dict[tuple[str, str], StoredResult],
     shot_counts = sorted({r.shots for r in present if r.shots is not None})
     shots = f"{shot_counts[0]}-shot" if len(shot_counts) == 1 else "mixed shots"
     row = Row("metric", f"{label} ({shots})", key=key, flagged=_differs(present))
-    row.cells = [Cell(r.score * 100 if r is not None and r.score is not None else None, None, r.shots if r else None)
-                 for r in stored]
+    row.cells = [Cell(r.score * 100 if r is not None and r.score is not None else None, None, r.shots if r else None,
+                      status="not run" if r is None else "ok") for r in stored]
     _mark_best(row)
     return row
 
@@ -260,14 +342,30 @@ def render(table: Table, fmt: str) -> str:
     return {"latex": render_latex, "markdown": render_markdown, "csv": render_csv, "json": render_json}[fmt](table)
 
 
-def _cell_text(cell: Cell, digits: int, paper: bool, bold: tuple[str, str], small: tuple[str, str]) -> str:
-    text = _fmt(cell.value, digits)
-    if cell.bold and cell.value is not None:
-        text = f"{bold[0]}{text}{bold[1]}"
-    if paper and cell.paper is not None:
+def _value_text(cell: Cell, digits: int) -> str:
+    if cell.status == "nan":
+        return NAN
+    return _fmt(cell.value, digits)
+
+
+def _cell_parts(cell: Cell, digits: int, table: Table) -> tuple[str, bool, str, str]:
+    """(value, bold, interval, paper) texts of a cell, before any format's markup."""
+    value = _value_text(cell, digits)
+    interval = ""
+    if table.with_ci and cell.ci is not None:
+        interval = f"[{cell.ci[0]:.{digits}f}, {cell.ci[1]:.{digits}f}]"
+    paper = ""
+    if table.with_paper and cell.paper is not None:
         delta = _fmt_delta(cell.delta)
-        text += f" {small[0]}({_fmt(cell.paper, digits)}{'; ' + delta if delta else ''}){small[1]}"
-    return text
+        paper = f"({_fmt(cell.paper, digits)}{'; ' + delta if delta else ''})"
+    return value, cell.bold and cell.value is not None, interval, paper
+
+
+def _markdown_cell(cell: Cell, digits: int, table: Table) -> str:
+    value, bold, interval, paper = _cell_parts(cell, digits, table)
+    text = f"**{value}**" if bold else value
+    text += "\\" + MARK if cell.marked else ""
+    return " ".join(t for t in (text, interval, paper) if t)
 
 
 def render_markdown(table: Table) -> str:
@@ -279,56 +377,98 @@ def render_markdown(table: Table) -> str:
         elif row.kind == "text":
             lines.append("| " + " | ".join([row.label, *row.texts]) + " |")
         else:
-            cells = [_cell_text(c, _digits(row), table.with_paper, ("**", "**"), ("", "")) for c in row.cells]
+            cells = [_markdown_cell(c, _digits(row), table) for c in row.cells]
             label = row.label + (f" {FLAG}" if row.flagged else "")
             lines.append("| " + " | ".join([label, *cells]) + " |")
     out = "\n".join(lines)
-    notes = (["cells: measured (paper; measured − paper)"] if table.with_paper else []) + table.notes
+    notes = _notes(table)
     if notes:
-        out += "\n\n" + "\n".join(f"- {n}" for n in notes)
+        out += "\n\n" + "\n".join("- " + n.replace(MARK, "\\" + MARK) for n in notes)
     return out + "\n"
 
 
-_LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
+def _notes(table: Table) -> list[str]:
+    return (["cells: measured (paper; measured − paper)"] if table.with_paper else []) + table.notes
+
+
+_LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def _tex(text: str) -> str:
     text = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-    return text.replace("—", "---").replace("−", "$-$").replace(FLAG, r"$^\dagger$")
+    # "--limit" must print as two hyphens, not an en dash: break every ligature of hyphens.
+    while "--" in text:
+        text = text.replace("--", "-{}-")
+    return (text.replace("—", "---").replace("−", "$-$").replace("Δ", r"$\Delta$").replace(FLAG, r"$^\dagger$")
+            .replace("±", r"$\pm$").replace("→", r"$\to$"))
+
+
+def _latex_cell(cell: Cell, digits: int, table: Table) -> str:
+    value, bold, interval, paper = _cell_parts(cell, digits, table)
+    text = rf"\textbf{{{_tex(value)}}}" if bold else _tex(value)
+    text += rf"$^{{{MARK}}}$" if cell.marked else ""
+    for extra in (interval, paper):
+        if extra:
+            text += rf" {{\scriptsize {_tex(extra)}}}"
+    return text
 
 
 def render_latex(table: Table) -> str:
+    r"""A ``table*`` (both columns of a two-column paper: eight columns of figures never fit in one),
+    shrunk to ``\textwidth`` only when wider than it (intervals or paper numbers widen every cell), never
+    enlarged. ``tabular*`` was the alternative, but it only spreads spare space and cannot narrow a
+    table that is too wide. Needs ``\usepackage{booktabs,graphicx}``.
+    """
     n = len(table.columns)
     caption = ("Benchmark results of pre-trained LLMs" if table.stage == "base"
                else "Benchmark results of post-trained LLMs")
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "c" * n + "}", r"\toprule",
+    lines = [r"% needs \usepackage{booktabs,graphicx}", r"\begin{table*}[t]", r"\centering", r"\small",
+             r"\resizebox{\ifdim\width>\textwidth\textwidth\else\width\fi}{!}{%",
+             r"\begin{tabular}{l" + "c" * n + "}", r"\toprule",
              " & ".join(["Model", *map(_tex, table.columns)]) + r" \\", r"\midrule"]
+    after_header = True
     for row in table.rows:
         if row.kind == "section":
-            lines += [r"\midrule", rf"\multicolumn{{{n + 1}}}{{l}}{{\textit{{{_tex(row.label)}}}}} \\"]
+            if not after_header:  # one rule under the header, never two
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{n + 1}}}{{l}}{{\textit{{{_tex(row.label)}}}}} \\")
         elif row.kind == "text":
             lines.append(" & ".join([_tex(row.label), *map(_tex, row.texts)]) + r" \\")
         else:
-            cells = [_tex(_cell_text(c, _digits(row), table.with_paper, ("\0b", "\0e"), ("\0s", "\0t")))
-                     .replace("\0b", r"\textbf{").replace("\0e", "}").replace("\0s", r"{\scriptsize ")
-                     .replace("\0t", "}") for c in row.cells]
+            cells = [_latex_cell(c, _digits(row), table) for c in row.cells]
             label = _tex(row.label + (f" {FLAG}" if row.flagged else ""))
             lines.append(" & ".join([label, *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    notes = (["Cells: measured (paper; measured $-$ paper)."] if table.with_paper else []) + [_tex(n) for n in table.notes]
-    if notes:
-        lines.append(r"\\[2pt]{\footnotesize " + " ".join(notes) + "}")
-    lines += [rf"\caption{{{caption} (evo-eval).}}", r"\end{table}"]
+        after_header = False
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    notes = _notes(table)
+    if notes:  # one line per note: each qualifies the numbers on its own
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright"]
+        lines += [_tex(note) + r"\par" for note in notes]
+        lines.append("}")
+    lines += [rf"\caption{{{caption} (evo-eval).}}", r"\end{table*}"]
     return "\n".join(lines) + "\n"
 
 
+def _num(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def render_csv(table: Table) -> str:
+    """One row per benchmark; every number of a column in one format (the row's digits); the notes
+    follow as rows whose ``section`` is ``note``, so no caveat is lost."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    reference = table.columns[table.cards.index(table.against)] if table.against else None
     header = ["section", "benchmark", "flagged"]
     for column in table.columns:
-        header += [column] + ([f"{column} (paper)", f"{column} (delta)"] if table.with_paper else [])
+        header += [column]
+        header += [f"{column} (ci low)", f"{column} (ci high)"] if table.with_ci else []
+        header += [f"{column} (paper)", f"{column} (delta)"] if table.with_paper else []
+        header += [f"{column} (vs {reference})", f"{column} (p)", f"{column} (significant)"] if reference else []
     writer.writerow(header)
+    width = len(header)
     speed_keys = {key for _, key, _ in SPEED_ROWS}
     section = ""
     for row in table.rows:
@@ -337,20 +477,41 @@ def render_csv(table: Table) -> str:
             continue
         where = "speed" if row.key in speed_keys else ("" if row.kind == "text" else section)
         values: list[str] = [where, row.label, "yes" if row.flagged else ""]
+        per = 1 + 2 * table.with_ci + 2 * table.with_paper + 3 * bool(reference)
         if row.kind == "text":
             for text in row.texts:
-                values += [text] + (["", ""] if table.with_paper else [])
+                values += [text] + [""] * (per - 1)
         else:
+            d = _digits(row)
             for cell in row.cells:
-                values.append("" if cell.value is None else f"{cell.value:.{_digits(row)}f}")
+                values.append(NAN if cell.status == "nan" else _num(cell.value, d))
+                if table.with_ci:
+                    values += [_num(cell.ci[0], d), _num(cell.ci[1], d)] if cell.ci else ["", ""]
                 if table.with_paper:
-                    values += ["" if cell.paper is None else f"{cell.paper:g}",
-                               "" if cell.delta is None else f"{cell.delta:.{_digits(row)}f}"]
+                    values += [_num(cell.paper, d), _num(cell.delta, d)]
+                if reference:
+                    pair = cell.paired or {}
+                    p = pair.get("p_value")
+                    values += [_num(pair.get("delta"), d), "" if p is None else f"{p:.4f}",
+                               "yes" if cell.marked else ("" if p is None else "no")]
         writer.writerow(values)
+    for note in _notes(table):
+        writer.writerow(["note", note] + [""] * (width - 2))
     return buffer.getvalue()
 
 
+def _finite(obj: Any) -> Any:
+    """Strict JSON: a non-finite float has no JSON spelling; the cell's status and reason say NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def render_json(table: Table) -> str:
-    payload = {"stage": table.stage, "columns": table.columns, "cards": table.cards, "notes": table.notes,
-               "rows": [asdict(r) for r in table.rows]}
-    return json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+    payload = {"stage": table.stage, "columns": table.columns, "cards": table.cards, "against": table.against,
+               "notes": _notes(table), "rows": [asdict(r) for r in table.rows]}
+    return json.dumps(_finite(payload), indent=1, ensure_ascii=False, allow_nan=False) + "\n"

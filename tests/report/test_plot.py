@@ -49,6 +49,8 @@ def test_measured_speed_against_paper_accuracy(tmp_path, monkeypatch):
     assert got == {"Evo 8B": (60.0, 86.4), "LLaMA3 8B": (180.0, 52.7), "Qwen2.5 7B": (190.0, 85.8)}
     notes = "\n".join(captured["notes"])
     assert "synthetic weights" in notes and "H100" in notes and "not shown" in notes and "paper" in notes
+    # These records name no paper-sized shape: never "at the paper's shapes".
+    assert "paper's shapes" not in notes and "small test shapes" in notes
 
 
 def test_paper_on_both_axes_and_bad_input(tmp_path):
@@ -61,3 +63,33 @@ def test_paper_on_both_axes_and_bad_input(tmp_path):
         plot_accuracy_vs_speed(accuracy="guess", output=tmp_path / "x.png")
     with pytest.raises(UserError, match="nothing to plot"):
         plot_accuracy_vs_speed(results=tmp_path, speed_dir=tmp_path / "none", output=tmp_path / "x.png")
+
+
+def test_labels_of_crowded_points_do_not_overlap(tmp_path):
+    # The paper's AR baselines and masked-diffusion models sit close together on both axes.
+    points = [Point("LLaMA3 8B", 180.0, 52.7), Point("Qwen2.5 7B", 190.0, 53.8), Point("Evo 8B", 60.0, 86.4),
+              Point("LLaDA 8B", 20.0, 70.7), Point("MDLM 7B", 21.0, 70.1), Point("BD3-LM 7B", 22.0, 69.5),
+              Point("ARD 7B", 185.0, 53.2)]
+    fig = draw(points, tmp_path / "f.png", title="t", xlabel="x", ylabel="y", notes=["n"])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the closed figure's canvas is gone; measure on a fresh one
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = {p.label for p in points}
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts if t.get_text() in labels]
+    assert len(boxes) == len(points)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert not any(box.overlaps(legend) for box in boxes)
+
+
+def test_plot_writes_under_results_not_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "elsewhere"
+    results.mkdir()
+    out = plot_accuracy_vs_speed(stage="base", task="mean", accuracy="paper", speed="paper", results=results)
+    assert out == results / "speed" / "accuracy_vs_speed_base.png" and out.is_file()
+    assert not (tmp_path / "results").exists()
