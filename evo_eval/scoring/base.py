@@ -45,3 +45,11 @@ class Scorer(ABC):
     def score(self, model: torch.nn.Module, context_ids: torch.Tensor, continuation_ids: torch.Tensor,
               config: ScorerConfig, *, generator: torch.Generator | None = None) -> ScoreOutput:
         ...
+
+    def score_choices(self, model: torch.nn.Module, context_ids: torch.Tensor, candidates: torch.Tensor,
+                      config: ScorerConfig) -> list[ScoreOutput] | None:
+        """The scores of several one-token continuations of one context from a single forward, each
+        equal to ``score(model, context_ids, candidates[i:i+1], config)``, or None where the estimator's
+        forward depends on the continuation itself (the default). The first output carries the NFE,
+        the others 0, so a sum over requests counts the forward once."""
+        return None

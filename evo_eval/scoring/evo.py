@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.evo_modeling import noised
-from .ar import ar_logprob
+from .ar import ar_logprob, causal_logits, continuation_logprob
 from .base import Scorer, ScoreOutput, ScorerConfig
 
 ESTIMATORS = ("elbo", "ar")
@@ -78,6 +78,15 @@ class EvoScorer(Scorer):
         if continuation_ids.numel() == 0:
             return ScoreOutput(0.0, True, self.method, nfe=0)
         return self._elbo(model, context_ids, continuation_ids, config, generator)
+
+    def score_choices(self, model, context_ids, candidates, config: EvoScorerConfig) -> list[ScoreOutput] | None:
+        """The AR limit reads a one-token continuation off the context's last causal position: one
+        forward for every candidate. The ELBO noises the continuation's own latents, so it cannot share."""
+        if config.estimator != "ar" or context_ids.numel() == 0:
+            return None
+        logits = causal_logits(model, context_ids)[-1:]
+        return [ScoreOutput(*continuation_logprob(logits, candidates[i:i + 1]), "evo_ar_limit", nfe=1 if i == 0 else 0)
+                for i in range(candidates.numel())]
 
     def _elbo(self, model, ctx, cont, config: EvoScorerConfig, generator) -> ScoreOutput:
         if not 0.0 < config.t_min < config.t_max < 1.0:
