@@ -381,6 +381,9 @@ def _register_speed() -> None:
 
     app.command("speed")(speed_command)
     app.command("plot")(plot_command)
+    from .plan import plan_command
+
+    app.command("plan")(plan_command)
 
 
 _register_speed()

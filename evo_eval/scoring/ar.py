@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 
 
@@ -54,6 +55,13 @@ class ARScorerConfig(ScorerConfig):
 class ARScorer(Scorer):
     method = "ar_exact"
     Config = ARScorerConfig
+
+    def work(self, config, context_len: int, continuation_len: int, shape: dict) -> Work:
+        n = context_len + continuation_len - 1
+        return Work().add(1, n, causal_pairs(n))
+
+    def shares_choices(self, config) -> bool:
+        return True  # lm-eval's HF backend reads one-token options off one forward (Collator group_by contexts)
 
     @torch.inference_mode()
     def score(self, model, context_ids, continuation_ids, config, *, generator=None) -> ScoreOutput:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from ..work import Work
 
 from ..decoding.base import Settings
 
@@ -45,6 +48,14 @@ class Scorer(ABC):
     def score(self, model: torch.nn.Module, context_ids: torch.Tensor, continuation_ids: torch.Tensor,
               config: ScorerConfig, *, generator: torch.Generator | None = None) -> ScoreOutput:
         ...
+
+    def work(self, config: ScorerConfig, context_len: int, continuation_len: int, shape: dict[str, Any]) -> "Work":
+        """The forwards one request costs, for ``plan`` (evo_eval/work.py)."""
+        raise NotImplementedError(f"estimator {self.method} states no cost")
+
+    def shares_choices(self, config: ScorerConfig) -> bool:
+        """Whether ``score_choices`` answers one-token options after one context from one forward."""
+        return False
 
     def score_choices(self, model: torch.nn.Module, context_ids: torch.Tensor, candidates: torch.Tensor,
                       config: ScorerConfig) -> list[ScoreOutput] | None:

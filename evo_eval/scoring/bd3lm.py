@@ -35,6 +35,9 @@ from dataclasses import dataclass
 
 import torch
 
+import math
+
+from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 from .mdlm import stratified_times, summarize, target_logprobs
 
@@ -94,6 +97,21 @@ class BD3LMScorer(Scorer):
             logp = target_logprobs(logits, continuation_ids).double()
             values[chunk] = (logp * masked[chunk] / t_token[chunk]).sum(-1)
         return summarize(values, self.method, is_greedy, nfe=1 + int(rows.numel()))
+
+    def work(self, config: BD3LMScoringConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        size, p, m = int(shape.get("block_size", 1)), context_len, continuation_len
+        clean = ((p + max(m, 1) - 1) // size) * size
+        span = p + m - (p // size) * size  # the noisy copy: from the block holding the first answer token
+        work = Work().add(1, clean + span, causal_pairs(clean) + span * (clean + span))
+        blocks = {(p + i) // size for i in range(m)}
+        if m <= 1 or len(blocks) == m:  # one token per block: every term exact, one forward
+            return work
+        work.add(math.ceil(config.mc_num / config.batch), config.batch * span, config.batch * span * (clean + span),
+                 nfe=config.mc_num)
+        return work.bound("upper bound: every Monte-Carlo row masks a token")
+
+    def shares_choices(self, config: BD3LMScoringConfig) -> bool:
+        return True
 
     def score_choices(self, model, context_ids: torch.Tensor, candidates: torch.Tensor, config: BD3LMScoringConfig
                       ) -> list[ScoreOutput]:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..decoding.masked import mask_id_for
+from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
 
 
@@ -101,6 +102,19 @@ class LLaDAScorer(Scorer):
             greedy = self._greedy(model, seq, p, length, mask, config.cfg)
             nfe += length * rows_per_pass
         return ScoreOutput(float(values.mean()), greedy, self.method, nfe=nfe, stderr=stderr)
+
+    def work(self, config: LLaDAScorerConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        n, rows = context_len + continuation_len, (2 if config.cfg > 0 else 1)
+        if continuation_len <= 1:
+            return Work().add(1, rows * n, rows * n * n, nfe=rows)
+        work = Work().add(config.mc_num // config.batch, config.batch * rows * n, config.batch * rows * n * n,
+                          nfe=config.mc_num * rows)
+        if config.check_greedy:
+            work.add(continuation_len, rows * n, rows * n * n, nfe=continuation_len * rows)
+        return work
+
+    def shares_choices(self, config: LLaDAScorerConfig) -> bool:
+        return True
 
     def score_choices(self, model, context_ids: torch.Tensor, candidates: torch.Tensor, config: LLaDAScorerConfig
                       ) -> list[ScoreOutput]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..work import Work
 from .base import ScoreOutput, Scorer, ScorerConfig
 
 NOISE_EPS = 1e-3
@@ -98,6 +99,18 @@ class MDLMScorer(Scorer):
             logp = target_logprobs(logits, continuation_ids).double()
             values[chunk] = (logp * masked[chunk]).sum(-1) / t[chunk]
         return summarize(values, self.method, is_greedy, nfe=1 + int(rows.numel()))
+
+    def work(self, config: MDLMScoringConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        n = context_len + continuation_len
+        work = Work().add(1, n, n * n)  # the all-masked forward (is_greedy; the exact score of one token)
+        if continuation_len <= 1:
+            return work
+        # Rows whose draw masks nothing cost nothing; counted as if every row masked something.
+        work.add(math.ceil(config.mc_num / config.batch), config.batch * n, config.batch * n * n, nfe=config.mc_num)
+        return work.bound("upper bound: every Monte-Carlo row masks a token")
+
+    def shares_choices(self, config: MDLMScoringConfig) -> bool:
+        return True
 
     def score_choices(self, model, context_ids: torch.Tensor, candidates: torch.Tensor, config: MDLMScoringConfig
                       ) -> list[ScoreOutput]:
