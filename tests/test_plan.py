@@ -115,3 +115,21 @@ def test_measured_rates_come_from_speed_results(tmp_path):
     assert own.bandwidth == pytest.approx(1.5e12) and own.flop_rate == pytest.approx(700e12)
     other = measured_rates(get_card("llada-8b"), tmp_path)
     assert other.bandwidth == pytest.approx(3e12) and "not timed" in other.label
+
+
+def test_cli_prints_one_table_per_card_and_writes_json(small_mirror, tmp_path):
+    from typer.testing import CliRunner
+
+    from evo_eval.cli import app
+
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(app, ["plan", "--model", "llada-8b,mdlm-7b", "--tasks", "gsm8k", "--limit", "1",
+                                      "--data-dir", str(small_mirror), "--device", "H200", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "llada-8b (llada, base)" in result.output and "mdlm-7b (mdlm, base)" in result.output
+    plans = json.loads(out.read_text())
+    assert [p["card"] for p in plans] == ["llada-8b", "mdlm-7b"]
+    assert plans[0]["benchmarks"][0]["reference"]["calls"] == 1024  # LLaDA base: 1024 steps, one document
+    assert plans[0]["total"]["calls"] == 1024 and "H200" in plans[0]["rates"]["label"]
+    bad = CliRunner().invoke(app, ["plan", "--model", "llada-8b", "--tasks", "gsm8k", "--device", "TPU"])
+    assert bad.exit_code == 2 and "datasheet device" in bad.output

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.evo_modeling import noised
-from .ar import ar_logprob, causal_logits, continuation_logprob
+from .ar import ar_choices, ar_logprob
 from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 
@@ -95,11 +95,7 @@ class EvoScorer(Scorer):
     def score_choices(self, model, context_ids, candidates, config: EvoScorerConfig) -> list[ScoreOutput] | None:
         """The AR limit reads a one-token continuation off the context's last causal position: one
         forward for every candidate. The ELBO noises the continuation's own latents, so it cannot share."""
-        if config.estimator != "ar" or context_ids.numel() == 0:
-            return None
-        logits = causal_logits(model, context_ids)[-1:]
-        return [ScoreOutput(*continuation_logprob(logits, candidates[i:i + 1]), "evo_ar_limit", nfe=1 if i == 0 else 0)
-                for i in range(candidates.numel())]
+        return ar_choices(model, context_ids, candidates, "evo_ar_limit") if config.estimator == "ar" else None
 
     def _elbo(self, model, ctx, cont, config: EvoScorerConfig, generator) -> ScoreOutput:
         if not 0.0 < config.t_min < config.t_max < 1.0:
