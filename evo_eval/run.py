@@ -223,6 +223,19 @@ def protocol_fingerprint(results: dict[str, Any], shots: int, data_manifest: str
     return sha256_text(text)
 
 
+def evaluate_arguments(entry: SuiteEntry, card: ModelCard, options: RunOptions, task_manager: Any) -> dict[str, Any]:
+    """simple_evaluate's arguments for one benchmark: the documents, shots, limit and templates a run
+    uses (``plan`` renders its requests from the same call)."""
+    return dict(
+        tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
+        limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
+        apply_chat_template=card.chat_template, fewshot_as_multiturn=card.chat_template,
+        gen_kwargs=options.gen_kwargs, confirm_run_unsafe_code=options.allow_code_exec,
+        random_seed=options.seed, numpy_random_seed=options.seed, torch_random_seed=options.seed,
+        fewshot_random_seed=FEWSHOT_SEED,
+    )
+
+
 def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: RunOptions, task_manager: Any,
                        journal: Journal, progress: Any = None) -> dict[str, Any] | None:
     import lm_eval
@@ -237,14 +250,7 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk, progress=progress)
     started = time.time()
     with per_document_shots(FEWSHOT_SEED), quiet_git_describe():  # same prompts on 1 or N processes (fewshot.py)
-        results = lm_eval.simple_evaluate(
-            model=wrapped, tasks=[entry.task], num_fewshot=entry.shots, task_manager=task_manager,
-            limit=options.limit, bootstrap_iters=options.bootstrap_iters, log_samples=True,
-            apply_chat_template=card.chat_template, fewshot_as_multiturn=card.chat_template,
-            gen_kwargs=options.gen_kwargs, confirm_run_unsafe_code=options.allow_code_exec,
-            random_seed=options.seed, numpy_random_seed=options.seed, torch_random_seed=options.seed,
-            fewshot_random_seed=FEWSHOT_SEED,
-        )
+        results = lm_eval.simple_evaluate(model=wrapped, **evaluate_arguments(entry, card, options, task_manager))
     wall = time.time() - started
     journal.close()
     if progress is not None:

@@ -42,6 +42,7 @@ from ..errors import CheckpointError
 from ..families import card_sampler, family as family_record, sampler_class, scorer_class
 from ..settings import changed, for_request, likelihood, merge
 from ..scoring.base import Scorer
+from .batching import Encoded, score_requests, truncate
 from .distributed import DistributedMixin
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         seed: int = 1234,
         max_gen_toks: int = 256,
         benchmark: str | None = None,
+        share_forwards: bool = True,
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -109,6 +111,9 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         self.seed = int(seed)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
         self._max_gen_toks = int(max_gen_toks)
+        # One forward for one-token options after the same context (adapters/batching.py); False
+        # answers every request alone (the same numbers, more forwards).
+        self.share_forwards = str(share_forwards).lower() not in ("false", "0", "no")
 
         self.model, self.tokenizer = self.load(self.checkpoint, self.revision, tokenizer, self._device, self.dtype)
         self.model.eval()
@@ -234,28 +239,43 @@ class EvalAdapter(DistributedMixin, TemplateLM):
     # ---- requests ----------------------------------------------------------------------------------
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
-        results = []
-        for (context, continuation), context_ids, continuation_ids in tqdm(
-            requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} loglikelihood"
-        ):
-            results.append(self._score_one(context_ids, continuation_ids, (context, continuation)))
-        return results
+        items = [Encoded(list(ctx), list(cont), key, None) for key, ctx, cont in requests]
+        return score_requests(self, items, group=self.share_forwards, disable_tqdm=disable_tqdm)
 
     def _score_one(self, context_ids: list[int], continuation_ids: list[int], key: Any,
                    request: Any = None) -> tuple[float, bool]:
-        # Left-truncate the context so context + continuation fits, as lm-eval's HF backend does.
-        budget = self.max_length - len(continuation_ids)
-        context_ids = context_ids[-budget:] if budget > 0 else context_ids[-1:]
+        context_ids = truncate(context_ids, len(continuation_ids), self.max_length)
         ctx = torch.tensor(context_ids, dtype=torch.long, device=self.device)
         cont = torch.tensor(continuation_ids, dtype=torch.long, device=self.device)
         generator = make_generator(request_seed(self.seed, "ll", context_ids, continuation_ids), self.device)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.scorer.score(self.model, ctx, cont, self.scorer_config, generator=generator)
+        return self._answer_ll(out, len(context_ids), time.perf_counter() - start, key, request)
+
+    def _score_group(self, items: list[Encoded]) -> list[tuple[float, bool]] | None:
+        """One forward for one-token continuations after one context (adapters/batching.py), or None
+        when the scorer cannot share it. No generator: the exact one-token scores draw nothing."""
+        context_ids = truncate(items[0].context_ids, 1, self.max_length)
+        ctx = torch.tensor(context_ids, dtype=torch.long, device=self.device)
+        candidates = torch.tensor([it.continuation_ids[0] for it in items], dtype=torch.long, device=self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            outs = self.scorer.score_choices(self.model, ctx, candidates, self.scorer_config)
+        if outs is None:
+            return None
+        wall = time.perf_counter() - start
+        return [self._answer_ll(out, len(context_ids), wall if i == 0 else 0.0, it.key, it.request,
+                                {"shared_forward": len(items)})
+                for i, (out, it) in enumerate(zip(outs, items, strict=True))]
+
+    def _answer_ll(self, out: Any, prompt_tokens: int, wall_s: float, key: Any, request: Any,
+                   extra: dict[str, Any] | None = None) -> tuple[float, bool]:
+        """Record one scored request and hand its result to lm-eval's cache hook (the journal)."""
         self.records.append(RequestRecord(
             "loglikelihood", getattr(request, "task_name", None), getattr(request, "doc_id", None),
-            nfe=out.nfe, prompt_tokens=len(context_ids), wall_s=time.perf_counter() - start, method=out.method,
-            extra={"stderr": out.stderr} if out.stderr is not None else {},
+            nfe=out.nfe, prompt_tokens=prompt_tokens, wall_s=wall_s, method=out.method,
+            extra={**({"stderr": out.stderr} if out.stderr is not None else {}), **(extra or {})},
         ))
         result = (float(out.logprob), bool(out.is_greedy))
         if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key):
@@ -264,16 +284,16 @@ class EvalAdapter(DistributedMixin, TemplateLM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         # Same encoding as TemplateLM.loglikelihood, kept per request so records carry task/doc ids.
-        results = []
-        for request in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} loglikelihood"):
+        items = []
+        for request in requests:
             context, continuation = request.args
             if context == "":
                 cont = self.tok_encode(continuation, add_special_tokens=False)
                 ctx_ids, cont_ids = ([self.prefix_token_id], cont) if cont[:1] != [self.prefix_token_id] else (cont[:1], cont[1:])
             else:
                 ctx_ids, cont_ids = self._encode_pair(context, continuation)
-            results.append(self._score_one(ctx_ids, cont_ids, (context, continuation), request))
-        return results
+            items.append(Encoded(ctx_ids, cont_ids, (context, continuation), request))
+        return score_requests(self, items, group=self.share_forwards, disable_tqdm=disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         results = []

@@ -24,6 +24,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from ..errors import UserError
+from .values import _batch, _csv, _kv, _limit
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -178,21 +179,6 @@ def _apply_globals(debug: bool = False, verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def _kv(value: str | None) -> dict[str, Any]:
-    if not value:
-        return {}
-    from lm_eval.utils import simple_parse_args_string
-
-    try:
-        return simple_parse_args_string(value)
-    except ValueError:
-        raise UserError(f"cannot parse '{value}'", "write key=value pairs separated by commas") from None
-
-
 # ---- models and suites -------------------------------------------------------------------------------
 
 
@@ -282,18 +268,6 @@ def run(
     )
     summary = execute_run(options)
     raise typer.Exit(summary.exit_code)
-
-
-def _limit(limit: float | None) -> int | float | None:
-    return int(limit) if limit is not None and limit >= 1 and float(limit).is_integer() else limit
-
-
-def _batch(value: str) -> int | str:
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    if value == "auto" or value.startswith("auto:"):
-        return value
-    raise UserError(f"--batch-size must be a positive integer or auto, got '{value}'", "pass e.g. --batch-size 8")
 
 
 def execute_run(options):
@@ -490,6 +464,9 @@ def _register_speed() -> None:
 
     app.command("speed")(handle_errors(speed_command))
     app.command("plot")(handle_errors(plot_command))
+    from .plan import plan_command
+
+    app.command("plan")(handle_errors(plan_command))
 
 
 _register_speed()

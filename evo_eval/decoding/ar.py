@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..work import Work, causal_pairs
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn, top_p_filter
 
 # Cache capacities are rounded up to this, so requests of similar length share one captured graph.
@@ -62,6 +63,11 @@ def choose(logits: torch.Tensor, config: ARConfig, generator: torch.Generator | 
 class ARSampler(Sampler):
     name = "ar"
     Config = ARConfig
+
+    def work(self, config: ARConfig, prompt_len: int, shape: dict) -> Work:
+        n = int(config.max_new_tokens)
+        work = Work().add(1, prompt_len, causal_pairs(prompt_len))
+        return work.add(n - 1, 1, prompt_len + n // 2)  # one position per step, the cache on average half full
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: ARConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..work import Work, causal_pairs
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 
 
@@ -84,6 +85,14 @@ def skip_step(z: torch.Tensor, x0: torch.Tensor, a_src: torch.Tensor, a_tgt: tor
 class ARDSampler(Sampler):
     name = "ard"
     Config = ARDSamplerConfig
+
+    def work(self, config: ARDSamplerConfig, prompt_len: int, shape: dict) -> Work:
+        from ..models.ard import skip_indices
+
+        length = config.length()
+        steps = len(skip_indices(length, int(shape.get("diffusion_steps", 2000)), config.gen_timesteps)) - 1
+        work = Work().add(1, prompt_len, causal_pairs(prompt_len))
+        return work.add(steps, length, length * (prompt_len + length))
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: ARDSamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

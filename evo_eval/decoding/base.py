@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from ..work import Work
 
 # Given the ids committed so far (generated part only), say whether generation may stop early.
 StopFn = Callable[[torch.Tensor], bool]
@@ -125,6 +128,11 @@ class Sampler(ABC):
     def _sample(self, model: torch.nn.Module, prompt_ids: torch.Tensor, config: SamplerConfig,
                 stats: DecodeStats, generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
         """Return the generated ids (1-D, prompt excluded), counting work into ``stats``."""
+
+    def work(self, config: SamplerConfig, prompt_len: int, shape: dict[str, Any]) -> "Work":
+        """The forwards one request costs at most (``max_new_tokens`` generated, no early stop), for
+        ``plan``; ``shape`` is the card's. See evo_eval/work.py."""
+        raise NotImplementedError(f"sampler {self.name} states no cost")
 
     @torch.inference_mode()
     def sample(self, model: torch.nn.Module, prompt_ids: torch.Tensor, config: SamplerConfig, *,

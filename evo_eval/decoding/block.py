@@ -49,6 +49,7 @@ from typing import ClassVar
 
 import torch
 
+from ..work import Work, causal_pairs
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 from .mdlm import host_generator, sample_probs
 
@@ -93,6 +94,25 @@ class BD3LMSampler(Sampler):
     Config = BD3LMSamplingConfig
     # `evo-eval speed --variant`: the authors sample with the cache; "uncached" recomputes the prefix.
     variants: ClassVar[dict[str, dict]] = {"cached": {"kv_cache": True}, "uncached": {"kv_cache": False}}
+
+    def work(self, config: BD3LMSamplingConfig, prompt_len: int, shape: dict) -> Work:
+        size, p = int(shape.get("block_size", 1)), prompt_len
+        end = -(-(p + int(config.max_new_tokens)) // size) * size
+        first = (p // size) * size
+        work = Work()
+        if config.kv_cache and first > 0:
+            work.add(1, first, causal_pairs(first))
+        for start in range(first, end, size):
+            masked = start + size - max(p, start)
+            steps = masked if config.first_hitting else config.steps * (1.0 - (1.0 - 1.0 / config.steps) ** masked)
+            if config.kv_cache:
+                work.add(steps, size, size * (start + size))
+                if start + size < end:
+                    work.add(1, size, size * (start + size))  # store the finished block's keys/values
+            else:
+                work.add(steps, start + size, causal_pairs(start + size))
+        return work.bound("upper bound: the last block denoised whole" if config.first_hitting
+                          else "expected forwards of the ancestral sampler")
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: BD3LMSamplingConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.evo_modeling import ddim_step, noised
+from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn, top_p_filter
 
 SCHEDULES = ("learned", "entropy", "none", "fixed:<t>")
@@ -134,6 +135,20 @@ class EvoSampler(Sampler):
     # Named decoding variants for `evo-eval speed --variant`: the paper's ablation schedules.
     variants = {"fixed-0": {"schedule": "fixed:0"}, "fixed-0.5": {"schedule": "fixed:0.5"},
                 "fixed-1": {"schedule": "fixed:1"}, "entropy": {"schedule": "entropy"}, "none": {"schedule": "none"}}
+
+    def work(self, config: EvoSamplerConfig, prompt_len: int, shape: dict) -> Work:
+        schedule = parse_schedule(config.schedule)
+        total, block = int(config.max_new_tokens), int(config.block_length)
+        # Fixed times give every token K = floor(K_max t) steps; other schedules at most K_max.
+        k = int(math.floor(schedule.value * config.k_max + _FLOOR_EPS)) if schedule.kind == "fixed" else int(config.k_max)
+        work, clean, done = Work(), prompt_len, 0
+        while done < total:
+            n = min(block, total - done)
+            keys = prompt_len + done + n
+            work.add(1, clean + n, (clean + n) * keys)  # sketch (and the previous block's commit)
+            work.add(k, n, n * keys)  # refinement over the block's active tokens
+            clean, done = n, done + n
+        return work if schedule.kind == "fixed" else work.bound(f"upper bound: every token refined K_max = {config.k_max} steps")
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: EvoSamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

@@ -62,6 +62,7 @@ from typing import ClassVar
 
 import torch
 
+from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 
 REMASKING = ("low_confidence", "random")
@@ -175,6 +176,23 @@ class LLaDASampler(Sampler):
     variants: ClassVar[dict[str, dict]] = {
         "cached": dict(use_cache=True, dual_cache=True, threshold=0.9, block_length=32),
     }
+
+    def work(self, config: LLaDASamplerConfig, prompt_len: int, shape: dict) -> Work:
+        canvas = config.canvas()
+        p = min(prompt_len, int(shape.get("max_seq_len", prompt_len + canvas.length)) - canvas.length)
+        n, rows = p + canvas.length, (2 if config.cfg_scale > 0 else 1)
+        # With a threshold a step commits at least one token: at most `block` steps per block.
+        steps = canvas.block if config.threshold > 0 else canvas.steps_per_block
+        work = Work()
+        if not config.use_cache:
+            work.add(canvas.blocks * steps, rows * n, rows * n * n, nfe=canvas.blocks * steps * rows)
+        else:
+            work.add(canvas.blocks, n, n * n)  # each block's first step refreshes the whole cache
+            for b in range(canvas.blocks):
+                s = p + b * canvas.block
+                rows_b = canvas.block if config.dual_cache else n - s
+                work.add(steps - 1, rows_b, rows_b * n)
+        return work.bound("upper bound: one token per step under the threshold") if config.threshold > 0 else work
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: LLaDASamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

@@ -40,6 +40,7 @@ from typing import ClassVar
 
 import torch
 
+from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 
 PREDICTORS = ("ddpm_cache", "ddpm")
@@ -105,6 +106,17 @@ class MDLMSampler(Sampler):
     Config = MDLMSamplingConfig
     # `evo-eval speed --variant`: the authors' own default already caches (their README times both).
     variants: ClassVar[dict[str, dict]] = {"cached": {"predictor": "ddpm_cache"}, "uncached": {"predictor": "ddpm"}}
+
+    def work(self, config: MDLMSamplingConfig, prompt_len: int, shape: dict) -> Work:
+        n = int(config.max_new_tokens)
+        total = prompt_len + n
+        if config.predictor == "ddpm" or shape.get("time_conditioning", False):
+            return Work().add(config.steps + 1, total, total * total)
+        # The no-change cache runs the network once per step that reveals something: the expected
+        # number of distinct reveal steps, plus noise removal when a position is never revealed.
+        q = (1.0 - config.eps) / config.steps
+        calls = config.steps * (1.0 - (1.0 - q) ** n) + (1.0 - (1.0 - config.eps) ** n)
+        return Work().add(calls, total, total * total).bound("expected forwards under the no-change cache")
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: MDLMSamplingConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 
 
@@ -46,6 +47,17 @@ def ar_logprob(model: torch.nn.Module, context_ids: torch.Tensor, continuation_i
     return continuation_logprob(logits, continuation_ids)
 
 
+def ar_choices(model: torch.nn.Module, context_ids: torch.Tensor, candidates: torch.Tensor,
+               method: str) -> list[ScoreOutput] | None:
+    """One-token continuations read off the context's last causal position: one forward for all,
+    each equal to ``ar_logprob`` of that continuation alone."""
+    if context_ids.numel() == 0:
+        return None
+    logits = causal_logits(model, context_ids)[-1:]
+    return [ScoreOutput(*continuation_logprob(logits, candidates[i:i + 1]), method, nfe=1 if i == 0 else 0)
+            for i in range(candidates.numel())]
+
+
 @dataclass
 class ARScorerConfig(ScorerConfig):
     """No knobs: the exact score needs one forward (mc_num and batch are ignored)."""
@@ -54,6 +66,17 @@ class ARScorerConfig(ScorerConfig):
 class ARScorer(Scorer):
     method = "ar_exact"
     Config = ARScorerConfig
+
+    def work(self, config, context_len: int, continuation_len: int, shape: dict) -> Work:
+        n = context_len + continuation_len - 1
+        return Work().add(1, n, causal_pairs(n))
+
+    def shares_choices(self, config) -> bool:
+        return True  # lm-eval's HF backend reads one-token options off one forward (Collator group_by contexts)
+
+    @torch.inference_mode()
+    def score_choices(self, model, context_ids, candidates, config) -> list[ScoreOutput] | None:
+        return ar_choices(model, context_ids, candidates, self.method)
 
     @torch.inference_mode()
     def score(self, model, context_ids, continuation_ids, config, *, generator=None) -> ScoreOutput:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..work import Work, causal_pairs
 from .base import Scorer, ScorerConfig, ScoreOutput
 
 
@@ -78,6 +79,11 @@ def step_weights(model, length: int, gen_timesteps: int, device) -> tuple[torch.
 class ARDScorer(Scorer):
     method = "ard_embedding_nelbo"
     Config = ARDScorerConfig
+
+    def work(self, config: ARDScorerConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        p, m = context_len, continuation_len
+        work = Work().add(1, p, causal_pairs(p))
+        return work.add(config.mc_num // config.batch, config.batch * m, config.batch * m * (p + m), nfe=config.mc_num)
 
     def score(self, model, context_ids: torch.Tensor, continuation_ids: torch.Tensor, config: ARDScorerConfig,
               *, generator: torch.Generator | None = None) -> ScoreOutput:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from ..work import Work
 
 from ..decoding.base import Settings
 
@@ -45,3 +48,19 @@ class Scorer(ABC):
     def score(self, model: torch.nn.Module, context_ids: torch.Tensor, continuation_ids: torch.Tensor,
               config: ScorerConfig, *, generator: torch.Generator | None = None) -> ScoreOutput:
         ...
+
+    def work(self, config: ScorerConfig, context_len: int, continuation_len: int, shape: dict[str, Any]) -> "Work":
+        """The forwards one request costs, for ``plan`` (evo_eval/work.py)."""
+        raise NotImplementedError(f"estimator {self.method} states no cost")
+
+    def shares_choices(self, config: ScorerConfig) -> bool:
+        """Whether ``score_choices`` answers one-token options after one context from one forward."""
+        return False
+
+    def score_choices(self, model: torch.nn.Module, context_ids: torch.Tensor, candidates: torch.Tensor,
+                      config: ScorerConfig) -> list[ScoreOutput] | None:
+        """The scores of several one-token continuations of one context from a single forward, each
+        equal to ``score(model, context_ids, candidates[i:i+1], config)``, or None where the estimator's
+        forward depends on the continuation itself (the default). The first output carries the NFE,
+        the others 0, so a sum over requests counts the forward once."""
+        return None

@@ -35,6 +35,9 @@ from dataclasses import dataclass
 
 import torch
 
+import math
+
+from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 from .mdlm import stratified_times, summarize, target_logprobs
 
@@ -61,6 +64,8 @@ class BD3LMScorer(Scorer):
               *, generator: torch.Generator | None = None) -> ScoreOutput:
         size = model.block_size
         p, m = int(context_ids.numel()), int(continuation_ids.numel())
+        if m == 1:  # one block term holding one token: exact, from one forward
+            return self.score_choices(model, context_ids, continuation_ids, config)[0]
         x0 = torch.cat((context_ids, continuation_ids)).to(torch.long)
         device, mask = x0.device, model.mask_token_id
         noisy_start = (p // size) * size
@@ -92,3 +97,35 @@ class BD3LMScorer(Scorer):
             logp = target_logprobs(logits, continuation_ids).double()
             values[chunk] = (logp * masked[chunk] / t_token[chunk]).sum(-1)
         return summarize(values, self.method, is_greedy, nfe=1 + int(rows.numel()))
+
+    def work(self, config: BD3LMScoringConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        size, p, m = int(shape.get("block_size", 1)), context_len, continuation_len
+        clean = ((p + max(m, 1) - 1) // size) * size
+        span = p + m - (p // size) * size  # the noisy copy: from the block holding the first answer token
+        work = Work().add(1, clean + span, causal_pairs(clean) + span * (clean + span))
+        blocks = {(p + i) // size for i in range(m)}
+        if m <= 1 or len(blocks) == m:  # one token per block: every term exact, one forward
+            return work
+        work.add(math.ceil(config.mc_num / config.batch), config.batch * span, config.batch * span * (clean + span),
+                 nfe=config.mc_num)
+        return work.bound("upper bound: every Monte-Carlo row masks a token")
+
+    def shares_choices(self, config: BD3LMScoringConfig) -> bool:
+        return True
+
+    def score_choices(self, model, context_ids: torch.Tensor, candidates: torch.Tensor, config: BD3LMScoringConfig
+                      ) -> list[ScoreOutput]:
+        """One-token continuations: the forward sees the clean context blocks and the noisy block with
+        the continuation's one position masked, the same input for every candidate, so one forward
+        scores them all exactly (the block term of a lone token has t = 1)."""
+        size, p = model.block_size, int(context_ids.numel())
+        x0 = torch.cat((context_ids, candidates[:1])).to(torch.long)
+        noisy_start = (p // size) * size
+        clean = x0[None, :noisy_start]
+        noisy = x0[None, noisy_start:].clone()
+        noisy[:, p - noisy_start:] = model.mask_token_id
+        logits = model.nelbo_logits(noisy, clean, noisy_start, prefix=model.nelbo_prefix(clean))[0, p - noisy_start:]
+        best = logits.argmax(-1)
+        return [summarize(target_logprobs(logits, candidates[i:i + 1]).double().sum().reshape(1), self.method,
+                          bool((best == candidates[i:i + 1]).all()), nfe=1 if i == 0 else 0)
+                for i in range(candidates.numel())]

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from ..models.evo_modeling import noised
-from .ar import ar_logprob
+from .ar import ar_choices, ar_logprob
+from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 
 ESTIMATORS = ("elbo", "ar")
@@ -78,6 +79,23 @@ class EvoScorer(Scorer):
         if continuation_ids.numel() == 0:
             return ScoreOutput(0.0, True, self.method, nfe=0)
         return self._elbo(model, context_ids, continuation_ids, config, generator)
+
+    def work(self, config: EvoScorerConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        p, m = context_len, continuation_len
+        if config.estimator == "ar":
+            return Work().add(1, p + m - 1, causal_pairs(p + m - 1))
+        work = Work().add(1 if p else 0, p, causal_pairs(p))  # the context's causal pass, shared by every level
+        rows = max(1, int(config.batch))
+        calls = math.ceil((max(1, int(config.mc_num)) + 1) / rows)
+        return work.add(calls, rows * 2 * m, rows * 2 * m * (p + 2 * m))
+
+    def shares_choices(self, config: EvoScorerConfig) -> bool:
+        return config.estimator == "ar"
+
+    def score_choices(self, model, context_ids, candidates, config: EvoScorerConfig) -> list[ScoreOutput] | None:
+        """The AR limit reads a one-token continuation off the context's last causal position: one
+        forward for every candidate. The ELBO noises the continuation's own latents, so it cannot share."""
+        return ar_choices(model, context_ids, candidates, "evo_ar_limit") if config.estimator == "ar" else None
 
     def _elbo(self, model, ctx, cont, config: EvoScorerConfig, generator) -> ScoreOutput:
         if not 0.0 < config.t_min < config.t_max < 1.0:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..decoding.masked import mask_id_for
+from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
 
 
@@ -80,12 +81,7 @@ class LLaDAScorer(Scorer):
         seq = torch.cat([ctx, cont])[None]
         rows_per_pass = 2 if config.cfg > 0 else 1
         if length == 1:
-            noisy = seq.clone()
-            noisy[0, p] = mask
-            logits = self._logits(model, noisy, p, mask, config.cfg)[0, 0]
-            logprob = float(torch.log_softmax(logits, -1)[cont[0]])
-            greedy = bool(logits.argmax() == cont[0])
-            return ScoreOutput(logprob, greedy, self.method, nfe=rows_per_pass, stderr=0.0)
+            return self.score_choices(model, ctx, cont, config)[0]
 
         draws = []
         for _ in range(config.mc_num // config.batch):
@@ -106,6 +102,32 @@ class LLaDAScorer(Scorer):
             greedy = self._greedy(model, seq, p, length, mask, config.cfg)
             nfe += length * rows_per_pass
         return ScoreOutput(float(values.mean()), greedy, self.method, nfe=nfe, stderr=stderr)
+
+    def work(self, config: LLaDAScorerConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        n, rows = context_len + continuation_len, (2 if config.cfg > 0 else 1)
+        if continuation_len <= 1:
+            return Work().add(1, rows * n, rows * n * n, nfe=rows)
+        work = Work().add(config.mc_num // config.batch, config.batch * rows * n, config.batch * rows * n * n,
+                          nfe=config.mc_num * rows)
+        if config.check_greedy:
+            work.add(continuation_len, rows * n, rows * n * n, nfe=continuation_len * rows)
+        return work
+
+    def shares_choices(self, config: LLaDAScorerConfig) -> bool:
+        return True
+
+    def score_choices(self, model, context_ids: torch.Tensor, candidates: torch.Tensor, config: LLaDAScorerConfig
+                      ) -> list[ScoreOutput]:
+        """One-token answers: the input is the context and one [MASK] whatever the answer, so one
+        forward (a row pair with CFG) scores every candidate exactly."""
+        mask = mask_id_for(model, config)
+        ctx = context_ids.reshape(-1)
+        noisy = torch.cat([ctx, ctx.new_full((1,), mask)])[None]
+        logits = self._logits(model, noisy, ctx.numel(), mask, config.cfg)[0, 0]
+        logp, best = torch.log_softmax(logits, -1), logits.argmax()
+        nfe = 2 if config.cfg > 0 else 1
+        return [ScoreOutput(float(logp[c]), bool(best == c), self.method, nfe=nfe if i == 0 else 0, stderr=0.0)
+                for i, c in enumerate(candidates.reshape(-1))]
 
     @staticmethod
     def _logits(model, noisy: torch.Tensor, p: int, mask: int, cfg: float) -> torch.Tensor:

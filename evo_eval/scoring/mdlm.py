@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..work import Work
 from .base import ScoreOutput, Scorer, ScorerConfig
 
 NOISE_EPS = 1e-3
@@ -81,14 +82,10 @@ class MDLMScorer(Scorer):
         device, mask = x0.device, model.mask_token_id
         conditioned = bool(model.config.time_conditioning)
 
-        all_masked = x0.clone()
-        all_masked[p:] = mask
-        sigma = self._sigma(torch.ones(1, device=device), conditioned)
-        logits = model.denoiser_logits(all_masked[None], start=p, sigma=sigma)[0]
-        is_greedy = bool((logits.argmax(-1) == continuation_ids).all())
         if m == 1:
-            exact = target_logprobs(logits, continuation_ids)
-            return summarize(exact.double(), self.method, is_greedy, nfe=1)
+            return self.score_choices(model, context_ids, continuation_ids, config)[0]
+        logits = self._all_masked_logits(model, x0, p)
+        is_greedy = bool((logits.argmax(-1) == continuation_ids).all())
 
         t = config.sampling_eps + (1.0 - config.sampling_eps) * stratified_times(config.mc_num, 1, generator, device)[:, 0]
         masked = torch.rand(config.mc_num, m, generator=generator, device=device, dtype=torch.float64) \
@@ -102,6 +99,36 @@ class MDLMScorer(Scorer):
             logp = target_logprobs(logits, continuation_ids).double()
             values[chunk] = (logp * masked[chunk]).sum(-1) / t[chunk]
         return summarize(values, self.method, is_greedy, nfe=1 + int(rows.numel()))
+
+    def work(self, config: MDLMScoringConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        n = context_len + continuation_len
+        work = Work().add(1, n, n * n)  # the all-masked forward (is_greedy; the exact score of one token)
+        if continuation_len <= 1:
+            return work
+        # Rows whose draw masks nothing cost nothing; counted as if every row masked something.
+        work.add(math.ceil(config.mc_num / config.batch), config.batch * n, config.batch * n * n, nfe=config.mc_num)
+        return work.bound("upper bound: every Monte-Carlo row masks a token")
+
+    def shares_choices(self, config: MDLMScoringConfig) -> bool:
+        return True
+
+    def score_choices(self, model, context_ids: torch.Tensor, candidates: torch.Tensor, config: MDLMScoringConfig
+                      ) -> list[ScoreOutput]:
+        """One-token continuations are scored exactly from the all-masked forward, whose input (the
+        context and one [MASK]) is the same for every candidate: one forward for all of them."""
+        x0 = torch.cat((context_ids, candidates[:1])).to(torch.long)
+        logits = self._all_masked_logits(model, x0, int(context_ids.numel()))
+        best = logits.argmax(-1)
+        return [summarize(target_logprobs(logits, candidates[i:i + 1]).double(), self.method,
+                          bool((best == candidates[i:i + 1]).all()), nfe=1 if i == 0 else 0)
+                for i in range(candidates.numel())]
+
+    def _all_masked_logits(self, model, x0: torch.Tensor, p: int) -> torch.Tensor:
+        """Denoiser logits at the continuation positions with all of them masked, at t = 1."""
+        all_masked = x0.clone()
+        all_masked[p:] = model.mask_token_id
+        sigma = self._sigma(torch.ones(1, device=x0.device), bool(model.config.time_conditioning))
+        return model.denoiser_logits(all_masked[None], start=p, sigma=sigma)[0]
 
     @staticmethod
     def _sigma(t: torch.Tensor, conditioned: bool) -> torch.Tensor | None:
