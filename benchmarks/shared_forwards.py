@@ -27,13 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def one_pass(adapter, entry, card, limit, task_manager) -> dict:
     import lm_eval
 
+    from evo_eval.data.prompts import FEWSHOT_SEED
+    from evo_eval.fewshot import per_document_shots
     from evo_eval.run import RunOptions, evaluate_arguments, main_score
 
-    adapter.records.clear()
-    adapter.benchmark = entry.key
+    adapter = adapter.with_settings(benchmark=entry.key)  # the card's settings for this benchmark
     started = time.perf_counter()
-    results = lm_eval.simple_evaluate(model=adapter, **evaluate_arguments(
-        entry, card, RunOptions(model=card.name, limit=limit, bootstrap_iters=0), task_manager))
+    with per_document_shots(FEWSHOT_SEED):  # the shots run draws (evo_eval/fewshot.py)
+        results = lm_eval.simple_evaluate(model=adapter, **evaluate_arguments(
+            entry, card, RunOptions(model=card.name, limit=limit, bootstrap_iters=0), task_manager))
     wall = time.perf_counter() - started
     responses = [s["resps"] for rows in results["samples"].values() for s in rows]
     return {"nfe": sum(r.nfe for r in adapter.records), "wall_s": wall, "requests": len(adapter.records),
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from evo_eval.adapters import adapter_class
-    from evo_eval.run import _task_manager, resolve_data_dir
+    from evo_eval.checks import _task_manager, resolve_data_dir
     from evo_eval.suites import resolve
     from evo_eval.tiny import build_tiny_checkpoint, build_tokenizer
 
@@ -60,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     task_manager = _task_manager(data_dir)
     entries = resolve("all", "base", args.tasks.split(","))
-    cards = {"llada": lambda: __import__("evo_eval.models.llada", fromlist=["tiny_card"]).tiny_card(),
-             "mdlm": lambda: "mdlm-7b", "bd3lm": lambda: "bd3lm-7b",
-             "evo": lambda: __import__("evo_eval.models.evo", fromlist=["tiny_card"]).tiny_card()}
+    from evo_eval.tiny import tiny_card
+
+    cards = {"llada": lambda: tiny_card("llada"), "mdlm": lambda: "mdlm-7b", "bd3lm": lambda: "bd3lm-7b",
+             "evo": lambda: tiny_card("evo")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tok = Path(tmp) / "tok"
