@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,31 +35,104 @@ from .errors import ResultsError
 from .paths import paper_dir
 
 FIGURE = "3"
+FIGURES = ("3", "4")
 PPL_BENCHMARK = "ppl"
+PPL_AR_BENCHMARK = "ppl_ar"  # the same passages scored by the exact AR limit (estimator=ar)
 PPL_TASK = "evo_ppl"
 PPL_METRIC = "word_perplexity,none"
 PPL_DATA = "hellaswag"  # the mirror benchmark whose passages the perplexity task reads
 ACCURACY_BENCHMARKS = ("mmlu", "gsm8k")
+FALLBACK_LABEL = "same checkpoint, inference-time setting"
 
-# (Figure 3 label, results slug, decoding/likelihood overrides)
-_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("w/o Time Conditioning", "no-time", {"schedule": "none", "time_conditioning": False}),
-    ("Fixed t=0 (AR-only)", "fixed-0", {"schedule": "fixed:0"}),
-    ("Fixed t=1 (Diff-only)", "fixed-1", {"schedule": "fixed:1"}),
-    ("Fixed t=0.5 (Uniform)", "fixed-0.5", {"schedule": "fixed:0.5"}),
-    ("Heuristic t (entropy)", "entropy", {"schedule": "entropy"}),
-    ("Evo (full)", "full", {"schedule": "learned"}),
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of Figure 3 or 4: how the paper's variant is trained, and how it decodes.
+
+    ``training``: ``FinetuneConfig`` switches that train it (``training.finetune``); ``shape``: card
+    shape keys that differ from the full model's (its architecture); ``schedule``: the progression
+    times it decodes with; ``inference``: adapter settings that imitate it on the *full* model's
+    checkpoint (the labelled fallback), or None where no inference-time setting can (Figure 4).
+    """
+
+    figure: str
+    label: str  # the paper's row label
+    slug: str  # results folder suffix and card name suffix
+    schedule: str
+    training: dict[str, Any] = field(default_factory=dict)
+    shape: dict[str, Any] = field(default_factory=dict)
+    inference: dict[str, Any] | None = None
+    note: str = ""
+
+    @property
+    def card_name(self) -> str:
+        return "evo-8b" if self.slug == "full" else f"evo-8b-{self.slug}"
+
+
+# The one list of named Evo ablation variants (Figures 3 and 4, in the paper's order).
+VARIANTS: tuple[Variant, ...] = (
+    Variant("3", "w/o Time Conditioning", "no-time", "none", {"time_conditioning": False},
+            inference={"schedule": "none", "time_conditioning": False},
+            note="trained and decoded without the time embedding; times from its time head"),
+    Variant("3", "Fixed t=0 (AR-only)", "fixed-0", "fixed:0", {"fixed_t": 0.0}, inference={"schedule": "fixed:0"},
+            note="trained on the AR term alone; decodes token by token through the AR pathway"),
+    Variant("3", "Fixed t=1 (Diff-only)", "fixed-1", "fixed:1", {"fixed_t": 1.0}, inference={"schedule": "fixed:1"},
+            note="trained on the diffusion terms alone; every token refined K_max steps"),
+    Variant("3", "Fixed t=0.5 (Uniform)", "fixed-0.5", "fixed:0.5", {"fixed_t": 0.5},
+            inference={"schedule": "fixed:0.5"}, note="every token refined K_max/2 steps; no time head trained"),
+    Variant("3", "Heuristic t (entropy)", "entropy", "entropy", {"time_head": False}, inference={"schedule": "entropy"},
+            note="times from the AR pathway's next-token entropy; no time head trained"),
+    Variant("3", "Evo (full)", "full", "learned", inference={"schedule": "learned"}),
+    Variant("4", "Two-Module (AR + Diff)", "two-module", "learned", shape={"two_module": True},
+            note="separate AR and diffusion Transformers, each with its own embeddings"),
+    Variant("4", "No Shared Embeddings", "no-shared-emb", "learned", shape={"tie_embeddings": False},
+            note="input embeddings and output head untied"),
+    Variant("4", "No Pretrained Init", "no-pretrained-init", "learned", {"pretrained_init": False},
+            note="trained from random weights instead of init_from_llama"),
+    Variant("4", "Frozen AR Backbone", "frozen-ar", "learned", {"freeze_backbone": True},
+            note="pretrained backbone frozen; only the time modules train"),
+    Variant("4", "Evo (full)", "full", "learned", inference={"schedule": "learned"}),
 )
 
 
+def variants(figure: str | None = None) -> list[Variant]:
+    if figure is not None and str(figure) not in FIGURES:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError("ablation figure", str(figure), list(FIGURES))
+    return [v for v in VARIANTS if figure is None or v.figure == str(figure)]
+
+
+def variant(slug: str) -> Variant:
+    for v in VARIANTS:
+        if v.slug == slug:
+            return v
+    from .errors import UnknownNameError
+
+    raise UnknownNameError("ablation variant", slug, sorted({v.slug for v in VARIANTS}))
+
+
+def decoding_variants() -> dict[str, dict[str, Any]]:
+    """Decoding-only settings by name, for `evo-eval speed --variant`: each Figure 3 schedule on one
+    checkpoint, and ``block-32``, the BD3-LM-style block option against the paper's full canvas."""
+    from .decoding.evo import EvoSamplerConfig
+
+    keys = {f.name for f in fields(EvoSamplerConfig)}
+    out = {v.slug: {k: x for k, x in v.inference.items() if k in keys}
+           for v in variants("3") if v.inference is not None and v.slug != "full"}
+    out["block-32"] = {"block_length": 32}
+    return out
+
+
 def ablation_variants() -> list[dict[str, Any]]:
-    """The Figure 3 variants in the paper's order: name, results slug and the overrides that make it.
+    """The Figure 3 variants as the ablation suite runs them on one checkpoint (the labelled
+    fallback): name, results slug and the settings overrides that imitate each.
 
     ``overrides`` are adapter settings (``model_args``): ``schedule`` goes to the sampler,
     ``time_conditioning`` to the likelihood estimator.
     """
-    return [{"variant": name, "slug": slug, "overrides": dict(overrides), "schedule": overrides["schedule"]}
-            for name, slug, overrides in _VARIANTS]
+    return [{"variant": v.label, "slug": v.slug, "overrides": dict(v.inference), "schedule": v.schedule}
+            for v in variants("3")]
 
 
 def ablation_entries(stage: str = "base", shots: int | None = None) -> list:

@@ -87,6 +87,7 @@ class EvoConfig(CardShapeConfig, PretrainedConfig):
         time_embed_dim: int = 256,
         latent_scale: float | None = None,
         initializer_range: float = 0.02,
+        dropout: float = 0.1,
         **kwargs: Any,
     ):
         self.vocab_size = int(vocab_size)
@@ -100,6 +101,9 @@ class EvoConfig(CardShapeConfig, PretrainedConfig):
         self.rms_norm_eps = float(rms_norm_eps)
         self.time_embed_dim = int(time_embed_dim)
         self.initializer_range = float(initializer_range)
+        # Appendix 7.1: "dropout of 0.1 on residual and feed-forward connections" (training only; a
+        # module in eval mode, as every sampler and scorer runs it, computes without it).
+        self.dropout = float(dropout)
         # Random init draws the table with std initializer_range, so its RMS is that std.
         self.latent_scale = float(latent_scale) if latent_scale else 1.0 / self.initializer_range
         super().__init__(tie_word_embeddings=bool(tie_word_embeddings), **kwargs)

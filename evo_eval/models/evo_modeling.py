@@ -151,16 +151,25 @@ class EvoAttention(nn.Module):
 
 
 class EvoBlock(nn.Module):
+    """A Llama block with the appendix's dropout: on each residual branch before it is added, and on
+    the feed-forward hidden activation (the SwiGLU product), both at ``config.dropout``."""
+
     def __init__(self, config: EvoConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = EvoAttention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+        self.dropout = nn.Dropout(getattr(config, "dropout", 0.0))
 
     def forward(self, x, cos, sin, mask, cache, slots, valid):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, slots, valid)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, slots, valid))
+        if not self.training:
+            return x + self.mlp(self.post_attention_layernorm(x))
+        h = self.post_attention_layernorm(x)
+        mlp = self.mlp
+        inner = self.dropout(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        return x + self.dropout(mlp.down_proj(inner))
 
 
 class EvoBackbone(nn.Module):
@@ -219,6 +228,8 @@ class EvoCache:
 class LatentOutput:
     logits: torch.Tensor  # (..., vocab) float32: the clean-token distribution at each latent
     hidden: torch.Tensor  # (..., d) final normed hidden state (the time head's input)
+    # encode_step only: the AR head's next-token logits (vocab,) at the last clean token appended
+    next_logits: torch.Tensor | None = None
 
 
 class EvoPreTrainedModel(PreTrainedModel):
@@ -395,11 +406,12 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
 
     def encode_step(self, cache: EvoCache, clean_ids: torch.Tensor, clean_start: int, z: torch.Tensor,
                     t: torch.Tensor, z_start: int, time_conditioning: bool = True) -> LatentOutput:
-        """Append clean tokens at ``clean_start`` (causal) and a block of latents at ``z_start``.
+        """Append clean tokens at ``clean_start`` (causal) and a canvas of latents at ``z_start``.
 
-        Writes both into the cache; the latents attend to everything up to the block's end. One
+        Writes both into the cache; the latents attend to everything up to the canvas's end. One
         forward: committing the previous block and sketching the next cost a single evaluation.
-        Positions between the clean tokens and ``z_start`` must already be cached.
+        Positions between the clean tokens and ``z_start`` must already be cached. ``next_logits`` is
+        the AR head at the last clean token: the AR pathway's prediction of the canvas's first token.
         """
         nc, nz = clean_ids.shape[0], z.shape[0]
         device = z.device
@@ -410,8 +422,28 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         keys = torch.arange(valid, device=device)
         mask = torch.ones(nc + nz, valid, dtype=torch.bool, device=device)
         mask[:nc] = keys[None, :] <= pos[:nc, None]
-        h = self._layers(x, pos, mask, cache, pos, valid)[0, nc:]
-        return self.readout(h)
+        h = self._layers(x, pos, mask, cache, pos, valid)[0]
+        out = self.readout(h[nc:])
+        if nc:
+            out.next_logits = self.readout(h[nc - 1:nc]).logits[0]
+        return out
+
+    def clean_step(self, cache: EvoCache, clean_ids: torch.Tensor, start: int, all_logits: bool = False
+                   ) -> torch.Tensor:
+        """The AR pathway over the cache: clean tokens at ``start``.. attend causally to the cached
+        positions before them and to each other; their keys/values are written at their positions.
+
+        Returns the AR head's next-token logits at the last token (vocab,), or at every token
+        (n, vocab) with ``all_logits``. A KV-cached ``ar_logits``: the same numbers, one row at a time.
+        """
+        n = clean_ids.shape[0]
+        device = clean_ids.device
+        valid = start + n
+        pos = torch.arange(start, valid, device=device)
+        mask = torch.arange(valid, device=device)[None, :] <= pos[:, None]
+        h = self._layers(self.model.embed_tokens(clean_ids)[None], pos, mask, cache, pos, valid)[0]
+        logits = self.readout(h if all_logits else h[-1:]).logits
+        return logits if all_logits else logits[0]
 
     def refine_step(self, cache: EvoCache, z: torch.Tensor, t: torch.Tensor, slots: torch.Tensor, valid: int,
                     time_conditioning: bool = True) -> LatentOutput:
