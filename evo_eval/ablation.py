@@ -140,21 +140,52 @@ def ablation_variants() -> list[dict[str, Any]]:
 
 def ablation_entries(stage: str = "base", shots: int | None = None) -> list:
     """What ``--suite ablation`` runs per variant: MMLU and GSM8K as the suite defines them for the
-    stage (the paper's shots), and the perplexity task (0 shots, rolling log-likelihood)."""
+    stage (the paper's shots), and the perplexity task (0 shots, rolling log-likelihood) twice: under
+    the card's likelihood (``ppl``: the ELBO) and under the exact AR limit (``ppl_ar``)."""
     from .suites import LIKELIHOOD, Benchmark, SuiteEntry, resolve
 
     entries = resolve("all", stage, list(ACCURACY_BENCHMARKS), shots)
     ppl = Benchmark(PPL_BENCHMARK, "PPL", "Ablation", {}, {stage: PPL_TASK}, {stage: None}, {stage: PPL_METRIC})
-    return [*entries, SuiteEntry(ppl, stage, PPL_TASK, 0, LIKELIHOOD)]
+    ppl_ar = Benchmark(PPL_AR_BENCHMARK, "PPL (AR limit)", "Ablation", {}, {stage: PPL_TASK}, {stage: None},
+                       {stage: PPL_METRIC})
+    return [*entries, SuiteEntry(ppl, stage, PPL_TASK, 0, LIKELIHOOD), SuiteEntry(ppl_ar, stage, PPL_TASK, 0, LIKELIHOOD)]
+
+
+def lm_for_entry(lm: Any, entry: Any) -> Any:
+    """The adapter a suite entry runs on: ``ppl_ar`` scores with the exact AR limit (estimator=ar),
+    everything else with the adapter as it is."""
+    if getattr(entry, "key", None) == PPL_AR_BENCHMARK and hasattr(lm, "with_settings"):
+        return lm.with_settings(estimator="ar")
+    return lm
+
+
+def trained_variant(card: Any) -> Variant | None:
+    """The variant a card is the trained model of (its ``paper.ablation`` slug), or None."""
+    slug = (getattr(card, "paper", None) or {}).get("ablation")
+    return variant(slug) if slug else None
+
+
+def suite_variants(card: Any) -> list[tuple[str, dict[str, Any] | None]]:
+    """(results model name, settings overrides) that ``--suite ablation`` runs for a card: a trained
+    variant's card runs as itself; any other Evo card runs Figure 3's inference-time fallback, one
+    ``card@slug`` per variant on its one checkpoint."""
+    if trained_variant(card) is not None:
+        return [(card.name, None)]
+    return [(variant_model(card.name, v["slug"]), v["overrides"]) for v in ablation_variants()]
 
 
 def variant_model(model: str, slug: str) -> str:
-    """The model name a variant's results are filed under."""
+    """The model name a fallback variant's results are filed under."""
     return f"{model}@{slug}"
 
 
 def variant_dir(results_dir: Path, stage: str, model: str, slug: str) -> Path:
     return Path(results_dir) / stage / variant_model(model, slug)
+
+
+def trained_dir(results_dir: Path, stage: str, model: str, slug: str) -> Path:
+    """Where the separately trained variant's own card files its results (``full``: the card itself)."""
+    return Path(results_dir) / stage / (model if slug == "full" else f"{model}-{slug}")
 
 
 def paper_ablation(figure: str = FIGURE) -> dict[str, dict[str, float]]:
@@ -187,42 +218,111 @@ def _metric(stored, metric: str) -> float | None:
     return None
 
 
-def figure3_table(results_dir: Path, model: str, stage: str = "base") -> list[dict[str, Any]]:
-    """One row per Figure 3 variant: measured PPL and task accuracy beside the paper's numbers.
+def steps_per_token(stored) -> float | None:
+    """Refinement steps per token of a generation benchmark, from its recorded requests: the sum of
+    every token's K_i over the tokens decoded (AR-realised tokens count 0)."""
+    if stored is None:
+        return None
+    records = (stored.data.get("requests") or {}).get("per_request") or []
+    updates = tokens = 0
+    for record in records:
+        extra = record.get("extra") or {}
+        if "token_updates" in extra and extra.get("canvas_tokens"):
+            updates += int(extra["token_updates"])
+            tokens += int(extra["canvas_tokens"])
+    return updates / tokens if tokens else None
 
-    Task accuracy is the mean of MMLU and GSM8K in percent, as the figure reports it; a variant
-    missing either is left without one (never averaged over what exists). ``missing`` names the
-    benchmarks without a results file.
+
+_BENCHMARKS = (PPL_BENCHMARK, PPL_AR_BENCHMARK, *ACCURACY_BENCHMARKS)
+
+
+def ablation_table(results_dir: Path, model: str = "evo-8b", stage: str = "base",
+                   figure: str = FIGURE) -> list[dict[str, Any]]:
+    """One row per variant of a figure: measured PPL (the card's ELBO and the exact AR limit), task
+    accuracy and refinement steps per token, beside the paper's PPL and accuracy.
+
+    A row reads the separately trained variant's results (``<model>-<slug>``, the paper's design)
+    when there are any; else the inference-time fallback on the full model's checkpoint
+    (``<model>@<slug>``), labelled ``FALLBACK_LABEL``. Task accuracy is the mean of MMLU and GSM8K in
+    percent, as the figures report it; a variant missing either has none (never averaged over what
+    exists). ``missing`` names the benchmarks without a results file.
     """
-    paper = paper_ablation()
+    paper = paper_ablation(str(figure))
     rows = []
-    for spec in ablation_variants():
-        directory = variant_dir(results_dir, stage, model, spec["slug"])
-        stored = {b: _stored(directory, b) for b in (PPL_BENCHMARK, *ACCURACY_BENCHMARKS)}
-        accs = {b: (s.score * 100 if s is not None and s.score is not None else None)
-                for b, s in stored.items() if b in ACCURACY_BENCHMARKS}
+    specs = [(v.label, v) for v in variants(str(figure))]
+    if str(figure) == "4":
+        specs.insert(0, ("Two-Module (AR + Diff)", None))
+    for label, spec in specs:
+        reported = paper.get(label, {})
+        row = {"variant": label, "figure": str(figure), "paper_ppl": reported.get("ppl"),
+               "paper_task_acc": reported.get("task_acc")}
+        if spec is None:
+            rows.append({**row, "source": "not trainable here: " + UNTRAINABLE[label], "model": None,
+                         "schedule": None, "ppl": None, "ppl_ar": None, "task_acc": None, "steps_per_token": None,
+                         **{f"{b}_acc": None for b in ACCURACY_BENCHMARKS}, "missing": list(_BENCHMARKS)})
+            continue
+        trained = trained_dir(results_dir, stage, model, spec.slug)
+        stored = {b: _stored(trained, b) for b in _BENCHMARKS}
+        source, name = "trained variant", trained.name
+        if all(s is None for s in stored.values()) and spec.inference is not None:
+            fallback = variant_dir(results_dir, stage, model, spec.slug)
+            stored = {b: _stored(fallback, b) for b in _BENCHMARKS}
+            source, name = FALLBACK_LABEL, fallback.name
+        accs = {b: (stored[b].score * 100 if stored[b] is not None and stored[b].score is not None else None)
+                for b in ACCURACY_BENCHMARKS}
         task_acc = sum(accs.values()) / len(accs) if all(v is not None for v in accs.values()) else None
-        reported = paper.get(spec["variant"], {})
-        rows.append({
-            "variant": spec["variant"], "schedule": spec["schedule"], "model": variant_model(model, spec["slug"]),
-            "ppl": _metric(stored[PPL_BENCHMARK], PPL_METRIC), "task_acc": task_acc,
-            **{f"{b}_acc": accs[b] for b in ACCURACY_BENCHMARKS},
-            "paper_ppl": reported.get("ppl"), "paper_task_acc": reported.get("task_acc"),
-            "missing": [b for b, s in stored.items() if s is None],
-        })
+        rows.append({**row, "source": source, "model": name, "schedule": spec.schedule,
+                     "ppl": _metric(stored[PPL_BENCHMARK], PPL_METRIC),
+                     "ppl_ar": _metric(stored[PPL_AR_BENCHMARK], PPL_METRIC), "task_acc": task_acc,
+                     "steps_per_token": steps_per_token(stored["gsm8k"]),
+                     **{f"{b}_acc": accs[b] for b in ACCURACY_BENCHMARKS},
+                     "missing": [b for b, s in stored.items() if s is None]})
     return rows
 
 
-def render_markdown(rows: list[dict[str, Any]]) -> str:
-    """The table in the figure's layout, measured | paper per column; em dash where nothing was run."""
-    def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:.1f}"
+def figure3_table(results_dir: Path, model: str, stage: str = "base") -> list[dict[str, Any]]:
+    return ablation_table(results_dir, model, stage, "3")
 
-    lines = ["| Ablation Variant | PPL ↓ | paper | Task Acc ↑ | paper |", "|---|---|---|---|---|"]
+
+def render_markdown(rows: list[dict[str, Any]]) -> str:
+    """A figure's table, measured | paper per column; em dash where nothing was run; the rows that
+    are inference-time settings on one checkpoint, not trained variants, are marked and footnoted."""
+    def fmt(value: float | None, digits: int = 1) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    figure = rows[0]["figure"] if rows else FIGURE
+    lines = [f"Figure {figure}", "",
+             "| Ablation Variant | PPL (ELBO) ↓ | PPL (AR limit) ↓ | paper PPL | Task Acc ↑ | paper | "
+             "refinement steps / token |", "|---|---|---|---|---|---|---|"]
+    notes = []
     for r in rows:
-        lines.append(f"| {r['variant']} | {fmt(r['ppl'])} | {fmt(r['paper_ppl'])} | {fmt(r['task_acc'])} | "
-                     f"{fmt(r['paper_task_acc'])} |")
-    return "\n".join(lines) + "\n"
+        mark = ""
+        if r["source"] == FALLBACK_LABEL:
+            mark = " †"
+        elif r["source"].startswith("not trainable"):
+            mark = " ‡"
+        lines.append(f"| {r['variant']}{mark} | {fmt(r['ppl'])} | {fmt(r['ppl_ar'])} | {fmt(r['paper_ppl'])} | "
+                     f"{fmt(r['task_acc'])} | {fmt(r['paper_task_acc'])} | {fmt(r['steps_per_token'], 2)} |")
+    if any(r["source"] == FALLBACK_LABEL for r in rows):
+        notes.append(f"† {FALLBACK_LABEL}: the full model's checkpoint decoded with the variant's schedule, "
+                     "not a separately trained model as in the paper")
+    for r in rows:
+        if r["source"].startswith("not trainable"):
+            notes.append(f"‡ {r['variant']}: {r['source']}")
+    notes.append("PPL (ELBO) is the card's likelihood (the paper's bound); PPL (AR limit) scores the same passages "
+                 "token by token at t = 0; word perplexity of HellaSwag validation passages, not the paper's "
+                 "validation set: compare orderings, not values")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def render_ablation(results_dir: Path, model: str, stage: str, fmt: str) -> str:
+    """``evo-eval table --ablation``: Figures 3 and 4, as markdown or JSON."""
+    import json
+
+    tables = {figure: ablation_table(results_dir, model, stage, figure) for figure in FIGURES}
+    if fmt == "json":
+        return json.dumps(tables, indent=1) + "\n"
+    return "\n".join(render_markdown(rows) for rows in tables.values())
 
 
 # ---- the perplexity task's document (tasks/evo_ppl/evo_ppl.yaml) -------------------------------------

@@ -294,7 +294,7 @@ def table(
     paper: Annotated[bool, typer.Option(help="Show the paper's number and the difference beside each result.")] = False,
     speed_dir: Annotated[Optional[Path], typer.Option(help="Speed results (default RESULTS/speed).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write to a file instead of stdout.")] = None,
-    ablation: Annotated[bool, typer.Option(help="Figure 3 instead: perplexity and accuracy per progression-time variant.")] = False,
+    ablation: Annotated[bool, typer.Option(help="Figures 3 and 4 instead: perplexity (ELBO and AR limit), accuracy and refinement steps per token per ablation variant.")] = False,
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
 ) -> None:
     """The paper's comparison table from results files."""
@@ -314,9 +314,7 @@ def table(
 
 
 def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
-    import json
-
-    from .ablation import figure3_table, render_markdown
+    from .ablation import render_ablation
     from .errors import UnknownNameError
     from .suites import check_stage
 
@@ -325,8 +323,7 @@ def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
         raise UnknownNameError("ablation table format", fmt, ["markdown", "json"])
     if not results.is_dir():
         raise UserError(f"results folder {results} does not exist", "run `evo-eval run --suite ablation` first")
-    rows = figure3_table(results, model, stage)
-    return render_markdown(rows) if fmt == "markdown" else json.dumps(rows, indent=1) + "\n"
+    return render_ablation(results, model, stage, fmt)
 
 
 # ---- data -------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from .ablation import lm_for_entry
 from .cards import ModelCard, get_card
 from .errors import CheckpointError, DataError, ResultsError, UnknownNameError, UserError
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
@@ -494,10 +495,10 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
 def _data_missing(entry: SuiteEntry, data_dir: Path | None) -> str | None:
     if data_dir is None:
         return None
-    from .ablation import PPL_BENCHMARK, PPL_DATA
+    from .ablation import PPL_DATA, PPL_TASK
     from .data import mirror_problem
 
-    return mirror_problem(data_dir, PPL_DATA if entry.key == PPL_BENCHMARK else entry.key, entry.shots)
+    return mirror_problem(data_dir, PPL_DATA if entry.task == PPL_TASK else entry.key, entry.shots)
 
 
 def resolve_entries(card: ModelCard, stage: str, options: RunOptions) -> list[SuiteEntry]:
@@ -523,9 +524,9 @@ def run_variants(card: ModelCard, options: RunOptions) -> list[tuple[str, dict[s
     """(results model name, settings overrides): the card itself, or one entry per ablation variant."""
     if options.suite != "ablation":
         return [(card.name, None)]
-    from .ablation import ablation_variants, variant_model
+    from .ablation import suite_variants
 
-    return [(variant_model(card.name, v["slug"]), v["overrides"]) for v in ablation_variants()]
+    return suite_variants(card)
 
 
 def _triage(entry: SuiteEntry, model: str, stage: str, options: RunOptions, data_dir: Path | None
@@ -607,9 +608,10 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
         damaged = journal.report()
         if damaged:
             notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
-        outcome = evaluate_benchmark(lm, entry, card, options, task_manager, journal)
+        entry_lm = lm_for_entry(lm, entry)  # the ablation's AR-limit perplexity scores with estimator=ar
+        outcome = evaluate_benchmark(entry_lm, entry, card, options, task_manager, journal)
         if outcome is not None:
-            record = build_record(entry, card, checkpoint, lm, options, outcome, data_dir, model=model)
+            record = build_record(entry, card, checkpoint, entry_lm, options, outcome, data_dir, model=model)
             atomic_write_text(path, to_json(record))
             done = BenchmarkOutcome(entry.key, "done", path, record["score"], "", outcome["reused"],
                                     outcome["computed"], outcome["wall_s"], model=model)

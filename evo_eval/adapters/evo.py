@@ -49,6 +49,12 @@ class EvoAdapter(EvalAdapter):
                                   "save the tokenizer with eos_token set")
         return model, tok
 
+    def decoding_settings(self) -> dict[str, Any]:
+        """The base's record, plus every departure from the paper and from the card in force, named."""
+        out = super().decoding_settings()
+        out["departures"] = departures(self.sampler_config, self.scorer_config, self.card)
+        return out
+
     def with_settings(self, **overrides: Any) -> "EvoAdapter":
         """This adapter with other decoding/likelihood settings (e.g. an ablation variant's), sharing
         the loaded network and tokenizer, so six variants cost one checkpoint load."""
@@ -60,6 +66,30 @@ class EvoAdapter(EvalAdapter):
         other.sampler_config, other.scorer_config = other._split_settings(settings)
         other.records = []
         return other
+
+
+def departures(sampler: Any, scorer: Any, card: Any = None) -> list[str]:
+    """Each setting in force that is not the paper's Evo, in words (stored in the results' decoding
+    record; ``table`` footnotes them). The card's own ablation schedule (a separately trained
+    variant's) is that variant, not a departure; the same schedule on the full model's checkpoint is
+    the labelled inference-time fallback."""
+    from ..ablation import FALLBACK_LABEL, trained_variant
+
+    out = []
+    own = trained_variant(card) if card is not None else None
+    if int(sampler.block_length) > 0:
+        out.append(f"block_length={sampler.block_length}: decoded in blocks (the paper refines the whole answer canvas)")
+    if sampler.schedule != (own.schedule if own else "learned"):
+        out.append(f"schedule={sampler.schedule}: {FALLBACK_LABEL} (the paper trains each Figure 3 variant)")
+    if int(scorer.block_length) > 0:
+        out.append(f"likelihood block_length={scorer.block_length}: ELBO in blocks (the paper's is over the whole sequence)")
+    if scorer.estimator != "elbo":
+        out.append(f"likelihood estimator={scorer.estimator}: the exact AR limit (t = 0), not the ELBO")
+    if not scorer.time_conditioning and not (own and own.training.get("time_conditioning") is False):
+        out.append(f"likelihood time_conditioning=false: {FALLBACK_LABEL}")
+    if int(sampler.k_max) != 20:
+        out.append(f"k_max={sampler.k_max} (the paper: 20)")
+    return out
 
 
 def _tokenizer(name: str, revision: str | None):

@@ -358,7 +358,8 @@ class _Counts:
         stats.extra.update(
             schedule=schedule.name, k_max=int(config.k_max), block_length=int(config.block_length),
             canvas=self.canvas, decode=config.decode, blocks=self.blocks, refine_nfe=self.refine_nfe,
-            token_updates=self.updates, ar_tokens=self.ar_tokens, sketch_reused=self.reused,
+            token_updates=self.updates, canvas_tokens=self.tokens, ar_tokens=self.ar_tokens,
+            sketch_reused=self.reused,
             mean_t=mean_t, mean_k=self.updates / self.tokens if self.tokens else 0.0,
             kv_bytes_read=self.keys * kv_bytes,  # cached keys/values every forward attends over
         )
