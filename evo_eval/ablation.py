@@ -1,26 +1,32 @@
-"""The paper's Figure 3 ablation (arXiv 2603.06617 §3.4) as an evaluation suite, and its table.
+"""The paper's ablations (arXiv 2603.06617 §3.4, Figures 3 and 4): variants, suite, table.
 
-Figure 3 compares progression-time variants by perplexity ("on validation set") and task accuracy
-("average task accuracy (MMLU and GSM8K)"). The paper's variants are separately trained models; a
-harness can vary what happens at inference, so each variant here is a set of decoding overrides on
-one checkpoint (``evo-eval run --checkpoint`` may name a differently trained one per variant):
+Figure 3 compares progression-time variants, Figure 4 architecture and pretraining variants, by
+perplexity ("on validation set"), task accuracy ("average task accuracy (MMLU and GSM8K)") and
+refinement steps per token. The paper's variants are **separately trained models**; ``VARIANTS`` is
+the one list of them, each with the training switches that produce it (``training.variant_config``,
+``training.start_model``), its card (``resources/cards/ablation/evo-8b-<slug>.yaml``, run with
+``--checkpoint``) and, for Figure 3, the inference-time setting that imitates it on the full model's
+checkpoint: the fallback, labelled "same checkpoint, inference-time setting" wherever it is shown.
 
-==========================  ==================================================================
-variant (Figure 3)          overrides
-==========================  ==================================================================
-w/o Time Conditioning       schedule ``none`` and the ELBO without the time embedding
-Fixed t=0 (AR-only)         schedule ``fixed:0``: every token committed from its sketch
-Fixed t=1 (Diff-only)       schedule ``fixed:1``: every token refined K_max steps from noise
-Fixed t=0.5 (Uniform)       schedule ``fixed:0.5``
-Heuristic t (entropy)       schedule ``entropy``: times from the sketch distribution's entropy
-Evo (full)                  schedule ``learned`` (the card's default)
-==========================  ==================================================================
+==========================  =========================================  ==============================
+variant                     trained with                               decodes with (fallback)
+==========================  =========================================  ==============================
+w/o Time Conditioning       no time embedding (time_conditioning=False)  schedule ``none``
+Fixed t=0 (AR-only)         the AR term alone (fixed_t=0)              ``fixed:0``: token by token
+Fixed t=1 (Diff-only)       diffusion terms alone (fixed_t=1)          ``fixed:1``
+Fixed t=0.5 (Uniform)       noise levels in (0, 0.5] (fixed_t=0.5)      ``fixed:0.5``
+Heuristic t (entropy)       no time head (time_head=False)             ``entropy`` (AR pathway's)
+No Shared Embeddings        untied output head (shape)                 learned (no fallback)
+No Pretrained Init          random weights, not init_from_llama         learned (no fallback)
+Frozen AR Backbone          only the time modules train                learned (no fallback)
+Evo (full)                  the full objective                         ``learned``
+==========================  =========================================  ==============================
 
-Results of a variant live beside the card's own: ``results/<stage>/<model>@<slug>/<benchmark>.json``
-(``variant_dir``), for the benchmarks ``mmlu``, ``gsm8k`` and ``ppl`` (the lm-eval task
-``evo_ppl`` in ``resources/tasks/evo_ppl/``: rolling log-likelihood of HellaSwag validation passages, context
-plus gold ending, through the same data source as every task, mirror or hub; the paper's own
-validation set is not public, so its PPL and ours share only their ordering, not their units).
+Results: a trained variant's under its own card (``results/<stage>/evo-8b-<slug>/``), the fallback's
+beside the full card's (``results/<stage>/evo-8b@<slug>/``), for ``mmlu``, ``gsm8k``, ``ppl`` (the
+lm-eval task ``evo_ppl``: rolling log-likelihood of HellaSwag validation passages, context plus gold
+ending, under the card's likelihood, the ELBO) and ``ppl_ar`` (the same task under the exact AR
+limit). The paper's validation set is not public, so its PPL and ours share only their ordering.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Everything request-shaped (batching, ``until``, chat templates, data parallelism, per-request seeds
 and records) is the base's; this file only loads the network and tokenizer and names the sampler
 (``decoding.evo``) and the likelihood estimator (``scoring.evo``). Settings come from the card's
-decoding/likelihood blocks and ``model_args``, e.g. ``schedule=fixed:0.5`` or ``estimator=ar``.
+decoding/likelihood blocks and ``model_args``, e.g. ``schedule=fixed:0.5`` or ``estimator=ar``; the
+results' decoding record lists every setting in force that is not the paper's (``departures``).
 
 lm-eval's own CLI reaches it through ``evo_eval.lm_eval_cli`` (which imports the adapters first):
 

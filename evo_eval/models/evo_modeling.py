@@ -24,14 +24,18 @@ Where the paper is silent, this implementation chooses (and says why):
   (``ddim_step``); it is exact for the estimate, which the plain Euler step near ``t = 0`` is not.
 * **Which positions attend causally.** Clean tokens (prompt and committed answer) attend causally,
   so their keys/values never depend on later text and can be cached exactly, and a causal pass over
-  clean tokens is the exact autoregressive limit (``ar_logits``; ``t = 0``). Latents are generated
-  in blocks: a block's latents attend to every clean token before the block and bidirectionally to
-  each other (the paper's full self-attention, inside the block being refined). A latent's output
-  predicts its own token (no shift); a clean token's output predicts the next token (the AR head).
+  clean tokens is the exact autoregressive limit (``ar_logits``, ``clean_step``; ``t = 0``): the AR
+  pathway, which realises tokens with ``K_i = 0``. Latents form a canvas: every latent attends to the
+  clean tokens before the canvas and bidirectionally to every other latent of it (the paper's
+  full-sequence self-attention; by default the canvas is the whole answer, and ``block_start``
+  groups it into blocks only where a caller asks for the block option). A latent's output predicts
+  its own token (no shift); a clean token's output predicts the next token (the AR head).
+* **Dropout** 0.1 on each residual branch and on the feed-forward activation (Appendix 7.1), active
+  in training mode only.
 * **Time head input.** The final (normed) hidden state of the sketch pass at that position: the
   state the latent prior is read from, so it can say how uncertain the sketch is.
 
-Inference primitives (``new_cache``, ``encode_step``, ``refine_step``) run over exactly the rows
+Inference primitives (``new_cache``, ``encode_step``, ``refine_step``, ``clean_step``) run over exactly the rows
 given and write their keys/values into a static per-layer cache at their positions, so a sampler can
 drop finished tokens from the forward while active ones still attend to their cached keys/values.
 Llama block numerics and weight names follow transformers' ``modeling_llama.py`` (read for names and
