@@ -16,6 +16,7 @@ Fixed t=0 (AR-only)         the AR term alone (fixed_t=0)              ``fixed:0
 Fixed t=1 (Diff-only)       diffusion terms alone (fixed_t=1)          ``fixed:1``
 Fixed t=0.5 (Uniform)       noise levels in (0, 0.5] (fixed_t=0.5)      ``fixed:0.5``
 Heuristic t (entropy)       no time head (time_head=False)             ``entropy`` (AR pathway's)
+Two-Module (AR + Diff)      a separate AR network (two_module shape)    learned (no fallback)
 No Shared Embeddings        untied output head (shape)                 learned (no fallback)
 No Pretrained Init          random weights, not init_from_llama         learned (no fallback)
 Frozen AR Backbone          only the time modules train                learned (no fallback)
@@ -75,9 +76,7 @@ class Variant:
         return "evo-8b" if self.slug == "full" else f"evo-8b-{self.slug}"
 
 
-# The one list of named Evo ablation variants (Figures 3 and 4, in the paper's order). Figure 4's
-# "Two-Module (AR + Diff)" is not here: it needs a second network for the AR pathway, which
-# EvoForLatentFlow does not build yet; its table row shows the paper's numbers only (UNTRAINABLE).
+# The one list of named Evo ablation variants (Figures 3 and 4, in the paper's order).
 VARIANTS: tuple[Variant, ...] = (
     Variant("3", "w/o Time Conditioning", "no-time", "none", {"time_conditioning": False},
             inference={"schedule": "none", "time_conditioning": False},
@@ -91,6 +90,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("3", "Heuristic t (entropy)", "entropy", "entropy", {"time_head": False}, inference={"schedule": "entropy"},
             note="times from the AR pathway's next-token entropy; no time head trained"),
     Variant("3", "Evo (full)", "full", "learned", inference={"schedule": "learned"}),
+    Variant("4", "Two-Module (AR + Diff)", "two-module", "learned", shape={"two_module": True},
+            note="a separate AR Transformer (own embeddings, blocks, head) beside the latent-flow one"),
     Variant("4", "No Shared Embeddings", "no-shared-emb", "learned", shape={"tie_embeddings": False},
             note="input embeddings and output head untied"),
     Variant("4", "No Pretrained Init", "no-pretrained-init", "learned", {"pretrained_init": False},
@@ -99,9 +100,6 @@ VARIANTS: tuple[Variant, ...] = (
             note="pretrained backbone frozen; only the time modules train"),
     Variant("4", "Evo (full)", "full", "learned", inference={"schedule": "learned"}),
 )
-
-
-UNTRAINABLE = {"Two-Module (AR + Diff)": "needs separate AR and diffusion networks, not built yet"}
 
 
 def variants(figure: str | None = None) -> list[Variant]:
@@ -255,18 +253,10 @@ def ablation_table(results_dir: Path, model: str = "evo-8b", stage: str = "base"
     """
     paper = paper_ablation(str(figure))
     rows = []
-    specs = [(v.label, v) for v in variants(str(figure))]
-    if str(figure) == "4":
-        specs.insert(0, ("Two-Module (AR + Diff)", None))
-    for label, spec in specs:
-        reported = paper.get(label, {})
-        row = {"variant": label, "figure": str(figure), "paper_ppl": reported.get("ppl"),
+    for spec in variants(str(figure)):
+        reported = paper.get(spec.label, {})
+        row = {"variant": spec.label, "figure": str(figure), "paper_ppl": reported.get("ppl"),
                "paper_task_acc": reported.get("task_acc")}
-        if spec is None:
-            rows.append({**row, "source": "not trainable here: " + UNTRAINABLE[label], "model": None,
-                         "schedule": None, "ppl": None, "ppl_ar": None, "task_acc": None, "steps_per_token": None,
-                         **{f"{b}_acc": None for b in ACCURACY_BENCHMARKS}, "missing": list(_BENCHMARKS)})
-            continue
         trained = trained_dir(results_dir, stage, model, spec.slug)
         stored = {b: _stored(trained, b) for b in _BENCHMARKS}
         source, name = "trained variant", trained.name
@@ -302,19 +292,12 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
              "refinement steps / token |", "|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
-        mark = ""
-        if r["source"] == FALLBACK_LABEL:
-            mark = " †"
-        elif r["source"].startswith("not trainable"):
-            mark = " ‡"
+        mark = " †" if r["source"] == FALLBACK_LABEL else ""
         lines.append(f"| {r['variant']}{mark} | {fmt(r['ppl'])} | {fmt(r['ppl_ar'])} | {fmt(r['paper_ppl'])} | "
                      f"{fmt(r['task_acc'])} | {fmt(r['paper_task_acc'])} | {fmt(r['steps_per_token'], 2)} |")
     if any(r["source"] == FALLBACK_LABEL for r in rows):
         notes.append(f"† {FALLBACK_LABEL}: the full model's checkpoint decoded with the variant's schedule, "
                      "not a separately trained model as in the paper")
-    for r in rows:
-        if r["source"].startswith("not trainable"):
-            notes.append(f"‡ {r['variant']}: {r['source']}")
     notes.append("PPL (ELBO) is the card's likelihood (the paper's bound); PPL (AR limit) scores the same passages "
                  "token by token at t = 0; word perplexity of HellaSwag validation passages, not the paper's "
                  "validation set: compare orderings, not values")

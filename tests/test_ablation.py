@@ -88,9 +88,9 @@ def test_a_trained_variants_results_come_first_and_figure_4_has_its_rows(tmp_pat
                              "Frozen AR Backbone", "Evo (full)"]
     assert figure4["Frozen AR Backbone"]["ppl"] == 9.0 and figure4["Frozen AR Backbone"]["paper_ppl"] == 8.7
     assert figure4["No Shared Embeddings"]["source"] == "trained variant"  # no fallback exists for Figure 4
-    assert figure4["Two-Module (AR + Diff)"]["source"].startswith("not trainable")
+    assert figure4["Two-Module (AR + Diff)"]["source"] == "trained variant"
     text = render_ablation(tmp_path, "evo-8b", "base", "markdown")
-    assert "Figure 3" in text and "Figure 4" in text and "| Two-Module (AR + Diff) ‡ |" in text
+    assert "Figure 3" in text and "Figure 4" in text and "| Two-Module (AR + Diff) | — | — | 8.6 |" in text
     assert set(json.loads(render_ablation(tmp_path, "evo-8b", "base", "json"))) == {"3", "4"}
 
 
@@ -106,6 +106,7 @@ def test_one_card_per_trained_variant_outside_the_papers_columns():
         assert card.decoding_for(None)["schedule"] == v.schedule and card.decoding_for(None)["block_length"] == 0
         assert suite_variants(card) == [(card.name, None)]
         assert card.shape["tie_embeddings"] is v.shape.get("tie_embeddings", True)
+        assert card.shape.get("two_module", False) is v.shape.get("two_module", False)
     assert get_card("evo-8b-no-time").likelihood["time_conditioning"] is False
     # The full model's card runs Figure 3's inference-time fallback, one results folder per variant.
     fallback = suite_variants(get_card("evo-8b"))

@@ -220,6 +220,8 @@ class EvoSampler(Sampler):
         ones = torch.ones(n, device=device)
         sketch = model.encode_step(cache, clean, clean_start, eps, ones, start, schedule.time_conditioning)
         counts.forward(int(clean.numel()) + n, keys=start + n)
+        if getattr(model, "ar_model", None) is not None:  # two modules: the AR one encoded the clean tokens too
+            counts.forward(int(clean.numel()), keys=clean_start + int(clean.numel()))
         drafted = nucleus_sample(sketch.logits, config.temperature, config.top_p, generator)
         fixed = schedule.fixed_steps(config.k_max)
         cache_holds_sketch = True

@@ -222,6 +222,7 @@ class EvoCache:
     """Static keys/values per layer, (1, kv_heads, capacity, head_dim); slot i holds position i."""
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
+    ar_layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # the AR module's, two-module only
 
     @property
     def capacity(self) -> int:
@@ -262,6 +263,8 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         self.model = EvoBackbone(config)
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
                                                                          bias=False)
+        # Two-module ablation: a separate AR network (its head tied to its own table).
+        self.ar_model = EvoBackbone(config) if getattr(config, "two_module", False) else None
         self.time_embed = TimeEmbedding(config)
         self.time_head = TimeHead(config)
         self.rotary = RotaryTables(config.head_dim, config.rope_theta, config.max_position_embeddings)
@@ -325,11 +328,25 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
 
     def _layers(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | str | None,
                 cache: EvoCache | None = None, slots: torch.Tensor | None = None,
-                valid: int | None = None) -> torch.Tensor:
+                valid: int | None = None, ar: bool = False) -> torch.Tensor:
+        """The blocks over ``x``; ``ar=True`` runs the AR pathway's (the AR module's in a two-module
+        model, the shared backbone otherwise) with its cache."""
         cos, sin = self.rotary(positions, x.dtype)
-        for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, mask, cache.layers[i] if cache is not None else None, slots, valid)
+        backbone, layers = self.model, (cache.layers if cache is not None else None)
+        if ar and self.ar_model is not None:
+            backbone, layers = self.ar_model, (cache.ar_layers if cache is not None else None)
+        for i, layer in enumerate(backbone.layers):
+            x = layer(x, cos, sin, mask, layers[i] if layers is not None else None, slots, valid)
         return x
+
+    def _ar_embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.ar_model or self.model).embed_tokens(ids)
+
+    def _ar_readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token logits of the AR pathway's final hidden states (float32)."""
+        if self.ar_model is None:
+            return self.readout(h).logits
+        return F.linear(self.ar_model.norm(h), self.ar_model.embed_tokens.weight).float()
 
     # ---- the AR limit (t = 0): clean tokens, causal attention ---------------------------------------
 
@@ -337,8 +354,8 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         """Next-token logits (batch, n, vocab) of clean tokens under causal attention."""
         ids = input_ids if input_ids.dim() == 2 else input_ids[None]
         positions = torch.arange(ids.shape[1], device=ids.device)
-        h = self._layers(self.model.embed_tokens(ids), positions, CAUSAL)
-        return self.readout(h).logits
+        h = self._layers(self._ar_embed(ids), positions, CAUSAL, ar=True)
+        return self._ar_readout(h)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
@@ -386,7 +403,10 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         mask[nc:, p:p + nc] = clean_pos[None, :] < block_start[:, None]
         mask[nc:, p + nc:] = block_start[:, None] == block_start[None, :]
         h = self._layers(x, positions, mask, prefix, None, p)
-        ar = self.readout(h[:, :nc]).logits
+        if self.ar_model is None:
+            ar = self.readout(h[:, :nc]).logits
+        else:  # the AR module reads the clean stream itself (the diffusion module's pass is its context)
+            ar = None if prefix is not None else self.ar_logits(clean_ids)
         return ar, self.readout(h[:, nc:])
 
     def encode_prefix(self, clean_ids: torch.Tensor) -> EvoCache:
@@ -405,8 +425,12 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         device = device or self.embedding.device
         dtype = dtype or self.embedding.dtype
         shape = (1, c.num_key_value_heads, capacity, c.head_dim)
-        return EvoCache([(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-                         for _ in range(c.num_hidden_layers)])
+
+        def layers():
+            return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                    for _ in range(c.num_hidden_layers)]
+
+        return EvoCache(layers(), layers() if self.ar_model is not None else None)
 
     def encode_step(self, cache: EvoCache, clean_ids: torch.Tensor, clean_start: int, z: torch.Tensor,
                     t: torch.Tensor, z_start: int, time_conditioning: bool = True) -> LatentOutput:
@@ -428,8 +452,10 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         mask[:nc] = keys[None, :] <= pos[:nc, None]
         h = self._layers(x, pos, mask, cache, pos, valid)[0]
         out = self.readout(h[nc:])
-        if nc:
+        if nc and self.ar_model is None:
             out.next_logits = self.readout(h[nc - 1:nc]).logits[0]
+        elif nc:  # two modules: the AR one encodes the clean tokens too (a second network evaluation)
+            out.next_logits = self.clean_step(cache, clean_ids, clean_start)
         return out
 
     def clean_step(self, cache: EvoCache, clean_ids: torch.Tensor, start: int, all_logits: bool = False
@@ -445,8 +471,8 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         valid = start + n
         pos = torch.arange(start, valid, device=device)
         mask = torch.arange(valid, device=device)[None, :] <= pos[:, None]
-        h = self._layers(self.model.embed_tokens(clean_ids)[None], pos, mask, cache, pos, valid)[0]
-        logits = self.readout(h if all_logits else h[-1:]).logits
+        h = self._layers(self._ar_embed(clean_ids)[None], pos, mask, cache, pos, valid, ar=True)[0]
+        logits = self._ar_readout(h if all_logits else h[-1:])
         return logits if all_logits else logits[0]
 
     def refine_step(self, cache: EvoCache, z: torch.Tensor, t: torch.Tensor, slots: torch.Tensor, valid: int,

@@ -90,6 +90,14 @@ def start_model(slug: str, shape: dict, *, llama=None, dtype: torch.dtype = torc
         return random_model(shape, dtype=dtype, device=device, seed=seed)
     model = init_from_llama(llama, tie_word_embeddings=bool(shape.get("tie_embeddings", True)),
                             time_embed_dim=int(shape.get("time_embed_dim", 256)))
+    if shape.get("two_module"):  # both modules start from the pretrained network
+        from ..models.evo_modeling import EvoForLatentFlow
+
+        config = type(model.config).from_dict({**model.config.to_dict(), "two_module": True})
+        state = model.state_dict()
+        state.update({"ar_model." + k[len("model."):]: v for k, v in list(state.items()) if k.startswith("model.")})
+        model = EvoForLatentFlow(config)
+        model.load_state_dict(state)
     return model.to(device=device, dtype=dtype)
 
 

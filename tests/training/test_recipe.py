@@ -108,3 +108,36 @@ def test_two_variants_trained_alike_otherwise_give_different_perplexity(tokenize
     full, ar_only = perplexities("full"), perplexities("fixed-0")
     assert all(math.isfinite(v) for v in (*full.values(), *ar_only.values()))
     assert abs(full["ar"] - ar_only["ar"]) > 0.01 and abs(full["elbo"] - ar_only["elbo"]) > 0.01
+
+
+def test_the_two_module_variant_has_its_own_ar_network(tmp_path):
+    from evo_eval.decoding.evo import EvoSampler, EvoSamplerConfig
+    from evo_eval.models.evo import load_evo, tiny_card
+    from evo_eval.models.evo_config import parameter_count
+
+    model = start_model("two-module", TINY_SHAPE, seed=2)
+    shape = dict(TINY_SHAPE, two_module=True)
+    assert model.ar_model is not None
+    assert sum(p.numel() for p in model.parameters()) == parameter_count(shape)
+    ids = IDS[:1]
+    with torch.no_grad():
+        before = model.ar_logits(ids)
+        for p in model.model.layers.parameters():  # the latent-flow network changes; the AR pathway must not
+            p.add_(0.1)
+        assert torch.equal(model.ar_logits(ids), before)
+        prompt = torch.tensor([0, 41, 7, 300])
+        out = EvoSampler().sample(model, prompt, EvoSamplerConfig(max_new_tokens=8, schedule="fixed:0", temperature=0.0),
+                                  generator=make_generator(0))
+        seq = prompt.clone()
+        for _ in range(8):
+            seq = torch.cat([seq, model.ar_logits(seq)[0, -1].argmax()[None]])
+    assert out.tokens.tolist() == seq[4:].tolist()
+    # A learned-schedule canvas counts the AR module's evaluation beside the latent flow's sketch.
+    learned = EvoSampler().sample(model, prompt, EvoSamplerConfig(max_new_tokens=8, k_max=4), generator=make_generator(0))
+    assert learned.stats.nfe >= 2
+    model.save_pretrained(tmp_path / "two")
+    from dataclasses import replace
+
+    card = replace(tiny_card(), shape=shape)
+    again = load_evo(tmp_path / "two", card=card)
+    assert again.ar_model is not None and torch.equal(again.ar_logits(ids), model.ar_logits(ids))
