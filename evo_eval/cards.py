@@ -155,6 +155,11 @@ def get_card(name: str) -> ModelCard:
         return load_card(path)
     cards = all_cards()
     if name not in cards:
+        # Evo's separately trained ablation variants (Figures 3 and 4): by name, outside the paper's
+        # columns, so tables, `models` and `speed all` keep to the seven systems.
+        variant = cards_dir() / "ablation" / f"{name}.yaml"
+        if variant.is_file():
+            return load_card(variant)
         raise UnknownNameError("model", name, list(cards), hint="`evo-eval models` lists them")
     return cards[name]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .ablation import lm_for_entry
 from .cards import ModelCard, get_card
 from .checks import (_task_manager, check_gen_kwargs, check_output, check_tasks, resolve_checkpoint,
                      resolve_data_dir, resolve_stage)
@@ -364,10 +365,10 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
 def _data_missing(entry: SuiteEntry, data_dir: Path | None) -> str | None:
     if data_dir is None:
         return None
-    from .ablation import PPL_BENCHMARK, PPL_DATA
+    from .ablation import PPL_DATA, PPL_TASK
     from .data.mirror import mirror_problem
 
-    return mirror_problem(data_dir, PPL_DATA if entry.key == PPL_BENCHMARK else entry.key, entry.shots)
+    return mirror_problem(data_dir, PPL_DATA if entry.task == PPL_TASK else entry.key, entry.shots)
 
 
 def resolve_entries(card: ModelCard, stage: str, options: RunOptions) -> list[SuiteEntry]:
@@ -393,9 +394,9 @@ def run_variants(card: ModelCard, options: RunOptions) -> list[tuple[str, dict[s
     """(results model name, settings overrides): the card itself, or one entry per ablation variant."""
     if options.suite != "ablation":
         return [(card.name, None)]
-    from .ablation import ablation_variants, variant_model
+    from .ablation import suite_variants
 
-    return [(variant_model(card.name, v["slug"]), v["overrides"]) for v in ablation_variants()]
+    return suite_variants(card)
 
 
 def _fingerprint(card: ModelCard, checkpoint: str, entry: SuiteEntry, options: RunOptions, data_dir: Path | None,
@@ -519,6 +520,7 @@ def _evaluate_entries(card: ModelCard, stage: str, todo: list[SuiteEntry], check
             notify("journal", entry, BenchmarkOutcome(entry.key, "journal", None, None, damaged, model=model))
         # The card's settings for this benchmark apply (evo_eval/settings.py); lm-eval's HF backend has none.
         bench_lm = lm.with_settings(benchmark=entry.key) if hasattr(lm, "with_settings") else lm
+        bench_lm = lm_for_entry(bench_lm, entry)  # the ablation's AR-limit perplexity scores with estimator=ar
         progress = RequestProgress(entry.key, jdir, getattr(lm, "rank", 0), getattr(lm, "world_size", 1),
                                    report=lambda snapshot, entry=entry: notify("progress", entry, snapshot))
         outcome = evaluate_benchmark(bench_lm, entry, card, options, task_manager, journal, progress)

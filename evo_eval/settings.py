@@ -4,8 +4,8 @@
 
 The request is lm-eval's generation kwargs for one ``generate_until`` call (the task's
 ``generation_kwargs``, with ``--gen-kwargs`` merged in by lm-eval): its length (``max_gen_toks``) and
-its sampling knobs (``temperature``, ``top_p``, ``top_k``) win over everything, where the sampler has
-them. Likelihood settings: the card's ``likelihood`` block < the same keys in the decoding blocks <
+its sampling knobs (``temperature``, ``top_p``, ``top_k``; ``do_sample: false`` means greedy) win over
+everything, where the sampler has them. Likelihood settings: the card's ``likelihood`` block < the same keys in the decoding blocks <
 ``--model-args``. ``run`` (every adapter), ``speed`` and the ablation variants merge through here, and
 ``in_force`` folds what the requests changed into what the results record.
 
@@ -49,6 +49,21 @@ def for_request(values: dict[str, Any], request: dict[str, Any], default_max: in
     for key in ("temperature", "top_p", "top_k"):
         if key in request and key in values:
             out[key] = request[key]
+    if request.get("do_sample") is False:
+        out.update(greedy(set(values)))
+    return out
+
+
+def greedy(known: set[str]) -> dict[str, Any]:
+    """What ``do_sample: false`` (lm-eval's default when a task names no temperature) sets in a sampler
+    config with these fields: temperature 0 (argmax wherever a sampler draws tokens) and ``do_sample``
+    off, as lm-eval's HF backend decodes greedily; a sampler with neither (ARD, whose tokens are
+    rounded latents) has no token sampling to turn off."""
+    out: dict[str, Any] = {}
+    if "temperature" in known:
+        out["temperature"] = 0.0
+    if "do_sample" in known:
+        out["do_sample"] = False
     return out
 
 

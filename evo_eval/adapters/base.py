@@ -5,7 +5,9 @@ which sampler and scorer it uses; this base does the rest the same way for all o
 
 * tokenisation and lm-eval's context/continuation split (inherited from ``TemplateLM``);
 * ``generate_until``: ``until`` strings and EOS become the sampler's ``stop`` callable, the answer is
-  cut at the first stop string, ``max_gen_toks`` caps the length;
+  cut at the first stop string (special-token stop strings included, ``answer_text``), ``max_gen_toks``
+  caps the length; ``do_sample: false`` (lm-eval's default when a task names no temperature) decodes
+  greedily in every family (``settings.for_request``), as lm-eval's HF backend does;
 * ``loglikelihood`` / ``loglikelihood_rolling`` through the family's scorer, with lm-eval's own
   rolling windows;
 * chat templates through the tokenizer, exactly as lm-eval's HF backend applies them;
@@ -325,7 +327,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
             stop = self._stop_fn(until)
             generator = make_generator(request_seed(self.seed, "gen", context, kwargs), self.device)
             out = self.sampler.sample(self.model, prompt_ids, config, generator=generator, stop=stop)
-            text = cut_at_stop(self.tok_decode(out.tokens), until)
+            text = self.answer_text(out.tokens, until)
             self.records.append(RequestRecord(
                 "generate_until", getattr(request, "task_name", None), getattr(request, "doc_id", None),
                 nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
@@ -337,6 +339,25 @@ class EvalAdapter(DistributedMixin, TemplateLM):
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         return results
 
+    def answer_text(self, tokens: torch.Tensor, until: list[str]) -> str:
+        """The answer as lm-eval's HF backend returns it: generation ends at the token that completes a
+        stop string in the text decoded *with* special tokens (its stopping criteria decode so), and the
+        text returned is decoded without them and cut at the first stop string. So a stop string that
+        is a special token (``<|eot_id|>``, ``<|im_end|>``) ends the answer as it does there."""
+        ids = tokens.tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
+
+        def fires(n: int) -> bool:
+            text = self.tok_decode(ids[:n], skip_special_tokens=False)
+            return any(s and s in text for s in until)
+
+        if ids and fires(len(ids)):
+            lo, hi = 1, len(ids)  # the shortest prefix whose text holds a stop string
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fires(mid) else (mid + 1, hi)
+            ids = ids[:lo]
+        return cut_at_stop(self.tok_decode(ids), until)
+
     def _add_bos(self) -> bool:
         return getattr(self.tokenizer, "bos_token_id", None) is not None
 
@@ -346,7 +367,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
             return None
 
         def stop(tokens: torch.Tensor) -> bool:
-            text = self.tok_decode(tokens)
+            text = self.tok_decode(tokens, skip_special_tokens=False)  # as lm-eval's HF stopping criteria
             return any(s and s in text for s in until)
 
         return stop

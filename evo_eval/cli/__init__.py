@@ -358,7 +358,7 @@ def table(
     paper: Annotated[bool, typer.Option(help="Show the paper's number and the difference beside each result.")] = False,
     speed_dir: Annotated[Optional[Path], typer.Option(help="Speed results (default RESULTS/speed).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write to a file instead of stdout.")] = None,
-    ablation: Annotated[bool, typer.Option(help="Figure 3 instead: perplexity and accuracy per progression-time variant.")] = False,
+    ablation: Annotated[bool, typer.Option(help="Figures 3 and 4 instead: perplexity (ELBO and AR limit), accuracy and refinement steps per token per ablation variant.")] = False,
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
     ci: Annotated[bool, typer.Option("--ci", help="Show a 95 % bootstrap interval beside each measured score.")] = False,
     against: Annotated[Optional[str], typer.Option(help="Card of the reference column: mark cells that differ from it significantly (paired test).")] = None,
@@ -395,9 +395,7 @@ def report(
 
 
 def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
-    import json
-
-    from ..ablation import figure3_table, render_markdown
+    from ..ablation import render_ablation
     from ..errors import UnknownNameError
     from ..suites import check_stage
 
@@ -408,8 +406,7 @@ def _ablation_table(results: Path, stage: str, model: str, fmt: str) -> str:
         from ..run_checks import folder_problem
 
         raise UserError(folder_problem(results, "results folder"), "run `evo-eval run --suite ablation` first")
-    rows = figure3_table(results, model, stage)
-    return render_markdown(rows) if fmt == "markdown" else json.dumps(rows, indent=1) + "\n"
+    return render_ablation(results, model, stage, fmt)
 
 
 # ---- data -------------------------------------------------------------------------------------------

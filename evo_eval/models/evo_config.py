@@ -48,10 +48,11 @@ SHAPE_KEYS = {
     "rms_norm_eps": "rms_norm_eps",
     "tie_embeddings": "tie_word_embeddings",
     "time_embed_dim": "time_embed_dim",
+    "two_module": "two_module",
 }
 # The keys that decide whether a checkpoint's weights fit a card; the rest only tune numerics.
 ARCHITECTURE_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size", "tie_embeddings",
-                     "time_embed_dim")
+                     "time_embed_dim", "two_module")
 _REQUIRED = ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size")
 ARCHITECTURE = "EvoForLatentFlow"
 
@@ -87,6 +88,8 @@ class EvoConfig(CardShapeConfig, PretrainedConfig):
         time_embed_dim: int = 256,
         latent_scale: float | None = None,
         initializer_range: float = 0.02,
+        dropout: float = 0.1,
+        two_module: bool = False,
         **kwargs: Any,
     ):
         self.vocab_size = int(vocab_size)
@@ -100,6 +103,12 @@ class EvoConfig(CardShapeConfig, PretrainedConfig):
         self.rms_norm_eps = float(rms_norm_eps)
         self.time_embed_dim = int(time_embed_dim)
         self.initializer_range = float(initializer_range)
+        # Appendix 7.1: "dropout of 0.1 on residual and feed-forward connections" (training only; a
+        # module in eval mode, as every sampler and scorer runs it, computes without it).
+        self.dropout = float(dropout)
+        # Figure 4's "Two-Module (AR + Diff)": the AR pathway gets its own Transformer (embeddings,
+        # blocks, norm, head tied to its own table) instead of sharing the latent flow's.
+        self.two_module = bool(two_module)
         # Random init draws the table with std initializer_range, so its RMS is that std.
         self.latent_scale = float(latent_scale) if latent_scale else 1.0 / self.initializer_range
         super().__init__(tie_word_embeddings=bool(tie_word_embeddings), **kwargs)
@@ -133,7 +142,8 @@ def parameter_count(shape: dict[str, Any]) -> int:
     time_embed = c.time_embed_dim * d + d + d * d + d
     time_head = d * d + d + d + 1
     embeddings = v * d * (1 if c.tie_word_embeddings else 2)
-    return c.num_hidden_layers * layer + time_embed + time_head + embeddings + d
+    ar_module = (c.num_hidden_layers * layer + v * d + d) if c.two_module else 0
+    return c.num_hidden_layers * layer + time_embed + time_head + embeddings + d + ar_module
 
 
 def proportional_xl(s_params: float = 1.3e9, xl_params: float = 8.5e9) -> tuple[int, int]:

@@ -24,14 +24,18 @@ Where the paper is silent, this implementation chooses (and says why):
   (``ddim_step``); it is exact for the estimate, which the plain Euler step near ``t = 0`` is not.
 * **Which positions attend causally.** Clean tokens (prompt and committed answer) attend causally,
   so their keys/values never depend on later text and can be cached exactly, and a causal pass over
-  clean tokens is the exact autoregressive limit (``ar_logits``; ``t = 0``). Latents are generated
-  in blocks: a block's latents attend to every clean token before the block and bidirectionally to
-  each other (the paper's full self-attention, inside the block being refined). A latent's output
-  predicts its own token (no shift); a clean token's output predicts the next token (the AR head).
+  clean tokens is the exact autoregressive limit (``ar_logits``, ``clean_step``; ``t = 0``): the AR
+  pathway, which realises tokens with ``K_i = 0``. Latents form a canvas: every latent attends to the
+  clean tokens before the canvas and bidirectionally to every other latent of it (the paper's
+  full-sequence self-attention; by default the canvas is the whole answer, and ``block_start``
+  groups it into blocks only where a caller asks for the block option). A latent's output predicts
+  its own token (no shift); a clean token's output predicts the next token (the AR head).
+* **Dropout** 0.1 on each residual branch and on the feed-forward activation (Appendix 7.1), active
+  in training mode only.
 * **Time head input.** The final (normed) hidden state of the sketch pass at that position: the
   state the latent prior is read from, so it can say how uncertain the sketch is.
 
-Inference primitives (``new_cache``, ``encode_step``, ``refine_step``) run over exactly the rows
+Inference primitives (``new_cache``, ``encode_step``, ``refine_step``, ``clean_step``) run over exactly the rows
 given and write their keys/values into a static per-layer cache at their positions, so a sampler can
 drop finished tokens from the forward while active ones still attend to their cached keys/values.
 Llama block numerics and weight names follow transformers' ``modeling_llama.py`` (read for names and
@@ -151,16 +155,25 @@ class EvoAttention(nn.Module):
 
 
 class EvoBlock(nn.Module):
+    """A Llama block with the appendix's dropout: on each residual branch before it is added, and on
+    the feed-forward hidden activation (the SwiGLU product), both at ``config.dropout``."""
+
     def __init__(self, config: EvoConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = EvoAttention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+        self.dropout = nn.Dropout(getattr(config, "dropout", 0.0))
 
     def forward(self, x, cos, sin, mask, cache, slots, valid):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, slots, valid)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, slots, valid))
+        if not self.training:
+            return x + self.mlp(self.post_attention_layernorm(x))
+        h = self.post_attention_layernorm(x)
+        mlp = self.mlp
+        inner = self.dropout(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        return x + self.dropout(mlp.down_proj(inner))
 
 
 class EvoBackbone(nn.Module):
@@ -209,6 +222,7 @@ class EvoCache:
     """Static keys/values per layer, (1, kv_heads, capacity, head_dim); slot i holds position i."""
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
+    ar_layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # the AR module's, two-module only
 
     @property
     def capacity(self) -> int:
@@ -219,6 +233,8 @@ class EvoCache:
 class LatentOutput:
     logits: torch.Tensor  # (..., vocab) float32: the clean-token distribution at each latent
     hidden: torch.Tensor  # (..., d) final normed hidden state (the time head's input)
+    # encode_step only: the AR head's next-token logits (vocab,) at the last clean token appended
+    next_logits: torch.Tensor | None = None
 
 
 class EvoPreTrainedModel(PreTrainedModel):
@@ -247,6 +263,8 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         self.model = EvoBackbone(config)
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
                                                                          bias=False)
+        # Two-module ablation: a separate AR network (its head tied to its own table).
+        self.ar_model = EvoBackbone(config) if getattr(config, "two_module", False) else None
         self.time_embed = TimeEmbedding(config)
         self.time_head = TimeHead(config)
         self.rotary = RotaryTables(config.head_dim, config.rope_theta, config.max_position_embeddings)
@@ -310,11 +328,25 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
 
     def _layers(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | str | None,
                 cache: EvoCache | None = None, slots: torch.Tensor | None = None,
-                valid: int | None = None) -> torch.Tensor:
+                valid: int | None = None, ar: bool = False) -> torch.Tensor:
+        """The blocks over ``x``; ``ar=True`` runs the AR pathway's (the AR module's in a two-module
+        model, the shared backbone otherwise) with its cache."""
         cos, sin = self.rotary(positions, x.dtype)
-        for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, mask, cache.layers[i] if cache is not None else None, slots, valid)
+        backbone, layers = self.model, (cache.layers if cache is not None else None)
+        if ar and self.ar_model is not None:
+            backbone, layers = self.ar_model, (cache.ar_layers if cache is not None else None)
+        for i, layer in enumerate(backbone.layers):
+            x = layer(x, cos, sin, mask, layers[i] if layers is not None else None, slots, valid)
         return x
+
+    def _ar_embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.ar_model or self.model).embed_tokens(ids)
+
+    def _ar_readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token logits of the AR pathway's final hidden states (float32)."""
+        if self.ar_model is None:
+            return self.readout(h).logits
+        return F.linear(self.ar_model.norm(h), self.ar_model.embed_tokens.weight).float()
 
     # ---- the AR limit (t = 0): clean tokens, causal attention ---------------------------------------
 
@@ -322,8 +354,8 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         """Next-token logits (batch, n, vocab) of clean tokens under causal attention."""
         ids = input_ids if input_ids.dim() == 2 else input_ids[None]
         positions = torch.arange(ids.shape[1], device=ids.device)
-        h = self._layers(self.model.embed_tokens(ids), positions, CAUSAL)
-        return self.readout(h).logits
+        h = self._layers(self._ar_embed(ids), positions, CAUSAL, ar=True)
+        return self._ar_readout(h)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
@@ -371,7 +403,10 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         mask[nc:, p:p + nc] = clean_pos[None, :] < block_start[:, None]
         mask[nc:, p + nc:] = block_start[:, None] == block_start[None, :]
         h = self._layers(x, positions, mask, prefix, None, p)
-        ar = self.readout(h[:, :nc]).logits
+        if self.ar_model is None:
+            ar = self.readout(h[:, :nc]).logits
+        else:  # the AR module reads the clean stream itself (the diffusion module's pass is its context)
+            ar = None if prefix is not None else self.ar_logits(clean_ids)
         return ar, self.readout(h[:, nc:])
 
     def encode_prefix(self, clean_ids: torch.Tensor) -> EvoCache:
@@ -390,16 +425,21 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         device = device or self.embedding.device
         dtype = dtype or self.embedding.dtype
         shape = (1, c.num_key_value_heads, capacity, c.head_dim)
-        return EvoCache([(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-                         for _ in range(c.num_hidden_layers)])
+
+        def layers():
+            return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                    for _ in range(c.num_hidden_layers)]
+
+        return EvoCache(layers(), layers() if self.ar_model is not None else None)
 
     def encode_step(self, cache: EvoCache, clean_ids: torch.Tensor, clean_start: int, z: torch.Tensor,
                     t: torch.Tensor, z_start: int, time_conditioning: bool = True) -> LatentOutput:
-        """Append clean tokens at ``clean_start`` (causal) and a block of latents at ``z_start``.
+        """Append clean tokens at ``clean_start`` (causal) and a canvas of latents at ``z_start``.
 
-        Writes both into the cache; the latents attend to everything up to the block's end. One
+        Writes both into the cache; the latents attend to everything up to the canvas's end. One
         forward: committing the previous block and sketching the next cost a single evaluation.
-        Positions between the clean tokens and ``z_start`` must already be cached.
+        Positions between the clean tokens and ``z_start`` must already be cached. ``next_logits`` is
+        the AR head at the last clean token: the AR pathway's prediction of the canvas's first token.
         """
         nc, nz = clean_ids.shape[0], z.shape[0]
         device = z.device
@@ -410,8 +450,30 @@ class EvoForLatentFlow(EvoPreTrainedModel, GenerationMixin):
         keys = torch.arange(valid, device=device)
         mask = torch.ones(nc + nz, valid, dtype=torch.bool, device=device)
         mask[:nc] = keys[None, :] <= pos[:nc, None]
-        h = self._layers(x, pos, mask, cache, pos, valid)[0, nc:]
-        return self.readout(h)
+        h = self._layers(x, pos, mask, cache, pos, valid)[0]
+        out = self.readout(h[nc:])
+        if nc and self.ar_model is None:
+            out.next_logits = self.readout(h[nc - 1:nc]).logits[0]
+        elif nc:  # two modules: the AR one encodes the clean tokens too (a second network evaluation)
+            out.next_logits = self.clean_step(cache, clean_ids, clean_start)
+        return out
+
+    def clean_step(self, cache: EvoCache, clean_ids: torch.Tensor, start: int, all_logits: bool = False
+                   ) -> torch.Tensor:
+        """The AR pathway over the cache: clean tokens at ``start``.. attend causally to the cached
+        positions before them and to each other; their keys/values are written at their positions.
+
+        Returns the AR head's next-token logits at the last token (vocab,), or at every token
+        (n, vocab) with ``all_logits``. A KV-cached ``ar_logits``: the same numbers, one row at a time.
+        """
+        n = clean_ids.shape[0]
+        device = clean_ids.device
+        valid = start + n
+        pos = torch.arange(start, valid, device=device)
+        mask = torch.arange(valid, device=device)[None, :] <= pos[:, None]
+        h = self._layers(self._ar_embed(clean_ids)[None], pos, mask, cache, pos, valid, ar=True)[0]
+        logits = self._ar_readout(h if all_logits else h[-1:])
+        return logits if all_logits else logits[0]
 
     def refine_step(self, cache: EvoCache, z: torch.Tensor, t: torch.Tensor, slots: torch.Tensor, valid: int,
                     time_conditioning: bool = True) -> LatentOutput:

@@ -281,6 +281,11 @@ def build_table(stage: str = "base", results_dir: Path = Path("results"), paper:
         used.discard(None)
         if used:
             notes.append(f"{card.column}: ran checkpoint {', '.join(sorted(map(str, used)))}, not the card's own")
+    for card in cards:  # settings that are not the paper's, as the adapter named them in each result
+        named = sorted({d for (name, _), r in results.items() if name == card.name
+                        for d in ((r.data.get("decoding") or {}).get("departures") or [])})
+        if named:
+            notes.append(f"{card.column}: " + "; ".join(named))
     limited = sorted({str(r.data.get("limit")) for r in results.values() if r.data.get("limit")})
     if limited:
         notes.append(f"run with --limit {', '.join(limited)}: scores on a subset, not comparable to the paper")

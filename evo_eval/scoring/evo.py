@@ -1,11 +1,12 @@
 """Evo's log-likelihood: the continuous-time latent-diffusion ELBO, or the exact AR limit (t = 0).
 
-``estimator = "elbo"`` (default). The continuation is split into blocks of ``block_length`` exactly
-as the sampler generates it; block b is conditioned on the clean context and the clean earlier
-blocks (Evo's cached prefix), so ``log p(c | x) = sum_b log p(c_b | x, c_<b)`` and every block gets
-the variational bound of a Gaussian diffusion on its latents ``z0 = kappa·e(c_b)`` with the cosine
-schedule (Kingma et al. 2021, VDM, continuous time; the paper's Eq. 2 with the posterior fixed to
-the forward noising process):
+``estimator = "elbo"`` (default). By default the whole continuation is one canvas of latents, as
+the sampler decodes it (full self-attention among them, conditioned on the clean context); with
+``block_length = N`` (the labelled block option) it is split into blocks of N exactly as the block
+sampler generates it, block b conditioned on the clean context and the clean earlier blocks, so
+``log p(c | x) = sum_b log p(c_b | x, c_<b)``. Every canvas gets the variational bound of a Gaussian
+diffusion on its latents ``z0 = kappa·e(c_b)`` with the cosine schedule (Kingma et al. 2021, VDM,
+continuous time; the paper's Eq. 2 with the posterior fixed to the forward noising process):
 
     -log p(c_b) <= KL(q(z_tmax | z0) || N(0, I))                          (prior, analytic)
                  + 1/2 ∫_{lambda(tmax)}^{lambda(tmin)} e^lambda ||z0 - z0_hat(z_t, t)||² dlambda   (diffusion)
@@ -43,7 +44,7 @@ class EvoScorerConfig(ScorerConfig):
     estimator: str = "elbo"  # elbo | ar
     mc_num: int = 32
     batch: int = 8
-    block_length: int = 32
+    block_length: int = 0  # 0: the whole continuation is one canvas (the paper); N: blocks of N
     t_min: float = 0.05  # the sampler's smallest step with K_max = 20
     t_max: float = 0.999
     time_conditioning: bool = True  # False: the "w/o time conditioning" ablation
@@ -59,8 +60,11 @@ def time_of(lam: torch.Tensor) -> torch.Tensor:
 
 
 def block_starts(context_len: int, n: int, block_length: int, device) -> torch.Tensor:
-    """Each continuation position's block start (absolute position), blocks aligned at the context end."""
+    """Each continuation position's block start (absolute position), blocks aligned at the context end;
+    ``block_length <= 0``: one canvas, every position starts at the context end."""
     offsets = torch.arange(n, device=device)
+    if block_length <= 0:
+        return torch.full((n,), context_len, device=device, dtype=torch.long)
     return context_len + (offsets // block_length) * block_length
 
 

@@ -107,3 +107,26 @@ def test_time_conditioning_switch_changes_the_elbo(model):
     off = EvoScorer().score(model, CONTEXT, CONTINUATION, EvoScorerConfig(mc_num=4, time_conditioning=False),
                             generator=make_generator(0))
     assert on.logprob != off.logprob
+
+
+def test_the_elbo_scores_the_whole_continuation_as_one_canvas_by_default(model):
+    assert EvoScorerConfig().block_length == 0
+    assert block_starts(10, 7, 0, "cpu").tolist() == [10] * 7
+    # One canvas: the last latent reaches the first one's readout (full attention); blocks of 2 cut it off.
+    p, n = CONTEXT.numel(), CONTINUATION.numel()
+    z = torch.randn(1, n, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    t = torch.full((1, n), 0.5)
+    moved = z.clone()
+    moved[0, -1] += 3.0
+    positions = torch.arange(p, p + n)
+    for block, changes in ((0, True), (2, False)):
+        starts = block_starts(p, n, block, "cpu")
+        with torch.no_grad():
+            a = model.latent_forward(CONTINUATION[None], z, t, positions, starts, prefix=model.encode_prefix(CONTEXT))[1]
+            b = model.latent_forward(CONTINUATION[None], moved, t, positions, starts,
+                                     prefix=model.encode_prefix(CONTEXT))[1]
+        assert (not torch.allclose(a.logits[0, 0], b.logits[0, 0], atol=1e-5)) is changes
+    whole = EvoScorer().score(model, CONTEXT, CONTINUATION, EvoScorerConfig(mc_num=4), generator=make_generator(0))
+    blocks = EvoScorer().score(model, CONTEXT, CONTINUATION, EvoScorerConfig(mc_num=4, block_length=2),
+                               generator=make_generator(0))
+    assert whole.logprob != blocks.logprob
