@@ -12,6 +12,7 @@ _REGISTRY: dict[str, str] = {
     "mdlm": "evo_eval.decoding.mdlm:MDLMSampler",
     "bd3lm": "evo_eval.decoding.block:BD3LMSampler",
     "ard": "evo_eval.decoding.ard:ARDSampler",
+    "dream": "evo_eval.decoding.dream:DreamSampler",
 }
 
 
