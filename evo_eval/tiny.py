@@ -123,8 +123,9 @@ _TINY_SETTINGS: dict[str, tuple[dict, dict]] = {
     "mdlm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
     "bd3lm": ({"steps": 8}, {"mc_num": 4, "batch": 4}),
     "ard": ({"gen_timesteps": 4}, {"mc_num": 4, "batch": 4}),
+    "dream": ({"gen_length": 0, "steps": 0}, {"mc_num": 4, "batch": 4}),
 }
-_PAPER_CARDS = {"evo": "evo-8b", "llada": "llada-8b", "mdlm": "mdlm-7b", "bd3lm": "bd3lm-7b", "ard": "ard-7b"}
+_PAPER_CARDS = {"evo": "evo-8b", "llada": "llada-8b", "mdlm": "mdlm-7b", "bd3lm": "bd3lm-7b", "ard": "ard-7b", "dream": "dream-v0-7b"}
 
 
 def tiny_families() -> list[str]:

@@ -1,7 +1,7 @@
 """lm-eval backends for every non-HF family, registered lazily (Inspect-style): naming a family costs
 nothing until it is used.
 
-Importing this package registers "evo", "llada", "mdlm", "bd3lm" and "ard" with lm-eval's model
+Importing this package registers "evo", "llada", "mdlm", "bd3lm", "ard" and "dream" with lm-eval's model
 registry as "module:Class" placeholders; each family module's own ``@register_model`` upgrades its
 placeholder when imported. lm-eval loads its built-in backends only while its registry is empty, so
 they are imported first, keeping "hf", "vllm", ... visible next to ours.
@@ -22,6 +22,7 @@ ADAPTERS: dict[str, str] = {
     "mdlm": "evo_eval.adapters.mdlm:MDLMAdapter",
     "bd3lm": "evo_eval.adapters.bd3lm:BD3LMAdapter",
     "ard": "evo_eval.adapters.ard:ARDAdapter",
+    "dream": "evo_eval.adapters.dream:DreamAdapter",
 }
 
 for _name, _target in ADAPTERS.items():

@@ -25,8 +25,11 @@ not copied:
 
 Choices: the random draws (``torch.rand``, the categorical draw, ``torch.multinomial``) come from the
 request's generator in the authors' order rather than torch's global one (``Categorical.sample`` is
-``torch.multinomial`` of the renormalised probabilities); ``steps: 0`` means ``max_new_tokens``; the
-canvas is decoded whole (positions are revealed anywhere in it, so no block is final early).
+``torch.multinomial`` of the renormalised probabilities). The authors' harness sizes the canvas by
+its ``max_new_tokens`` model argument, not by the task's ``max_gen_toks``: a card sets it as
+``gen_length`` (0: the request's ``max_new_tokens``), and the whole canvas comes back, cut at EOS and
+the stop strings; ``steps: 0`` means the canvas length. The canvas is decoded whole (positions are
+revealed anywhere in it, so no part is final early).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 
 @dataclass
 class DreamSamplerConfig(SamplerConfig):
-    steps: int = 0  # 0 = max_new_tokens (eval_dream_gen.sh: diffusion_steps = max_new_tokens)
+    gen_length: int = 0  # the canvas (the harness's max_new_tokens model arg); 0 = the request's max_new_tokens
+    steps: int = 0  # 0 = the canvas length (eval_dream_gen.sh: diffusion_steps = max_new_tokens)
     eps: float = 1e-3
     alg: str = "entropy"  # eval.py's default (DreamGenerationConfig's is origin)
     alg_temp: float = 0.0
@@ -112,7 +116,8 @@ class DreamSampler(Sampler):
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: DreamSamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
-        p, n = int(prompt_ids.numel()), int(config.max_new_tokens)
+        p = int(prompt_ids.numel())
+        n = int(config.gen_length) if config.gen_length > 0 else int(config.max_new_tokens)
         if n <= 0:
             return prompt_ids.new_zeros(0)
         mask = config.mask_token_id if config.mask_token_id is not None else int(model.config.mask_token_id)

@@ -89,10 +89,10 @@ register_auto(DreamConfig, DreamModel, AutoModel)
 
 
 def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str, seed: int = 0) -> DreamModel:
-    """A DreamModel of ``shape`` (config keys) with seeded random weights."""
+    """A DreamModel of ``shape`` (config keys; a card's ``architecture`` key is ignored) with seeded random weights."""
     torch.manual_seed(seed)
     with torch.device(device):
-        model = DreamModel(DreamConfig(**shape))
+        model = DreamModel(DreamConfig(**{k: v for k, v in shape.items() if k != "architecture"}))
     return model.to(dtype).eval()
 
 
@@ -113,3 +113,42 @@ def load_dream(checkpoint: str | Path, *, revision: str | None = None, device: t
         raise CheckpointError(f"cannot load the Dream weights of {checkpoint}: {first_line(exc)}",
                               "pass a checkpoint in the published layout (model.layers.N..., lm_head)") from None
     return model.to(device).eval()
+
+
+# ---- the card's shape, and a tiny checkpoint in the published layout ---------------------------------------
+
+# The keys that decide whether a checkpoint's weights fit a card (config.json names).
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "tie_word_embeddings")
+# The published config.json's auto_map: kept so tiny checkpoints look like the real ones; never executed.
+AUTO_MAP = {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"}
+
+
+def load_for_card(checkpoint: str | Path, *, revision: str | None = None, card: Any = None,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16) -> DreamModel:
+    """``load_dream``, then the checkpoint's shape checked against the card's (one line if they differ)."""
+    model = load_dream(checkpoint, revision=revision, device=device, dtype=dtype)
+    if card is not None:
+        wrong = [f"{k} {getattr(model.config, k)} (card: {card.shape[k]})" for k in ARCHITECTURE_KEYS
+                 if k in card.shape and k != "vocab_size" and getattr(model.config, k) != card.shape[k]]
+        if wrong:
+            raise CheckpointError(f"{checkpoint} does not fit model card {card.name}: {'; '.join(wrong)}",
+                                  "pass a checkpoint of the card's shape, or the card that matches it")
+    return model
+
+
+def build_tiny_dream(out_dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
+    """A random-weight DreamModel at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask), save_pretrained."""
+    from ..tiny import tiny_tokenizer
+
+    out = Path(out_dir)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
+    shape = dict(TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                 pad_token_id=tokenizer.pad_token_id)
+    model = random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
+    model.config.auto_map = dict(AUTO_MAP)
+    model.config.architectures = [ARCHITECTURE]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
