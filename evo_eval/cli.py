@@ -296,6 +296,7 @@ def table(
     output: Annotated[Optional[Path], typer.Option(help="Write to a file instead of stdout.")] = None,
     ablation: Annotated[bool, typer.Option(help="Figure 3 instead: perplexity and accuracy per progression-time variant.")] = False,
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
+    stand_ins: Annotated[bool, typer.Option(help="Add the public stand-ins (e.g. Dream-v0 for MDLM) after the paper's columns, labelled.")] = False,
 ) -> None:
     """The paper's comparison table from results files."""
     from .report.tables import build_table, render
@@ -303,7 +304,7 @@ def table(
     if ablation:
         text = _ablation_table(results, stage, model, format)
     else:
-        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir), format)
+        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir, stand_ins=stand_ins), format)
     if output:
         from .store import atomic_write_text
 

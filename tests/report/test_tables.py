@@ -106,3 +106,14 @@ def test_custom_cards_get_their_own_columns_and_variants_stay_out(results):
     assert (table.cards[-1], table.columns[-1]) == ("evo-tiny", "evo-tiny")
     assert "evo-8b@fixed-0" not in table.cards
     assert [c.value for c in row(table, "mmlu").cells][-1] == pytest.approx(25.0)
+
+
+def test_stand_ins_come_after_the_paper_columns_labelled_and_only_when_asked(results):
+    write(results, "dream-v0-7b", "mmlu", 0.695, 5)
+    plain = build_table("base", results)
+    assert "Dream-v0 7B (stand-in for MDLM)" not in plain.columns and "dream-v0-7b" not in plain.cards
+    table = build_table("base", results, paper=True, stand_ins=True)
+    assert table.columns[:7] == plain.columns and table.columns[7] == "Dream-v0 7B (stand-in for MDLM)"
+    cell = row(table, "mmlu").cells[7]
+    assert cell.value == pytest.approx(69.5) and cell.paper is None  # never compared with MDLM's number
+    assert row(table, "mmlu").cells[4].value is None  # the MDLM 7B column itself stays empty
