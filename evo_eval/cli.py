@@ -156,9 +156,10 @@ def models() -> None:
     table = RichTable(title="Model cards")
     for column in ("name", "paper column", "stage", "family", "checkpoint", "dtype", "shape", "sampler"):
         table.add_column(column)
-    for card in sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage)):
+    for card in sorted(all_cards().values(), key=lambda c: (order.get(c.system, len(order)), c.stage)):  # stand-ins last
         shape = card.shape
-        dims = f"{shape.get('n_layers', '?')}L × {shape.get('d_model', '?')}d, vocab {shape.get('vocab_size', '?')}"
+        layers, width = shape.get("n_layers", shape.get("num_hidden_layers", "?")), shape.get("d_model", shape.get("hidden_size", "?"))
+        dims = f"{layers}L × {width}d, vocab {shape.get('vocab_size', '?')}"
         ckpt = card.checkpoint or "[yellow]--checkpoint DIR[/yellow]"
         table.add_row(card.name, card.column, card.stage, card.family, ckpt, card.dtype, dims,
                       str(card.decoding_for(None).get("sampler", "—")))
