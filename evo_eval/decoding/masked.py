@@ -353,9 +353,8 @@ def softmax_at(logits: torch.Tensor, index: torch.Tensor, dtype: torch.dtype, su
     rows at a time (the softmax is per row, so chunking changes no value)."""
     out = []
     for rows, idx in zip(logits.split(SOFTMAX_ROWS), index.split(SOFTMAX_ROWS)):
-        rows = rows.to(dtype)
+        rows = rows.to(dtype, copy=bool(suppressed))  # a copy before writing -inf: the caller's logits stay
         if suppressed:
-            rows = rows.clone() if rows.data_ptr() == logits.data_ptr() else rows
             rows[:, suppressed] = float("-inf")
         out.append(torch.softmax(rows, dim=-1).gather(-1, idx[:, None])[:, 0])
     return torch.cat(out)
