@@ -78,21 +78,6 @@ class MDLMSamplingConfig(SamplerConfig):
             raise ValueError(f"temperature must be non-negative, got {self.temperature}")
 
 
-def host_generator(generator: torch.Generator | None) -> torch.Generator:
-    """A CPU generator for schedule decisions, seeded from the request's generator (one draw)."""
-    device = generator.device if generator is not None else "cpu"
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
-    host = torch.Generator()
-    host.manual_seed(seed)
-    return host
-
-
-def sample_probs(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    # argmax(p / E) with E ~ Exp(1) draws from p (the authors' Gumbel-max), without torch.multinomial's sync.
-    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / noise).argmax(-1)
-
-
 def sample_categorical(q: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """diffusion.py ``_sample_categorical``: ``argmax(q / (1e-10 - log(u + 1e-10)))``, in q's dtype."""
     u = torch.rand(q.shape, generator=generator, dtype=q.dtype, device=q.device)
@@ -112,11 +97,6 @@ def x0_probs(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> to
 def total_noise(t: torch.Tensor) -> torch.Tensor:
     """LogLinearNoise.total_noise: ``-log1p(-(1 - eps) t)``."""
     return -torch.log1p(-(1 - NOISE_EPS) * t)
-
-
-def sigma_at(t: float, device: torch.device) -> torch.Tensor:
-    """Total noise of the log-linear schedule, the time input of a time-conditioned MDLM."""
-    return -torch.log1p(torch.tensor([-(1.0 - NOISE_EPS) * t], dtype=torch.float64, device=device)).float()
 
 
 class MDLMSampler(Sampler):
