@@ -94,10 +94,10 @@ def test_ancestral_reveals_per_step_and_reuses_unchanged_predictions(sampler):
                          generator=make_generator(2))
     assert out.stats.nfe == 1 + (1 + 1) + (1 + 1) + 1  # one step from t = 1 to s = 0 reveals a whole block
     toy = ToyBlocks()
-    out = sampler.sample(toy, PROMPT, sampler.Config(max_new_tokens=10, first_hitting=False, steps=5000),
+    out = sampler.sample(toy, PROMPT, sampler.Config(max_new_tokens=10, first_hitting=False, steps=500),
                          generator=make_generator(2))
     steps = [c for c in toy.calls if c[2]]
-    # T = 5000 steps per block, but the network runs only before the (at most 4) steps that reveal
+    # T = 500 steps per block, but the network runs only before the (at most 4) steps that reveal
     assert len(steps) <= 2 + 4 + 4 and out.stats.nfe == len(toy.calls)
     assert all(int((a[3] == MASK).sum()) > int((b[3] == MASK).sum()) for a, b in zip(steps, steps[1:]) if a[0] == b[0])
 
@@ -261,15 +261,15 @@ class Constant(ToyBlocks):
 
 
 def test_low_entropy_samples_are_rejected_and_retried_as_the_authors_do(sampler):
-    config = dict(max_new_tokens=300, temperature=0.0, eos_token_id=None)
+    config = dict(max_new_tokens=300, temperature=0.0, eos_token_id=None, max_tries=3)
     out = sampler.sample(Constant(model_length=512), PROMPT, sampler.Config(**config), generator=make_generator(0))
-    # rejected once 256 tokens exist, ten tries, the last returned and flagged
-    assert out.stats.extra["tries"] == 10 and out.stats.extra["sampling_failed"]
-    # Nine tries rejected after the block [256, 260), the first that makes the sequence longer than 256:
-    # a prefill, 2 + 63·4 first-hitting steps, 63 stores each. The tenth runs to position 306: 2 + 74·4 steps,
+    # rejected once 256 tokens exist; the last of max_tries (the authors': 10) returned and flagged
+    assert out.stats.extra["tries"] == 3 and out.stats.extra["sampling_failed"]
+    # Two tries rejected after the block [256, 260), the first that makes the sequence longer than 256:
+    # a prefill, 2 + 63·4 first-hitting steps, 63 stores each. The third runs to position 306: 2 + 74·4 steps,
     # 75 stores, and 2 to 4 steps in [304, 308) until 304 and 305 are revealed.
     assert out.tokens.tolist() == [7] * 300
-    assert out.stats.nfe - 9 * (1 + 2 + 63 * 4 + 63) - (1 + 2 + 74 * 4 + 75) in (2, 3, 4)
+    assert out.stats.nfe - 2 * (1 + 2 + 63 * 4 + 63) - (1 + 2 + 74 * 4 + 75) in (2, 3, 4)
     kept = sampler.sample(Constant(model_length=512), PROMPT, sampler.Config(**config, entropy_rejection=False),
                           generator=make_generator(0))
     assert kept.stats.extra["tries"] == 1 and not kept.stats.extra["sampling_failed"] and kept.tokens.numel() == 300
@@ -278,7 +278,8 @@ def test_low_entropy_samples_are_rejected_and_retried_as_the_authors_do(sampler)
     assert varied.stats.extra["tries"] == 1 and not varied.stats.extra["sampling_failed"]
     assert varied.tokens.tolist() == (torch.arange(6, 306) % 61).tolist()
     cycling9 = sampler.sample(ToyBlocks(model_length=512), PROMPT, sampler.Config(**config), generator=make_generator(0))
-    assert cycling9.stats.extra["tries"] == 10 and cycling9.stats.extra["sampling_failed"]
+    assert cycling9.stats.extra["tries"] == 3 and cycling9.stats.extra["sampling_failed"]
+    assert sampler.Config().max_tries == 10 and sampler.Config().entropy_rejection
 
 
 class Cycling(ToyBlocks):

@@ -191,7 +191,7 @@ def test_equals_the_authors_sampler_on_the_same_uniforms(sampler, weights, preci
     model = random_model(TINY_SHAPE, dtype=weights, device="cpu", seed=1)
     prompt = torch.tensor([3, 99, 12, 250, 7, 41])
     dtype = torch.float32 if precision == "float32" else torch.float64
-    for seed in range(3):
+    for seed in range(2):
         expected = reference_sample(model, prompt.clone(), 12, steps=16, eps=eps, predictor=predictor,
                                     generator=make_generator(seed), dtype=dtype)
         out = sampler.sample(model, prompt, sampler.Config(max_new_tokens=12, steps=16, eps=eps, predictor=predictor,
