@@ -44,6 +44,9 @@ class ModelCard:
     paper: dict[str, Any] = field(default_factory=dict)  # paper facts: params, order, post-training
     sources: list[str] = field(default_factory=list)
     notes: str = ""
+    # A public model shown beside a paper column it stands in for (e.g. "mdlm"), never in its place:
+    # not in paper_order(); report/tables.py adds it after the paper's columns when asked.
+    stand_in_for: str | None = None
     path: Path | None = None
 
     @property
@@ -107,7 +110,7 @@ def _check_types(path: Path, raw: dict[str, Any]) -> None:
     for name in ("name", "system", "column"):
         if not isinstance(raw[name], str) or not raw[name]:
             raise _bad_card(path, f"{name} must be a non-empty string")
-    for name in ("checkpoint", "revision", "tokenizer"):
+    for name in ("checkpoint", "revision", "tokenizer", "stand_in_for"):
         if raw.get(name) is not None and not isinstance(raw[name], str):
             raise _bad_card(path, f"{name} must be a string or null, got {raw[name]!r}")
     for name in ("decoding", "likelihood", "paper"):
@@ -168,7 +171,8 @@ def paper_order() -> list[str]:
     """Systems in the paper's column order (Table 1): the order key in each card's paper block."""
     systems = {}
     for card in all_cards().values():
-        systems.setdefault(card.system, card.paper.get("order", 99))
+        if card.stand_in_for is None:
+            systems.setdefault(card.system, card.paper.get("order", 99))
     return sorted(systems, key=lambda s: systems[s])
 
 

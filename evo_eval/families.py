@@ -46,6 +46,7 @@ SAMPLERS: dict[str, str] = {
     "mdlm": "evo_eval.decoding.mdlm:MDLMSampler",
     "bd3lm": "evo_eval.decoding.block:BD3LMSampler",
     "ard": "evo_eval.decoding.ard:ARDSampler",
+    "dream": "evo_eval.decoding.dream:DreamSampler",
 }
 
 
@@ -90,6 +91,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            scorer="evo_eval.scoring.ard:ARDScorer", model="evo_eval.models.ard",
            paper_cards=("ard-7b", "ard-7b-instruct"), tiny_build="evo_eval.tiny:build_random_checkpoint",
            tiny_decoding={"gen_timesteps": 4}, tiny_likelihood={"mc_num": 4, "batch": 4}),
+    # Dream-v0 7B: a public masked-diffusion model, shown beside the paper's MDLM column as a labelled
+    # stand-in (its cards' stand_in_for), never in its place.
+    Family("dream", adapter="evo_eval.adapters.dream:DreamAdapter", sampler="dream",
+           scorer="evo_eval.scoring.dream:DreamScorer", model="evo_eval.models.dream",
+           paper_cards=("dream-v0-7b", "dream-v0-7b-instruct"), tiny_build="evo_eval.tiny:build_dream_checkpoint",
+           tiny_decoding={"gen_length": 0, "steps": 0}, tiny_likelihood={"mc_num": 4, "batch": 4}),
 )}
 
 

@@ -120,6 +120,24 @@ def build_dit_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path 
     return out
 
 
+
+def build_dream_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                           seed: int = 0) -> Path:
+    """A random-weight Dream-v0 at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask and its
+    special ids in the config), with the published config's auto_map and architecture name."""
+    out = Path(out_dir)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
+    shape = dict(module.TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                 pad_token_id=tokenizer.pad_token_id)
+    model = module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
+    model.config.auto_map = dict(module.AUTO_MAP)
+    model.config.architectures = [module.ARCHITECTURE]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 TINY_SHAPES = {
     "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=2048),

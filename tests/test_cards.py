@@ -5,7 +5,7 @@ from evo_eval.errors import UnknownNameError, UserError
 
 
 def test_fourteen_cards_seven_systems_two_stages():
-    cards = all_cards()
+    cards = {name: card for name, card in all_cards().items() if card.stand_in_for is None}
     assert len(cards) == 14
     systems = {}
     for card in cards.values():
@@ -38,3 +38,11 @@ def test_invalid_card_yaml_is_one_clear_error(tmp_path):
     bad.write_text("name: broken\nsystem: x\nstage: mid\nfamily: hf\ncolumn: X\ndtype: bfloat16\nshape: {a: 1}\n")
     with pytest.raises(UserError, match="stage 'mid'"):
         load_card(bad)
+
+
+def test_public_stand_ins_are_labelled_and_never_a_paper_column():
+    stand_ins = {name: card for name, card in all_cards().items() if card.stand_in_for is not None}
+    assert set(stand_ins) >= {"dream-v0-7b", "dream-v0-7b-instruct"}
+    for card in stand_ins.values():
+        assert card.stand_in_for in paper_order() and card.system not in paper_order()
+        assert "stand-in" in card.column and card.checkpoint and not card.needs_checkpoint

@@ -103,7 +103,7 @@ def test_post_trained_suite_renders_through_the_chat_template(tmp_path, tiny_qwe
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["evo", "llada", "mdlm", "bd3lm", "ard"])
+@pytest.mark.parametrize("family", ["evo", "llada", "mdlm", "bd3lm", "ard", "dream"])
 def test_every_family_runs_the_whole_suite_and_lands_in_the_table(family, tmp_path, tokenizer_dir, mirror):
     from evo_eval.tiny import build_tiny_family
 

@@ -191,7 +191,7 @@ def models() -> None:
     from ..listing import listing, print_listing
 
     order = {s: i for i, s in enumerate(paper_order())}
-    cards = sorted(all_cards().values(), key=lambda c: (order[c.system], c.stage))
+    cards = sorted(all_cards().values(), key=lambda c: (order.get(c.system, len(order)), c.stage))  # stand-ins last
     # A paper column header that differs from the paper's text is kept as printed, with a note.
     notes = [c for c in cards if c.paper.get("column_note")]
     marks = {c.name: "*" * (i + 1) for i, c in enumerate(notes)}
@@ -201,7 +201,8 @@ def models() -> None:
                     caption=caption)
     for card in cards:
         shape = card.shape
-        dims = f"{shape.get('n_layers', '?')}L×{shape.get('d_model', '?')}d vocab:{shape.get('vocab_size', '?')}"
+        layers, width = shape.get("n_layers", shape.get("num_hidden_layers", "?")), shape.get("d_model", shape.get("hidden_size", "?"))
+        dims = f"{layers}L×{width}d vocab:{shape.get('vocab_size', '?')}"
         ckpt = card.checkpoint or "[yellow]--checkpoint DIR[/yellow]"
         table.add_row(card.name, card.column + marks.get(card.name, ""), card.stage, card.family, ckpt, card.dtype,
                       dims, str(card.decoding_for(None).get("sampler", "—")))
@@ -362,6 +363,7 @@ def table(
     model: Annotated[str, typer.Option(help="With --ablation: the Evo card whose variants to show.")] = "evo-8b",
     ci: Annotated[bool, typer.Option("--ci", help="Show a 95 % bootstrap interval beside each measured score.")] = False,
     against: Annotated[Optional[str], typer.Option(help="Card of the reference column: mark cells that differ from it significantly (paired test).")] = None,
+    stand_ins: Annotated[bool, typer.Option(help="Add the public stand-ins (e.g. Dream-v0 for MDLM) after the paper's columns, labelled.")] = False,
 ) -> None:
     """The paper's comparison table from results files."""
     from ..report.tables import build_table, render
@@ -369,7 +371,8 @@ def table(
     if ablation:
         text = _ablation_table(results, stage, model, format)
     else:
-        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir, ci=ci, against=against), format)
+        text = render(build_table(stage, results, paper=paper, speed_dir=speed_dir, ci=ci, against=against,
+                                  stand_ins=stand_ins), format)
     if output:
         from ..store import atomic_write_text
 

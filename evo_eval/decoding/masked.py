@@ -13,13 +13,24 @@ Facts from ML-GSAI/LLaDA ``generate.py`` (the reference) and NVlabs/Fast-dLLM ``
   (``low_confidence``) or uniform noise (``random``). Already decoded tokens never change.
 * Gumbel-max in float64: the authors draw ``exp(logits) / (-log u)^T``; its argmax is the argmax
   of ``logits - T·log(-log u)``, which we use (same draw for the same ``u``, no overflow of exp).
-  ``T = 0`` is the plain argmax.
+  ``T = 0`` is the plain argmax of the logits.
+* Logits are in the network's dtype (the published model returns bf16 logits for bf16 weights; a
+  CFG combination is computed in that dtype too), and the confidence is ``softmax(logits)`` in that
+  dtype (``confidence_precision: logits``, the reference). Fast-dLLM computes it in float64
+  (``confidence_precision: float64``, what the ``cached`` variant uses); ``float32`` is offered too.
+* Tie order: ``topk`` runs over the whole window the reference passes, the rest ``-inf``: the whole
+  sequence (ML-GSAI/LLaDA and Fast-dLLM's first step of a block), the block to the end (Fast-dLLM's
+  prefix cache) or the block (its dual cache). ``topk``'s choice among equal confidences depends on
+  that length, and in bf16 equal confidences are common.
 * Unsupervised classifier-free guidance: a second row with the prompt replaced by [MASK];
   ``logits = un + (cfg + 1)·(cond - un)``; two network evaluations per step.
 * Instruct options (EVAL.md, App. B.4): ``logits_eos_inf`` forbids EOS as a prediction;
-  ``confidence_eos_eot_inf`` is replicated as the authors' code computes it: the EoT logit is set to
-  -inf before the confidence softmax (their chained assignment's EOS half writes into an array that
-  is no longer read, so EOS confidence is left as it is).
+  ``confidence_eos_eot_inf`` is replicated as the authors' code computes it, a chained assignment
+  ``noisy[..., EOS] = logits[..., EoT] = -inf`` after the prediction: the EoT logit is always -inf in
+  the confidence softmax; the EOS half writes into the Gumbel-noised array, which at ``T > 0`` is
+  no longer read, but at ``T = 0`` *is* the logits tensor (``add_gumbel_noise`` returns it), so
+  at ``T = 0`` EOS is -inf in the confidence softmax too (an EOS prediction gets confidence 0 and
+  every other confidence is renormalised without EOS's mass).
 
 Fast-dLLM options, all off by default (``variants["cached"]`` turns them on for ``evo-eval speed``):
 
@@ -36,21 +47,28 @@ Fast-dLLM options, all off by default (``variants["cached"]`` turns them on for 
 Choices where the papers are silent or the harness differs:
 
 * **Canvas and lm-eval's max_gen_toks.** The authors decode a fixed canvas whatever the task's
-  generation budget, then cut the text at the stop strings. Here the canvas is ``gen_length`` when
-  the card sets it (0 means: the request's ``max_new_tokens``, rounded up to whole blocks), and
-  ``max_new_tokens`` (lm-eval's ``max_gen_toks``; ``--gen-len`` in ``speed``) caps the answer that
-  is returned, as it caps every other model's under the matched protocol. So with synthetic
-  weights (no EOS) exactly ``max_new_tokens`` tokens come back whenever the canvas is at least that
-  long.
+  generation budget and cut the text only at the stop strings (``eval_llada.py``). That is the
+  default here (``answer_length: canvas``): the canvas is ``gen_length`` when the card sets it (0
+  means: the request's ``max_new_tokens``, rounded up to whole blocks) and all of it comes back.
+  ``answer_length: max_new_tokens`` is the matched-protocol option: lm-eval's ``max_gen_toks``
+  (``--gen-len`` in ``speed``) caps the answer, as it caps the AR baselines' (HF ``generate``), MDLM's
+  and BD3-LM's (whose canvases are sized from it) and Evo's. ``speed`` sizes the canvas to
+  ``--gen-len`` itself, so both options time the same number of tokens there.
+* **End of sequence.** The answer is cut at the first EOS, lm-eval's convention (its backends add
+  the EOS text to ``until``); ``eval_llada.py`` instead decodes with special tokens, cuts at the
+  task's stop strings and then drops special tokens, which keeps any ordinary text generated after
+  an EOS. LLaDA pads its answers with EOS, so the two agree unless text follows an EOS.
 * **Ending early, exactly.** Blocks are decoded left to right and never revisited, so once a block
-  is complete nothing later can change it: decoding stops after the block that reaches the cap,
-  contains EOS, or satisfies ``stop`` — the returned tokens are exactly those of the full run.
+  is complete nothing later can change it: decoding stops after the block that reaches the answer's
+  length, contains EOS, or satisfies ``stop`` — the returned tokens are exactly those of the full run.
 * **Prompt room.** A fixed canvas can need more positions than the ``max_new_tokens`` the
   adapter reserved after the prompt; the prompt is then left-truncated to fit the model's
   positions (lm-eval's own policy for long contexts) and the cut is recorded in the stats.
 * **Logits only where needed.** Only the current block's rows go through the output head
   (positions right of it are never chosen, positions left of it are decoded), and the confidence
-  softmax runs over those rows only: the same tokens as the full-canvas computation.
+  softmax runs over those rows only, a chunk of rows at a time (a float64 softmax of 1024 rows over
+  LLaDA's 126K vocabulary is 1 GB): the softmax is per row, so the values are those of the
+  full-canvas computation.
 * **NFE** counts forward passes (a CFG step is two); ``active_token_steps`` counts the positions
   each pass computes (the full canvas, the block plus suffix, or the block).
 """
@@ -66,6 +84,11 @@ from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 
 REMASKING = ("low_confidence", "random")
+# logits: the network's own dtype (ML-GSAI/LLaDA); float64: Fast-dLLM's get_transfer_index.
+CONFIDENCE_PRECISION = {"logits": None, "float32": torch.float32, "float64": torch.float64}
+# canvas: all of gen_length comes back (eval_llada.py); max_new_tokens: lm-eval's max_gen_toks caps it.
+ANSWER_LENGTH = ("canvas", "max_new_tokens")
+SOFTMAX_ROWS = 256  # rows per softmax chunk (memory only: the softmax is per row)
 
 
 @dataclass
@@ -84,6 +107,8 @@ class LLaDASamplerConfig(SamplerConfig):
     use_cache: bool = False
     dual_cache: bool = False
     threshold: float = 0.0  # 0 = off; else confidence-threshold parallel unmasking
+    confidence_precision: str = "logits"  # dtype of the confidence softmax (see CONFIDENCE_PRECISION)
+    answer_length: str = "canvas"  # what comes back (see ANSWER_LENGTH)
 
     def __post_init__(self) -> None:
         # lm-eval's model_args and the speed CLI hand strings to fields whose default is None.
@@ -93,6 +118,11 @@ class LLaDASamplerConfig(SamplerConfig):
                 setattr(self, name, int(value))
         if self.remasking not in REMASKING:
             raise ValueError(f"remasking '{self.remasking}' is not one of {', '.join(REMASKING)}")
+        if self.confidence_precision not in CONFIDENCE_PRECISION:
+            raise ValueError(f"confidence_precision '{self.confidence_precision}' is not one of "
+                             f"{', '.join(CONFIDENCE_PRECISION)}")
+        if self.answer_length not in ANSWER_LENGTH:
+            raise ValueError(f"answer_length '{self.answer_length}' is not one of {', '.join(ANSWER_LENGTH)}")
         if self.temperature < 0 or self.cfg_scale < 0:
             raise ValueError("temperature and cfg_scale must be >= 0")
         if not 0.0 <= self.threshold <= 1.0:
@@ -174,7 +204,7 @@ class LLaDASampler(Sampler):
     # What `evo-eval speed --variant cached` runs: Fast-dLLM's dual cache with parallel unmasking,
     # in its published setting (block 32, threshold 0.9).
     variants: ClassVar[dict[str, dict]] = {
-        "cached": dict(use_cache=True, dual_cache=True, threshold=0.9, block_length=32),
+        "cached": dict(use_cache=True, dual_cache=True, threshold=0.9, block_length=32, confidence_precision="float64"),
     }
 
     def work(self, config: LLaDASamplerConfig, prompt_len: int, shape: dict) -> Work:
@@ -202,7 +232,7 @@ class LLaDASampler(Sampler):
         p = int(prompt_ids.numel())
         x = torch.full((1, p + canvas.length), mask, dtype=torch.long, device=prompt_ids.device)
         x[0, :p] = prompt_ids
-        cap = min(int(config.max_new_tokens), canvas.length)
+        cap = canvas.length if config.answer_length == "canvas" else min(int(config.max_new_tokens), canvas.length)
         run = _Run(model, x, p, mask, config, canvas, stats, generator)
         done = 0
         for b in range(canvas.blocks):
@@ -260,35 +290,42 @@ class _Run:
         if self.config.threshold > 0:
             step = 0
             while True:
-                self.commit(s, e, self.logits(s, e, first=step == 0), k=None)
+                self.commit(s, e, *self.logits(s, e, first=step == 0), k=None)
                 step += 1
                 if not bool((self.x[0, s:e] == self.mask).any()):
                     break
         else:
             for step, k in enumerate(self.canvas.schedule()):
-                self.commit(s, e, self.logits(s, e, first=step == 0), k=k)
+                self.commit(s, e, *self.logits(s, e, first=step == 0), k=k)
 
     # ---- one network evaluation: the block's logits ------------------------------------------------------
 
-    def logits(self, s: int, e: int, first: bool) -> torch.Tensor:
-        """Logits (block, vocab) of the block's rows, from the pass the configuration calls for."""
+    def logits(self, s: int, e: int, first: bool) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Logits (block, vocab) of the block's rows in the network's dtype, from the pass the
+        configuration calls for, and the window (canvas positions) that pass covers."""
         model, x, n = self.model, self.x, self.x.shape[1]
         if self.cache is None:
             if self.config.cfg_scale > 0:
                 un = x.clone()
                 un[0, :self.p] = self.mask
-                both = model.denoise(torch.cat([x, un]), slice(s, e))
+                both = self._native(model.denoise(torch.cat([x, un]), slice(s, e)))
                 self._count(2, 2 * n)
                 cond, uncond = both[0], both[1]
-                return uncond + (self.config.cfg_scale + 1.0) * (cond - uncond)
+                return uncond + (self.config.cfg_scale + 1.0) * (cond - uncond), (0, n)
             self._count(1, n)
-            return model.denoise(x, slice(s, e))[0]
+            return self._native(model.denoise(x, slice(s, e)))[0], (0, n)
         if first:  # refresh every layer's keys/values from the whole canvas
             self._count(1, n)
-            return model.denoise(x, slice(s, e), cache=self.cache, start=0)[0]
+            return self._native(model.denoise(x, slice(s, e), cache=self.cache, start=0))[0], (0, n)
         end = e if self.config.dual_cache else n
         self._count(1, end - s)
-        return model.denoise(x[:, s:end], slice(0, e - s), cache=self.cache, start=s)[0]
+        return self._native(model.denoise(x[:, s:end], slice(0, e - s), cache=self.cache, start=s))[0], (s, end)
+
+    def _native(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits in the dtype the published network returns them in (its weights'): our models
+        hand back float32, which for bf16 weights holds the bf16 values exactly, so this is lossless."""
+        dtype = getattr(self.model, "dtype", None)
+        return logits.to(dtype) if isinstance(dtype, torch.dtype) and dtype.is_floating_point else logits
 
     def _count(self, forwards: int, positions: int) -> None:
         self.stats.nfe += forwards
@@ -296,28 +333,46 @@ class _Run:
 
     # ---- choosing what to commit ----------------------------------------------------------------------
 
-    def commit(self, s: int, e: int, logits: torch.Tensor, k: int | None) -> None:
+    def commit(self, s: int, e: int, logits: torch.Tensor, window: tuple[int, int], k: int | None) -> None:
         config, block = self.config, self.x[0, s:e]
+        vocab = logits.shape[-1]
         if config.logits_eos_inf and config.eos_token_id is not None:
             logits[:, config.eos_token_id] = float("-inf")
         x0 = gumbel_argmax(logits, config.temperature, self.generator)
         if config.remasking == "low_confidence":
-            scores = logits.double()
-            # An EoT id outside the vocabulary (a tiny stand-in model) cannot be predicted: nothing to suppress.
-            if config.confidence_eos_eot_inf and config.eot_token_id < scores.shape[-1]:
-                scores[:, config.eot_token_id] = float("-inf")
-            # softmax(scores)[x0] without materialising the float64 softmax (a block of 1024 rows
-            # over LLaDA's 126K vocabulary is 1 GB per copy).
-            confidence = (scores.gather(-1, x0[:, None])[:, 0] - torch.logsumexp(scores, dim=-1)).exp()
+            suppressed = []
+            if config.confidence_eos_eot_inf:
+                # The reference's chained assignment: its EOS half lands in the logits only at T = 0.
+                if config.temperature <= 0 and config.eos_token_id is not None:
+                    suppressed.append(config.eos_token_id)
+                suppressed.append(config.eot_token_id)
+            # An id outside the vocabulary (a tiny stand-in model) cannot be predicted: nothing to suppress.
+            suppressed = [i for i in suppressed if i < vocab]
+            dtype = CONFIDENCE_PRECISION[config.confidence_precision] or logits.dtype
+            confidence = softmax_at(logits, x0, dtype, suppressed)
         else:
             confidence = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=self.generator)
         masked = block == self.mask
-        confidence = confidence.masked_fill(~masked, float("-inf"))
-        if k is None:  # threshold: everything confident enough, and at least the most confident token
-            chosen = (confidence >= config.threshold) & masked
-            chosen[confidence.argmax()] = True
-        else:
-            chosen = torch.zeros_like(masked)
-            if k > 0:
-                chosen[torch.topk(confidence, k).indices] = True
+        lo, hi = window
+        scores = torch.full((hi - lo,), float("-inf"), dtype=confidence.dtype, device=confidence.device)
+        scores[s - lo:e - lo] = confidence.masked_fill(~masked, float("-inf"))
+        chosen = torch.zeros_like(masked)
+        if k is None:  # threshold: the most confident, then every other masked one confident enough
+            index = torch.topk(scores, int(masked.sum())).indices
+            keep = torch.cat([index[:1], index[1:][scores[index[1:]] >= config.threshold]])
+            chosen[keep - (s - lo)] = True
+        elif k > 0:
+            chosen[torch.topk(scores, k).indices - (s - lo)] = True
         self.x[0, s:e] = torch.where(chosen, x0, block)
+
+
+def softmax_at(logits: torch.Tensor, index: torch.Tensor, dtype: torch.dtype, suppressed: list[int]) -> torch.Tensor:
+    """``softmax(logits.to(dtype))[row, index[row]]`` with the ``suppressed`` ids at -inf, a chunk of
+    rows at a time (the softmax is per row, so chunking changes no value)."""
+    out = []
+    for rows, idx in zip(logits.split(SOFTMAX_ROWS), index.split(SOFTMAX_ROWS)):
+        rows = rows.to(dtype, copy=bool(suppressed))  # a copy before writing -inf: the caller's logits stay
+        if suppressed:
+            rows[:, suppressed] = float("-inf")
+        out.append(torch.softmax(rows, dim=-1).gather(-1, idx[:, None])[:, 0])
+    return torch.cat(out)

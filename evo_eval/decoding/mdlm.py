@@ -1,36 +1,46 @@
 """MDLM ancestral sampling with the no-change cache (``ddpm_cache``), conditioned on a prompt.
 
 Facts from kuleshov-group/mdlm ``diffusion.py`` @06dd29f (``_sample``, ``_ddpm_caching_update``,
-``_ddpm_update``) and ``configs/config.yaml`` (``sampling.predictor: ddpm_cache``, ``steps: 128``,
-``noise_removal: True``), read, not copied:
+``_ddpm_update``, ``_sample_categorical``), ``noise_schedule.py`` (``LogLinearNoise``) and
+``configs/config.yaml`` (``sampling.predictor: ddpm_cache``, ``steps: 128``, ``noise_removal: True``),
+read, not copied:
 
-* time grid ``linspace(1, eps, T + 1)`` with ``eps = 1e-5`` and ``dt = (1 - eps) / T``; from t to
-  s = t - dt a masked position draws from ``q(x_s) ∝ p_theta(x_0 | x_t) (t - s)`` with mass s on
-  staying [MASK]; unmasked positions are copied (carry-over);
-* ``ddpm_cache`` reuses p_theta from the previous step when no token changed, which is exact because
-  the published models are not time-conditioned (the authors disable it otherwise);
+* time grid ``timesteps = linspace(1, eps, T + 1)`` (a float32 tensor) with ``eps = 1e-5`` and
+  ``dt = (1 - eps) / T``; step i goes from ``t = timesteps[i]`` to ``s = t - dt``;
+* ``ddpm_cache``: ``p_x0 = exp(log p_theta(x_0 | x_t))`` (SUBS: [MASK] never predicted),
+  ``q = p_x0 · (t - s)`` with ``q[MASK] = s``; ``ddpm`` (uncached): the same with the move chances
+  ``1 - exp(-sigma)`` of the log-linear schedule (``sigma(t) = -log1p(-(1 - 1e-3) t)``), and the
+  network always run;
+* one categorical draw per position over ``q``, by the authors' Gumbel trick
+  ``argmax(q / (1e-10 - log(u + 1e-10)))`` with ``u = rand_like(q)``; unmasked positions are
+  copied (carry-over); the draw is made for every position every step;
+* ``ddpm_cache`` keeps ``p_x0`` while the step changed nothing, exact because the published models
+  are not time-conditioned (the authors drop the cache when they are);
 * ``noise_removal``: one last forward and an argmax over whatever is still masked.
 
-How we draw the same distribution without a host-device synchronisation per step: whether a
-masked position is revealed from t to s is Bernoulli((t - s) / t) whatever p_theta says, and the
-revealed token is a draw from p_theta alone. Chaining those Bernoullis over the grid, each position
-is revealed at a step uniform on {0, ..., T-1} with probability 1 - eps and never (left to the
-noise removal) otherwise. So the reveal schedule is drawn on the host up front, from a CPU
-generator seeded by the request's generator, and tokens are drawn on the device only at the
-positions a step reveals (float64 exponential race, as the authors' Gumbel trick). The network runs
-only where a step reveals something and the canvas changed since the last forward (``ddpm_cache``);
-``ddpm`` runs it at every step, as the authors' uncached reference does. NFE counts the forwards
-actually run.
+Precision (``precision``). The authors sample in float32: the network's float32 log-probabilities,
+``q`` and the uniforms are float32, and a float32 Gumbel trick is known to make sampling colder
+(the truncated noise favours likely tokens; Zheng et al., arXiv:2409.02908). ``float32`` (the
+default) is theirs, token for token on the same uniforms; ``float64`` runs the same step in float64
+(the draw the noise trick is meant to make), a labelled option.
 
 Choices where the paper and the authors are silent:
 
 * canvas: the prompt followed by exactly ``max_new_tokens`` masks (lm-eval's ``max_gen_toks``), all
-  denoised together over T steps; the prompt is never masked. So a speed run with EOS disabled
-  returns exactly ``max_new_tokens`` tokens.
-* ``temperature`` scales the logits before the draw (1.0 is the authors' sampler); 0 takes the most
-  probable token at each revealed position (lm-eval's greedy tasks), the reveal order staying random.
-* early stop: a committed token never changes, so once the contiguous committed prefix holds EOS or
-  a stop string, the answer the adapter will cut is fixed and sampling ends there.
+  denoised together over T steps; the prompt is never masked, and the uniforms are drawn for the
+  answer positions only (the ``(1, max_new_tokens, vocab)`` block the authors' unconditional
+  sampler would draw for a sequence of that length). So a speed run with EOS disabled returns
+  exactly ``max_new_tokens`` tokens.
+* ``temperature`` divides the logits before the log-softmax (1.0 is the authors' sampler, and the
+  division is then skipped); 0 puts all of ``p_x0`` on the most probable token, the reveal staying
+  random.
+* work not done (``ddpm_cache`` on a model without time conditioning): a forward is skipped once
+  nothing is masked (the authors' loop keeps running the network on a finished canvas, and its
+  noise removal on a canvas without masks changes nothing); ``ddpm`` runs every step and the noise
+  removal, as the authors' uncached reference does;
+  and sampling ends as soon as the contiguous committed prefix holds EOS or a stop string (a
+  committed token never changes, so the answer the adapter will cut is fixed). NFE counts the
+  forwards actually run.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 
 PREDICTORS = ("ddpm_cache", "ddpm")
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 NOISE_EPS = 1e-3  # LogLinearNoise eps: sigma(t) = -log(1 - (1 - eps) t), fed to time-conditioned models
 
 
@@ -53,10 +64,13 @@ class MDLMSamplingConfig(SamplerConfig):
     predictor: str = "ddpm_cache"  # configs/config.yaml sampling.predictor
     eps: float = 1e-5  # end of the time grid (diffusion.py _sample)
     temperature: float = 1.0
+    precision: str = "float32"  # the authors' sampling precision; float64 is the labelled option
 
     def __post_init__(self):
         if self.predictor not in PREDICTORS:
             raise ValueError(f"unknown MDLM predictor '{self.predictor}'; choose one of {', '.join(PREDICTORS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if not 0.0 <= self.eps < 1.0:
@@ -65,40 +79,25 @@ class MDLMSamplingConfig(SamplerConfig):
             raise ValueError(f"temperature must be non-negative, got {self.temperature}")
 
 
-def host_generator(generator: torch.Generator | None) -> torch.Generator:
-    """A CPU generator for schedule decisions, seeded from the request's generator (one draw)."""
-    device = generator.device if generator is not None else "cpu"
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
-    host = torch.Generator()
-    host.manual_seed(seed)
-    return host
+def sample_categorical(q: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """diffusion.py ``_sample_categorical``: ``argmax(q / (1e-10 - log(u + 1e-10)))``, in q's dtype."""
+    u = torch.rand(q.shape, generator=generator, dtype=q.dtype, device=q.device)
+    return (q / (1e-10 - (u + 1e-10).log())).argmax(-1)
 
 
-def draw_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row of SUBS logits (k, V): argmax at temperature 0, else a float64 draw."""
+def x0_probs(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    """``p_theta(x_0 | x_t)`` as the authors form it: ``exp(logits - logsumexp(logits))`` in ``dtype``."""
+    logits = logits.to(dtype)
     if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
-    return sample_probs(probs, generator)
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return (logits - torch.logsumexp(logits, dim=-1, keepdim=True)).exp()
 
 
-def sample_probs(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    # argmax(p / E) with E ~ Exp(1) draws from p (the authors' Gumbel-max), without torch.multinomial's sync.
-    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / noise).argmax(-1)
-
-
-def reveal_steps(n: int, steps: int, eps: float, host: torch.Generator) -> torch.Tensor:
-    """Per canvas position, the step that reveals it (uniform on 0..T-1), or -1 for never (prob eps)."""
-    u = torch.rand(n, generator=host, dtype=torch.float64)
-    dt = (1.0 - eps) / steps
-    step = torch.div(u, dt, rounding_mode="floor").long().clamp_max(steps - 1)
-    return torch.where(u < 1.0 - eps, step, torch.full_like(step, -1))
-
-
-def sigma_at(t: float, device: torch.device) -> torch.Tensor:
-    """Total noise of the log-linear schedule, the time input of a time-conditioned MDLM."""
-    return -torch.log1p(torch.tensor([-(1.0 - NOISE_EPS) * t], dtype=torch.float64, device=device)).float()
+def total_noise(t: torch.Tensor) -> torch.Tensor:
+    """LogLinearNoise.total_noise: ``-log1p(-(1 - eps) t)``."""
+    return -torch.log1p(-(1 - NOISE_EPS) * t)
 
 
 class MDLMSampler(Sampler):
@@ -127,51 +126,66 @@ class MDLMSampler(Sampler):
         if p + n > limit:
             raise ValueError(f"prompt ({p}) + max_new_tokens ({n}) exceeds the model's {limit} positions")
         device, mask = prompt_ids.device, model.mask_token_id
+        dtype = PRECISIONS[config.precision]
         x = torch.cat((prompt_ids, torch.full((n,), mask, dtype=prompt_ids.dtype, device=device)))
-        schedule = reveal_steps(n, config.steps, config.eps, host_generator(generator))
-        # Positions in reveal order, uploaded once; each step reads a host-known slice of it.
-        order = torch.argsort(torch.where(schedule < 0, config.steps, schedule), stable=True)
-        counts = torch.bincount(schedule[schedule >= 0], minlength=config.steps).tolist()
-        order_dev = order.to(device)
-        uncached = config.predictor == "ddpm" or bool(model.config.time_conditioning)
-        dt = (1.0 - config.eps) / config.steps
+        timesteps = torch.linspace(1, config.eps, config.steps + 1, device=device)  # float32, as the authors'
+        dt = (1 - config.eps) / config.steps
+        time_conditioned = bool(model.config.time_conditioning)
+        cached = config.predictor == "ddpm_cache"
         watch = config.eos_token_id is not None or stop is not None
-        revealed = torch.zeros(n, dtype=torch.bool)
-        logits, offset, prefix, reveal_count = None, 0, 0, 0
+        # Only the cached predictor skips work on a finished canvas; the uncached reference (and a
+        # time-conditioned model) runs the network at every step and for the noise removal, as the authors'.
+        reuse = cached and not time_conditioned
+        p_x0, logits, prefix, changes = None, None, 0, 0
 
-        def forward(t: float) -> torch.Tensor:
+        def forward(sigma: torch.Tensor | None) -> torch.Tensor:
             stats.nfe += 1
             stats.active_token_steps += p + n
-            sigma = sigma_at(t, device) if model.config.time_conditioning else None
-            return model.denoiser_logits(x[None], start=p, sigma=sigma)[0]
+            return model.denoiser_logits(x[None], start=p, sigma=sigma if time_conditioned else None)[0]
 
         for step in range(config.steps):
-            t = 1.0 - step * dt
-            k = counts[step]
-            if uncached or (k and logits is None):
-                logits = forward(t)
-            if not k:
+            answer = x[p:]
+            masked = answer == mask
+            if reuse and not bool(masked.any()):
+                break  # a finished canvas: every later draw is copied over
+            t = timesteps[step]
+            if cached:
+                move_t, move_s = t, t - dt
+                if p_x0 is None:
+                    logits = forward(total_noise(t)[None])
+                    p_x0 = x0_probs(logits, config.temperature, dtype)
+            else:
+                sigma_t, sigma_s = total_noise(t), total_noise(t - dt)
+                move_t, move_s = 1 - torch.exp(-sigma_t), 1 - torch.exp(-sigma_s)
+                logits = forward(sigma_t[None])
+                p_x0 = x0_probs(logits, config.temperature, dtype)
+            q = p_x0 * (move_t - move_s).to(dtype)
+            q[:, mask] = move_s.to(dtype)
+            drawn = sample_categorical(q, generator)
+            if cached and time_conditioned:
+                p_x0 = None  # the authors drop the cache when time enters the network
+            update = masked & (drawn != mask)
+            if not bool(update.any()):
                 continue
-            idx = order_dev[offset:offset + k]
-            x[p + idx] = draw_tokens(logits[idx], config.temperature, generator).to(x.dtype)
-            revealed[order[offset:offset + k]] = True
-            offset += k
-            reveal_count += 1
-            logits = None  # the canvas changed: the cached p_theta is stale
+            x[p:] = torch.where(update, drawn.to(x.dtype), answer)
+            changes += 1
+            p_x0 = None  # the canvas changed: the cached p_theta is stale
             if watch:
-                grown = int(revealed.long().cumprod(0).sum())
+                grown = int((x[p:] != mask).long().cumprod(0).sum())
                 if grown > prefix:
                     prefix = grown
                     if self._finished(x[p:p + prefix], config, stop):
-                        stats.extra.update(self._extra(config, reveal_count, p + n, stopped=prefix < n))
+                        stats.extra.update(self._extra(config, changes, p + n, stopped=prefix < n))
                         return x[p:p + prefix]
-        if offset < n or uncached:
-            # Noise removal (diffusion.py _sample); the uncached reference always runs it, as the authors do.
-            if uncached or logits is None:
-                logits = forward(config.eps)
-            rest = order_dev[offset:]
-            x[p + rest] = logits[rest].argmax(-1).to(x.dtype)
-        stats.extra.update(self._extra(config, reveal_count, p + n, stopped=False))
+        masked = x[p:] == mask
+        if bool(masked.any()) or not reuse:
+            # Noise removal (diffusion.py _sample): a fresh forward unless the cached p_theta is current.
+            if p_x0 is None or not reuse:
+                logits = forward(total_noise(timesteps[-1])[None])
+            # argmax of the log-probabilities (x0_probs' exp could tie two of them)
+            final = logits.to(dtype) - torch.logsumexp(logits.to(dtype), dim=-1, keepdim=True)
+            x[p:] = torch.where(masked, final.argmax(-1).to(x.dtype), x[p:])
+        stats.extra.update(self._extra(config, changes, p + n, stopped=False))
         return x[p:]
 
     @staticmethod
@@ -181,6 +195,6 @@ class MDLMSampler(Sampler):
         return stop is not None and bool(stop(committed))
 
     @staticmethod
-    def _extra(config: MDLMSamplingConfig, reveal_count: int, canvas: int, stopped: bool) -> dict:
-        return {"predictor": config.predictor, "steps": config.steps, "reveal_steps": reveal_count,
-                "canvas": canvas, "stopped_early": stopped}
+    def _extra(config: MDLMSamplingConfig, changes: int, canvas: int, stopped: bool) -> dict:
+        return {"predictor": config.predictor, "steps": config.steps, "precision": config.precision,
+                "reveal_steps": changes, "canvas": canvas, "stopped_early": stopped}

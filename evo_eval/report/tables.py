@@ -177,10 +177,13 @@ def _nan_reason(data: dict[str, Any]) -> str | None:
 
 
 def build_table(stage: str = "base", results_dir: Path = Path("results"), paper: bool = False,
-                speed_dir: Path | None = None, ci: bool = False, against: str | None = None) -> Table:
+                speed_dir: Path | None = None, ci: bool = False, against: str | None = None,
+                stand_ins: bool = False) -> Table:
     check_stage(stage)
     results = _load_results(Path(results_dir), stage)
     cards = _cards_for(stage) + _extra_columns(results, stage)
+    if stand_ins:  # public models labelled as stand-ins (card stand_in_for), after the paper's columns
+        cards += [c for c in all_cards().values() if c.stand_in_for and c.stage == stage]
     if against is not None and against not in [c.name for c in cards]:
         raise UnknownNameError(f"--against card for stage {stage}", against, [c.name for c in cards])
     speed = _load_speed(Path(speed_dir) if speed_dir else Path(results_dir) / "speed")

@@ -5,15 +5,23 @@ B.5–B.6), read, not copied:
 
 * The sequence is prompt ⊕ answer (``L`` answer tokens); the prompt is never masked.
 * A draw masks ``l`` answer tokens, a uniformly random subset, and scores
-  ``(L / l) · Σ_masked log p(x_i | masked sequence)``; ``l`` is uniform on 1..L, stratified within a
-  mini-batch of ``b`` rows as ``l_j = round(k + j·L/b)`` wrapped into 1..L with a random offset
-  ``k`` (each row's ``l`` is still uniform, so the average stays unbiased).
+  ``(L / l) · Σ_masked log p(x_i | masked sequence)``. The estimator is unbiased for the ELBO when
+  ``l`` is uniform on 1..L. The authors stratify ``l`` within a mini-batch of ``b`` rows as
+  ``l_j = round(k + j·L/b)`` wrapped into 1..L, with ``k`` uniform on 1..L and ``torch.round``
+  rounding halves to even. That rounding makes ``l`` *not* uniform when ``L/b`` has halves: for
+  ``L = 2``, ``b = 8``, ``P(l = 2) = 0.625``, so the reference estimate is slightly biased for small
+  ``L``. ``mask_counts: reference`` (the default) keeps it, for parity with the published numbers;
+  ``mask_counts: uniform`` is the unbiased stratified draw: ``u_j = (u + j/b) mod 1`` with ``u``
+  uniform on [0, 1), ``l_j = floor(L·u_j) + 1`` — each row's ``l`` exactly uniform, and a batch
+  whose ``b`` is a multiple of ``L`` holds every count equally often.
 * The estimate is the mean over ``mc_num`` draws (``mc_num / batch`` forward calls of ``batch``
   rows); it estimates the ELBO, a lower bound on ``log p(answer | prompt)``.
 * Optional unsupervised CFG (``cfg`` > 0): a second row with the prompt masked,
   ``logits = un + (cfg + 1)(cond - un)``.
 * ``is_greedy`` (``suffix_greedy_prediction``): starting from a fully masked answer, commit the
-  single most confident prediction per forward, L forwards, and compare with the answer.
+  single most confident prediction per forward, L forwards, and compare with the answer. With
+  ``check_greedy`` off (the authors' recommended setting) it is False for every answer, one-token
+  answers included, as ``eval_llada.py`` returns.
 
 Exactness for one-token answers: with ``L = 1`` every draw masks that token with weight 1, so the
 estimate is the exact ``log p(answer | prompt)`` and one forward gives it (the authors set
@@ -34,6 +42,9 @@ from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
 
 
+MASK_COUNTS = ("reference", "uniform")
+
+
 @dataclass
 class LLaDAScorerConfig(ScorerConfig):
     mc_num: int = 128  # Monte-Carlo draws (eval_llada.py default)
@@ -41,10 +52,13 @@ class LLaDAScorerConfig(ScorerConfig):
     cfg: float = 0.0  # unsupervised classifier-free guidance scale (eval_llada.py's `cfg`)
     check_greedy: bool = False  # L extra forwards for is_greedy on multi-token answers (authors: off)
     mask_token_id: int | None = None  # None: the model config's
+    mask_counts: str = "reference"  # reference (round-half-to-even, as published) | uniform (unbiased)
 
     def __post_init__(self) -> None:
         if self.mask_token_id is not None:
             self.mask_token_id = int(self.mask_token_id)
+        if self.mask_counts not in MASK_COUNTS:
+            raise ValueError(f"mask_counts '{self.mask_counts}' is not one of {', '.join(MASK_COUNTS)}")
         if self.mc_num < 1 or self.batch < 1:
             raise ValueError("mc_num and batch must be at least 1")
         if self.mc_num % self.batch:
@@ -53,9 +67,23 @@ class LLaDAScorerConfig(ScorerConfig):
             raise ValueError("cfg must be >= 0")
 
 
-def stratified_counts(length: int, rows: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """How many answer tokens each row masks: 1..length, stratified with a random offset."""
+def stratified_counts(length: int, rows: int, generator: torch.Generator | None, device,
+                      draw: str = "reference") -> torch.Tensor:
+    """How many answer tokens each row masks: 1..length, stratified over the rows with a random offset.
+
+    ``reference``: the authors' ``round(linspace(k, k + (rows-1)·length/rows))`` wrapped into 1..length
+    (round half to even: not uniform for small lengths). ``uniform``: every row's count exactly uniform.
+    """
+    if draw == "uniform":
+        u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
+        shifted = torch.remainder(u + torch.arange(rows, device=device, dtype=torch.float64) / rows, 1.0)
+        return (shifted * length).floor().long().clamp(max=length - 1) + 1
     k = int(torch.randint(1, length + 1, (1,), generator=generator, device=device))
+    return reference_counts(k, length, rows, device)
+
+
+def reference_counts(k: int, length: int, rows: int, device=None) -> torch.Tensor:
+    """The authors' stratified counts for offset ``k`` (get_log_likelihood.py's forward_process)."""
     counts = torch.round(torch.linspace(float(k), k + (rows - 1) * (length / rows), rows, device=device)).long()
     return (counts - 1) % length + 1
 
@@ -85,7 +113,7 @@ class LLaDAScorer(Scorer):
 
         draws = []
         for _ in range(config.mc_num // config.batch):
-            counts = stratified_counts(length, config.batch, generator, seq.device)
+            counts = stratified_counts(length, config.batch, generator, seq.device, config.mask_counts)
             masked = random_masks(counts, length, generator)
             noisy = seq.repeat(config.batch, 1)
             noisy[:, p:] = torch.where(masked, mask, noisy[:, p:])
@@ -126,7 +154,9 @@ class LLaDAScorer(Scorer):
         logits = self._logits(model, noisy, ctx.numel(), mask, config.cfg)[0, 0]
         logp, best = torch.log_softmax(logits, -1), logits.argmax()
         nfe = 2 if config.cfg > 0 else 1
-        return [ScoreOutput(float(logp[c]), bool(best == c), self.method, nfe=nfe if i == 0 else 0, stderr=0.0)
+        # eval_llada.py's suffix_greedy_prediction returns False unless is_check_greedy is set.
+        return [ScoreOutput(float(logp[c]), config.check_greedy and bool(best == c), self.method,
+                            nfe=nfe if i == 0 else 0, stderr=0.0)
                 for i, c in enumerate(candidates.reshape(-1))]
 
     @staticmethod

@@ -16,7 +16,7 @@ from evo_eval.families import FAMILIES
 from evo_eval.tiny import build_tiny_family
 
 ADAPTERS = {"evo": "EvoAdapter", "llada": "LLaDAAdapter", "mdlm": "MDLMAdapter", "bd3lm": "BD3LMAdapter",
-            "ard": "ARDAdapter"}
+            "ard": "ARDAdapter", "dream": "DreamAdapter"}
 PROMPT = "Question: 2 + 3?\nAnswer:"
 
 

@@ -157,7 +157,7 @@ def test_guidance_combines_conditional_and_unconditional(sampler):
 def test_cap_eos_and_stop_end_early_and_exactly(sampler):
     model = toy(16, [0.6] * 16)
     out = sampler.sample(model, PROMPT, sampler.Config(max_new_tokens=6, gen_length=16, steps=16, block_length=4,
-                                                        eos_token_id=None))
+                                                        eos_token_id=None, answer_length="max_new_tokens"))
     assert out.tokens.tolist() == [10, 11, 12, 13, 14, 15] and out.stats.nfe == 8  # blocks 3 and 4 skipped
     out = sampler.sample(toy(16, [0.6] * 16), PROMPT, sampler.Config(max_new_tokens=16, gen_length=16, steps=16,
                                                                     block_length=4, eos_token_id=15))
@@ -251,7 +251,7 @@ def test_real_network_is_seeded_and_fills_the_canvas(sampler):
     c = sampler.sample(model, prompt, config, generator=make_generator(12)).tokens
     assert torch.equal(a, b) and not torch.equal(a, c) and a.numel() == 8 and 511 not in a.tolist()
     # The speed table's "cached" variant: canvas rounded up to its 32-token block, the answer capped at 8.
-    fast = sampler.sample(model, prompt, sampler.Config(max_new_tokens=8, eos_token_id=None,
+    fast = sampler.sample(model, prompt, sampler.Config(max_new_tokens=8, eos_token_id=None, answer_length="max_new_tokens",
                                                         **sampler.variants["cached"]))
     assert fast.tokens.numel() == 8 and 511 not in fast.tokens.tolist()
     assert fast.stats.extra["cache"] == "dual" and fast.stats.extra["canvas"] == 32

@@ -145,3 +145,69 @@ def test_prompt_plus_canvas_must_fit_the_context(sampler):
 def test_speed_variants_are_valid_settings(sampler):
     assert sampler.Config.from_dict(sampler.variants["uncached"]).predictor == "ddpm"
     assert sampler.Config.from_dict(sampler.variants["cached"]) == sampler.Config()  # the authors' default
+
+
+def _log_probs(model, x, p, dtype):
+    logits = model.denoiser_logits(x[None], start=p)[0].to(dtype)
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
+def reference_sample(model, prompt, n, *, steps, eps, predictor, generator, dtype):
+    """kuleshov-group/mdlm diffusion.py ``_sample`` with ``_ddpm_caching_update`` / ``_ddpm_update`` and
+    ``_sample_categorical``, re-implemented for the answer positions after a clean prompt."""
+    p, mask = prompt.numel(), model.mask_token_id
+    x = torch.cat([prompt, torch.full((n,), mask)])
+    timesteps = torch.linspace(1, eps, steps + 1)
+    dt = (1 - eps) / steps
+    p_x0 = None
+    for i in range(steps):
+        t = timesteps[i]
+        if predictor == "ddpm_cache":
+            move_t, move_s = t, t - dt
+            if p_x0 is None:
+                p_x0 = _log_probs(model, x, p, dtype).exp()
+        else:
+            sigma_t, sigma_s = -torch.log1p(-(1 - 1e-3) * t), -torch.log1p(-(1 - 1e-3) * (t - dt))
+            move_t, move_s = 1 - torch.exp(-sigma_t), 1 - torch.exp(-sigma_s)
+            p_x0 = _log_probs(model, x, p, dtype).exp()
+        q = p_x0 * (move_t - move_s)
+        q[:, mask] = move_s
+        u = torch.rand(q.shape, generator=generator, dtype=q.dtype)
+        drawn = (q / (1e-10 - (u + 1e-10).log())).argmax(-1)
+        answer = x[p:]
+        new = torch.where(answer != mask, answer, drawn)
+        if predictor == "ddpm_cache" and not torch.equal(new, answer):
+            p_x0 = None
+        x[p:] = new
+    final = _log_probs(model, x, p, dtype).argmax(-1)  # noise removal
+    return torch.where(x[p:] == mask, final, x[p:])
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("predictor,eps", [("ddpm_cache", 1e-5), ("ddpm", 1e-5), ("ddpm_cache", 0.2)])
+def test_equals_the_authors_sampler_on_the_same_uniforms(sampler, weights, precision, predictor, eps):
+    """Item 7: the authors' float32 sampling by default, float64 a setting; token-equal on the same draws."""
+    model = random_model(TINY_SHAPE, dtype=weights, device="cpu", seed=1)
+    prompt = torch.tensor([3, 99, 12, 250, 7, 41])
+    dtype = torch.float32 if precision == "float32" else torch.float64
+    for seed in range(2):
+        expected = reference_sample(model, prompt.clone(), 12, steps=16, eps=eps, predictor=predictor,
+                                    generator=make_generator(seed), dtype=dtype)
+        out = sampler.sample(model, prompt, sampler.Config(max_new_tokens=12, steps=16, eps=eps, predictor=predictor,
+                                                           precision=precision, eos_token_id=None),
+                             generator=make_generator(seed))
+        assert out.tokens.tolist() == expected.tolist()
+
+
+def test_float32_is_the_default_and_precision_changes_the_draw(sampler):
+    assert sampler.Config().precision == "float32"
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=1)
+    prompt = torch.tensor([3, 99, 12, 250, 7, 41])
+    draws = {precision: [sampler.sample(model, prompt, sampler.Config(max_new_tokens=12, steps=16, precision=precision,
+                                                                      eos_token_id=None),
+                                        generator=make_generator(seed)).tokens.tolist() for seed in range(3)]
+             for precision in ("float32", "float64")}
+    assert draws["float32"] != draws["float64"]  # different uniforms and arithmetic: a different sample
+    with pytest.raises(ValueError, match="precision 'half' is not one of"):
+        sampler.Config(precision="half")

@@ -263,3 +263,14 @@ def test_latex_compiles_in_a_two_column_paper_without_overfull_boxes(sampled, tm
     log = (tmp_path / "paper.log").read_text(errors="replace")
     assert run.returncode == 0, log[-2000:]
     assert "Overfull" not in log, [line for line in log.splitlines() if "Overfull" in line]
+
+
+def test_stand_ins_come_after_the_paper_columns_labelled_and_only_when_asked(results):
+    write(results, "dream-v0-7b", "mmlu", 0.695, 5)
+    plain = build_table("base", results)
+    assert "Dream-v0 7B (stand-in for MDLM)" not in plain.columns and "dream-v0-7b" not in plain.cards
+    table = build_table("base", results, paper=True, stand_ins=True)
+    assert table.columns[:7] == plain.columns and table.columns[7] == "Dream-v0 7B (stand-in for MDLM)"
+    cell = row(table, "mmlu").cells[7]
+    assert cell.value == pytest.approx(69.5) and cell.paper is None  # never compared with MDLM's number
+    assert row(table, "mmlu").cells[4].value is None  # the MDLM 7B column itself stays empty

@@ -11,7 +11,7 @@ import torch
 
 from evo_eval.decoding.base import make_generator
 from evo_eval.models.llada import TINY_SHAPE, random_model
-from evo_eval.scoring.llada import LLaDAScorer, random_masks, stratified_counts
+from evo_eval.scoring.llada import LLaDAScorer, random_masks, reference_counts, stratified_counts
 
 MASK = 511
 
@@ -70,7 +70,9 @@ def test_one_token_answers_are_exact_in_one_forward(scorer):
     out = scorer.score(model, ctx, cont, scorer.Config(mc_num=128, batch=8), generator=make_generator(0))
     assert out.nfe == 1 and out.stderr == 0.0
     assert out.logprob == pytest.approx(float(torch.log_softmax(logits, -1)[42]), abs=1e-6)
-    assert out.is_greedy == (int(logits.argmax()) == 42)
+    assert out.is_greedy is False  # check_greedy off: False, as eval_llada.py returns
+    checked = scorer.score(model, ctx, cont, scorer.Config(mc_num=128, batch=8, check_greedy=True))
+    assert checked.is_greedy == (int(logits.argmax()) == 42) and checked.nfe == 1
     # Guided: un + (cfg + 1)(cond - un), the unconditional row with the prompt masked.
     un = model.denoise(torch.full((1, 4), MASK), slice(3, 4))[0, 0]
     guided = un + 1.5 * (logits - un)
@@ -109,3 +111,45 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="mc_num 100 is not a multiple of batch 8"):
         LLaDAScorer.Config(mc_num=100, batch=8)
     assert LLaDAScorer.Config.from_dict({"mc_num": "16", "batch": "4", "mask_token_id": "3"}).mask_token_id == 3
+
+
+def test_one_token_is_greedy_only_when_checked(scorer):
+    """Item 5: a one-token answer the network predicts is still not 'greedy' with check_greedy off."""
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=6)
+    ctx = torch.tensor([11, 12, 13])
+    best = model.denoise(torch.tensor([[11, 12, 13, MASK]]), slice(3, 4))[0, 0].argmax()[None]
+    assert scorer.score(model, ctx, best, scorer.Config(mc_num=8, batch=8)).is_greedy is False
+    assert scorer.score(model, ctx, best, scorer.Config(mc_num=8, batch=8, check_greedy=True)).is_greedy is True
+
+
+def test_reference_counts_round_half_to_even_and_the_uniform_draw_is_exact():
+    """Item 6: the published draw is kept (P(l = 2) = 0.625 for L = 2, batch 8, enumerated over its
+    offset k); ``mask_counts: uniform`` makes every count equally likely."""
+    draws = torch.cat([reference_counts(k, 2, 8) for k in (1, 2)])
+    assert float((draws == 2).double().mean()) == 0.625
+    assert reference_counts(1, 2, 8).tolist() == [1, 1, 2, 2, 2, 2, 2, 1]  # 1.5 -> 2, 2.5 -> 2 (half to even)
+    gen = make_generator(0)
+    for _ in range(50):  # batch a multiple of L: each count exactly b / L times in every batch
+        assert torch.bincount(stratified_counts(2, 8, gen, "cpu", "uniform"), minlength=3)[1:].tolist() == [4, 4]
+    many = torch.cat([stratified_counts(3, 8, gen, "cpu", "uniform") for _ in range(3000)])
+    freq = torch.bincount(many, minlength=4)[1:].double() / many.numel()
+    assert many.min() >= 1 and many.max() <= 3
+    assert torch.all((freq - 1 / 3).abs() < 4 * math.sqrt((1 / 3) * (2 / 3) / 3000))
+    with pytest.raises(ValueError, match="mask_counts 'biased' is not one of"):
+        LLaDAScorer.Config(mask_counts="biased")
+
+
+def test_the_scorer_draws_the_counts_it_is_told(scorer):
+    """With L = 2 and batch 8, mask_counts=uniform masks one token in exactly four rows of every
+    forward; the reference draw masks two tokens in five rows of some forwards (round half to even)."""
+    class Counting(ContextFree):
+        def denoise(self, ids, rows=None, *, cache=None, start=0):
+            self.seen.append(sorted((ids[:, 2:] == MASK).sum(1).tolist()))
+            return super().denoise(ids, rows)
+
+    ctx, cont = torch.tensor([1, 2]), torch.tensor([3, 5])
+    for draw, allowed in (("uniform", {(4, 4)}), ("reference", {(3, 5)})):
+        model = Counting(4, seed=2)
+        model.seen = []
+        scorer.score(model, ctx, cont, scorer.Config(mc_num=64, batch=8, mask_counts=draw), generator=make_generator(5))
+        assert {(row.count(1), row.count(2)) for row in model.seen} == allowed
