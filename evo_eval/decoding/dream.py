@@ -40,6 +40,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn
 
 ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
@@ -113,6 +114,14 @@ class DreamSampler(Sampler):
     name = "dream"
     Config = DreamSamplerConfig
     variants: ClassVar[dict[str, dict]] = {}
+
+    def work(self, config: DreamSamplerConfig, prompt_len: int, shape: dict) -> Work:
+        # Every step is one bidirectional forward over prompt + canvas (no cache), and the loop runs all
+        # steps whatever the answer holds: the count is exact.
+        n = int(config.gen_length) if config.gen_length > 0 else int(config.max_new_tokens)
+        steps = config.steps if config.steps > 0 else n
+        positions = prompt_len + n
+        return Work().add(steps if n > 0 else 0, positions, positions * positions)
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: DreamSamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

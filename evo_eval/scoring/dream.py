@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
 
 
@@ -53,6 +54,12 @@ class DreamScorerConfig(ScorerConfig):
 class DreamScorer(Scorer):
     method = "dream_mc"
     Config = DreamScorerConfig
+
+    def work(self, config: DreamScorerConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
+        # mc_num // batch forwards (at least one) of `batch` rows over context + continuation (+ EOS).
+        length = context_len + continuation_len + (1 if config.append_eos else 0)
+        calls = max(config.mc_num // config.batch, 1) if continuation_len else 0
+        return Work().add(calls, config.batch * length, config.batch * length * length, nfe=calls * config.batch)
 
     @torch.inference_mode()
     def score(self, model, context_ids: torch.Tensor, continuation_ids: torch.Tensor, config: DreamScorerConfig,

@@ -125,3 +125,17 @@ def test_settings_are_checked(sampler):
     model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=3)
     with pytest.raises(ValueError, match="exceeds the model's 2048 positions"):
         sampler.sample(model, torch.zeros(2040, dtype=torch.long), sampler.Config(max_new_tokens=10))
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_plan_cost_equals_the_forwards_a_request_makes(steps):
+    """``work`` (what ``evo-eval plan`` counts) is the sampler's own count: every step one forward
+    over prompt + canvas, however early the answer settles."""
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=3)
+    sampler = get_sampler("dream")
+    config = sampler.Config.from_dict({"max_new_tokens": 6, "steps": steps, "eos_token_id": TINY_SHAPE["eos_token_id"]})
+    prompt = torch.tensor([5, 6, 7, 8, 9])
+    out = sampler.sample(model, prompt, config, generator=make_generator(0, "cpu"))
+    work = sampler.work(config, prompt.numel(), TINY_SHAPE)
+    assert work.exact and work.nfe == work.calls == out.stats.nfe == (steps or 6)
+    assert work.positions == out.stats.active_token_steps == (steps or 6) * (5 + 6)

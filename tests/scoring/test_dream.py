@@ -57,3 +57,16 @@ def test_more_draws_converge_and_settings_are_checked():
     assert a.logprob < 0 and abs(a.logprob - b.logprob) < 4 * (a.stderr ** 2 + b.stderr ** 2) ** 0.5
     with pytest.raises(ValueError, match="sampling_eps 1.5 must lie in"):
         scorer.Config(sampling_eps=1.5)
+
+
+def test_plan_cost_equals_the_rows_the_estimate_scores():
+    from evo_eval.scoring.dream import DreamScorer
+
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=1)
+    scorer = DreamScorer()
+    config = scorer.Config.from_dict({"mc_num": 8, "batch": 4})
+    out = scorer.score(model, torch.tensor([3, 4, 5]), torch.tensor([6, 7]), config,
+                       generator=torch.Generator().manual_seed(0))
+    work = scorer.work(config, 3, 2, TINY_SHAPE)
+    assert work.calls == 2 and work.nfe == out.nfe == 8
+    assert work.positions == 2 * 4 * (3 + 2 + 1)  # the EOS the authors' _encode_pair appends
