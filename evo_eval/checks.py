@@ -135,6 +135,38 @@ def check_tasks(entries: list[SuiteEntry], data_dir: Path | None = None, include
             _resolve_task_yaml(Path(yaml_path), entry.task)
 
 
+def check_shots_pool(entries: list[SuiteEntry], shots: int | None, data_dir: Path | None = None,
+                     include_path: Path | None = None) -> None:
+    """``--shots N`` asks every task for N examples from its few-shot split; lm-eval's sampler would
+    fail on the first document (``random.sample``: sample larger than population) after the model
+    has loaded. Only an explicit ``--shots`` is checked: it builds the tasks, which reads their data."""
+    if not shots:
+        return
+    from lm_eval.api.task import Task
+    from lm_eval.tasks import get_task_dict
+
+    def leaves(node):
+        for value in node.values():
+            if isinstance(value, Task):
+                yield value
+            elif isinstance(value, dict):
+                yield from leaves(value)
+
+    manager = _task_manager(data_dir, include_path)
+    for entry in entries:
+        for task in leaves(get_task_dict([entry.task], manager)):
+            docs = task.fewshot_docs()
+            pool = len(list(docs if docs is not None else task.test_docs() or []))
+            # Drawn from the split under test, the shots exclude the document itself.
+            if (task.config.fewshot_split or None) == task.config.test_split or docs is None:
+                pool -= 1
+            if shots > pool:
+                name = task.config.task
+                raise UserError(f"--shots {shots} is more than the few-shot pool of {entry.key} ({name} has "
+                                f"{max(pool, 0)} examples to draw from)",
+                                f"pass --shots {max(pool, 0)} or fewer, or leave --shots out for the paper's shots")
+
+
 def _missing_task(task: str) -> UserError:
     import re
 

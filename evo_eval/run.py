@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .ablation import lm_for_entry
 from .cards import ModelCard, get_card
-from .checks import (_task_manager, check_gen_kwargs, check_output, check_tasks, resolve_checkpoint,
+from .checks import (_task_manager, check_gen_kwargs, check_shots_pool, check_output, check_tasks, resolve_checkpoint,
                      resolve_data_dir, resolve_stage)
 from .errors import EXIT_INCOMPLETE, CheckpointError, UserError, first_line
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
@@ -358,6 +358,7 @@ def plan(options: RunOptions) -> tuple[ModelCard, str, list[SuiteEntry], str, Pa
     check_gen_kwargs(options.gen_kwargs)
     data_dir = resolve_data_dir(options.data_dir)
     check_tasks(entries, data_dir, options.include_path)
+    check_shots_pool(entries, options.shots, data_dir, options.include_path)
     check_output(options.output, stage, card.name)  # last: the only check that creates anything
     return card, stage, entries, checkpoint, data_dir
 

@@ -314,6 +314,10 @@ CASES = [
     _case("seed-too-large", "`--seed 4294967296` (beyond 2³²−1)", lambda c: run_args(c, "--seed", "4294967296"),
           "error: --seed must be between 0 and 4294967295 (numpy's seed range), got 4294967296 — pass a smaller "
           "non-negative seed"),
+    _case("shots-beyond-pool", "`--shots 100000` (more than the few-shot split holds; was: a failure after the model loaded)",
+          lambda c: run_args(c, "--shots", "100000"),
+          "error: --shots 100000 is more than the few-shot pool of gsm8k (evo_gsm8k has 7473 examples to draw "
+          "from) — pass --shots 7473 or fewer, or leave --shots out for the paper's shots"),
     _case("tasks-empty", "`--tasks \"\"`", lambda c: replace_arg(run_args(c), "--tasks", ""),
           "error: --tasks '' names no task — give task names separated by commas, or leave --tasks out to run the "
           "whole suite"),
