@@ -152,8 +152,12 @@ def check_shots_pool(entries: list[SuiteEntry], shots: int | None, data_dir: Pat
             elif isinstance(value, dict):
                 yield from leaves(value)
 
+    from .data.mirror import mirror_problem
+
     manager = _task_manager(data_dir, include_path)
     for entry in entries:
+        if data_dir is not None and mirror_problem(data_dir, entry.key, shots):
+            continue  # not in the mirror: the run reports (or, with --skip-missing, skips) it
         for task in leaves(get_task_dict([entry.task], manager)):
             docs = task.fewshot_docs()
             pool = len(list(docs if docs is not None else task.test_docs() or []))

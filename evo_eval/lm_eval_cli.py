@@ -1,15 +1,17 @@
 """lm-eval's own command line, with evo-eval's backends, tasks and protocol.
 
 lm-eval 0.4.13 discovers no plugins, so its ``lm-eval`` command cannot see our models or tasks. This
-runs the very same CLI (same options, same results and samples files) with three additions, so that it
+runs the very same CLI (same options, same results and samples files) with four additions, so that it
 evaluates what ``evo-eval run`` evaluates:
 
-* the backends ``evo``, ``llada``, ``mdlm``, ``bd3lm`` and ``ard`` are registered;
+* every backend of the family registry (``evo``, ``llada``, ``mdlm``, ``bd3lm``, ``ard``, ``dream``) is registered;
 * the tasks shipped in the package (evo_eval/resources/tasks) are found without ``--include_path``
   (a user's own ``--include_path`` is searched as well);
 * the paper's shots apply per task when ``--num_fewshot`` is not given: the stage is the card's
   (``--model_args card=NAME``; an instruct card also switches on ``--apply_chat_template``), else
-  instruct with ``--apply_chat_template`` and base without; seeds default to evo-eval's.
+  instruct with ``--apply_chat_template`` and base without; seeds default to evo-eval's;
+* few-shot examples are drawn per document from the few-shot seed and the document's id
+  (evo_eval/fewshot.py), as ``evo-eval run`` draws them, so both routes render the same prompts.
 
 The data folder is the one ``evo-eval run`` reads without ``--data-dir``: ``$EVO_EVAL_DATA`` (a mirror
 made by ``evo-eval data import``), else the hub. Example::
@@ -101,12 +103,13 @@ def evo_protocol(stage: str, apply_shots: bool, builtins: bool = True) -> Iterat
 
 
 def main() -> None:
-    import evo_eval.adapters  # noqa: F401  (registers evo, llada, mdlm, bd3lm, ard)
+    import evo_eval.adapters  # noqa: F401  (registers every family of evo_eval.families)
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
     from .data.prompts import FEWSHOT_SEED
     from .errors import UserError
+    from .fewshot import per_document_shots
     from .run import RunOptions
 
     setup_logging()
@@ -125,7 +128,11 @@ def main() -> None:
             seed = RunOptions.seed
             args.seed = [seed, seed, seed, FEWSHOT_SEED]
         builtins = not only_our_tasks(args.tasks, args.include_path)
-        with evo_protocol(stage, apply_shots=getattr(args, "num_fewshot", None) is None, builtins=builtins):
+        seeds = args.seed if isinstance(args.seed, (list, tuple)) and len(args.seed) == 4 else None
+        fewshot_seed = int(seeds[3]) if seeds and seeds[3] is not None else FEWSHOT_SEED
+        # Shots drawn per document, as `evo-eval run` draws them (evo_eval/fewshot.py).
+        with evo_protocol(stage, apply_shots=getattr(args, "num_fewshot", None) is None, builtins=builtins), \
+                per_document_shots(fewshot_seed):
             parser.execute(args)
         return
     with evo_protocol("base", apply_shots=False):  # `ls tasks`, `validate`: our tasks are listed too
