@@ -139,7 +139,8 @@ def check_shots_pool(entries: list[SuiteEntry], shots: int | None, data_dir: Pat
                      include_path: Path | None = None) -> None:
     """``--shots N`` asks every task for N examples from its few-shot split; lm-eval's sampler would
     fail on the first document (``random.sample``: sample larger than population) after the model
-    has loaded. Only an explicit ``--shots`` is checked: it builds the tasks, which reads their data."""
+    has loaded. Only an explicit ``--shots`` above a benchmark's protocol shots is checked: it builds
+    the tasks, which reads their data (seconds for MMLU's 57 subjects)."""
     if not shots:
         return
     from lm_eval.api.task import Task
@@ -158,6 +159,8 @@ def check_shots_pool(entries: list[SuiteEntry], shots: int | None, data_dir: Pat
     for entry in entries:
         if data_dir is not None and mirror_problem(data_dir, entry.key, shots):
             continue  # not in the mirror: the run reports (or, with --skip-missing, skips) it
+        if shots <= _protocol_shots(entry):
+            continue  # the protocol's own shots are served by the hub and every mirror (tests/data)
         for task in leaves(get_task_dict([entry.task], manager)):
             docs = task.fewshot_docs()
             pool = len(list(docs if docs is not None else task.test_docs() or []))
@@ -169,6 +172,15 @@ def check_shots_pool(entries: list[SuiteEntry], shots: int | None, data_dir: Pat
                 raise UserError(f"--shots {shots} is more than the few-shot pool of {entry.key} ({name} has "
                                 f"{max(pool, 0)} examples to draw from)",
                                 f"pass --shots {max(pool, 0)} or fewer, or leave --shots out for the paper's shots")
+
+
+def _protocol_shots(entry: SuiteEntry) -> int:
+    from .suites import paper_shots
+
+    try:
+        return paper_shots(entry.key, entry.stage)
+    except (KeyError, UserError):  # the ablation's perplexity entries have no paper row
+        return 0
 
 
 def _missing_task(task: str) -> UserError:

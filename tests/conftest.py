@@ -94,6 +94,19 @@ def mirror(benchdata, tmp_path_factory) -> Path:
     return dst
 
 
+@pytest.fixture(scope="session")
+def sample_mirror(tmp_path_factory) -> Path:
+    """The benchmark sample shipped in the package (a few real documents of every benchmark but GPQA),
+    imported once per session: lm-eval processes every document of a task however small --limit is,
+    so suite-wide runs that test the machinery rather than the data read this one."""
+    from evo_eval.data.mirror import import_mirror
+    from evo_eval.paths import sample_benchdata_dir
+
+    dst = tmp_path_factory.mktemp("sample-mirror") / "data"
+    import_mirror(sample_benchdata_dir(), dst)
+    return dst
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tiny models are per-op overhead: one thread beats two fighting over CI's two shared cores."""

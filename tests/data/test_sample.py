@@ -107,12 +107,3 @@ def test_demo_runs_without_shared(tmp_path, monkeypatch, tiny_llama_dir):
         record = json.loads((tmp_path / "demo" / "results" / "base" / "llama3-8b" / f"{key}.json").read_text(encoding="utf-8"))
         assert record["shots"] == shots and record["score"] is not None
         assert record["provenance"]["data_dir"] == str(mirror.resolve())
-
-
-@pytest.fixture(scope="module")
-def sample_mirror(tmp_path_factory):
-    from evo_eval.data.mirror import import_mirror
-
-    dst = tmp_path_factory.mktemp("sample-mirror") / "data"
-    import_mirror(sample_benchdata_dir(), dst)
-    return dst
