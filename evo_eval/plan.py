@@ -31,16 +31,9 @@ from typing import Any
 from .cards import ModelCard
 from .errors import UnknownNameError, UserError
 from .suites import SuiteEntry
+from .roofline import Rates, datasheet_rates, measured_rates
 from .work import Work
 
-# Dense bf16 tensor-core peaks (NVIDIA datasheets, without sparsity), TFLOP/s; bandwidth from roofline.
-_DATASHEET_TFLOPS = (
-    (("H200",), 989.0),
-    (("H100", "NVL"), 835.0),
-    (("H100", "PCIe"), 756.0),
-    (("H100",), 989.0),
-    (("A100",), 312.0),
-)
 DEFAULT_DEVICE = "A100 80GB"  # the paper times on one A100
 
 
@@ -59,16 +52,6 @@ class PlanOptions:
     speed_dir: Path = Path("results/speed")
     gen_kwargs: dict[str, Any] | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Rates:
-    label: str
-    bandwidth: float  # bytes/s a forward reads its weights at
-    flop_rate: float  # FLOP/s a forward computes at
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "bandwidth_tbs": self.bandwidth / 1e12, "tflops": self.flop_rate / 1e12}
 
 
 @dataclass
@@ -181,45 +164,6 @@ def model_shape(card: ModelCard) -> ModelShape:
 
 
 # ---- rates ----------------------------------------------------------------------------------------------
-
-
-def datasheet_rates(name: str) -> Rates:
-    from .roofline import datasheet_bandwidth
-
-    bandwidth = datasheet_bandwidth(name)
-    tflops = next((v for needles, v in _DATASHEET_TFLOPS if all(n.lower() in name.lower() for n in needles)), None)
-    if bandwidth is None or tflops is None:
-        raise UnknownNameError("datasheet device", name, ["H200", "H100", "H100 PCIe", "H100 NVL", "A100 80GB", "A100"])
-    return Rates(f"{name} datasheet peaks (HBM {bandwidth / 1e12:.2f} TB/s, dense bf16 {tflops:.0f} TFLOP/s): "
-                 "a floor, not a measurement", bandwidth, tflops * 1e12)
-
-
-def measured_rates(card: ModelCard, speed_dir: Path) -> Rates | None:
-    """The device ceilings ``evo-eval speed`` measured, and this card's achieved fraction if it was timed."""
-    from .store import load_speed_results
-
-    if not Path(speed_dir).is_dir():
-        return None
-    records = [r for r in load_speed_results(speed_dir).values() if r.get("comparable_to_paper")]
-    if not records:
-        return None
-    own = next((r for r in records if r["model"] == card.name), None)
-    base = own or records[0]
-    roof = base["roofline"]
-    if not roof.get("measured_matmul_tflops"):
-        return None
-    bandwidth = (roof.get("datasheet_bandwidth_tbs") or roof.get("measured_copy_bandwidth_tbs")) * 1e12
-    flop_rate = roof["measured_matmul_tflops"] * 1e12
-    label = f"measured on {base['device']} ({Path(speed_dir)}): matmul {flop_rate / 1e12:.0f} TFLOP/s, HBM {bandwidth / 1e12:.2f} TB/s"
-    if own is not None and roof.get("bound") == "memory" and roof.get("bandwidth_fraction"):
-        bandwidth *= roof["bandwidth_fraction"]
-        label += f", at {card.name}'s measured {roof['bandwidth_fraction']:.0%} of the bandwidth"
-    elif own is not None and roof.get("bound") == "compute" and roof.get("matmul_fraction"):
-        flop_rate *= roof["matmul_fraction"]
-        label += f", at {card.name}'s measured {roof['matmul_fraction']:.0%} of the matmul rate"
-    else:
-        label += f"; {card.name} not timed there, so its forwards are at the ceilings (a floor)"
-    return Rates(label, bandwidth, flop_rate)
 
 
 def rates_for(card: ModelCard, options: PlanOptions) -> Rates:
@@ -493,57 +437,3 @@ def plan_card(options: PlanOptions, on_benchmark=None) -> CardPlan:
         if on_benchmark:
             on_benchmark(benchmarks[-1])
     return CardPlan(card, stage, tokenizer_label, rates, model, benchmarks, options.variant)
-
-
-# ---- rendering -------------------------------------------------------------------------------------------
-
-
-def _si(value: float, unit: str = "") -> str:
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
-    return f"{value:.3g} {unit}".rstrip()
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2f} s"
-
-
-def _mark(cost: Cost) -> str:
-    return "" if cost.exact else "≤ "
-
-
-def render(plan: CardPlan):
-    from rich.table import Table
-
-    card = plan.card
-    table = Table(title=f"{card.name} ({card.family}, {plan.stage}): {_si(plan.model.params)} parameters",
-                  caption=f"tokens: {plan.tokenizer}\nrates: {plan.rates.label}\n≤: an upper bound "
-                          "(generation to max_gen_toks; data-dependent counts at their bound)")
-    columns = ["benchmark", "mode", "shots", "docs", "requests", "prompt tokens", "forwards", "NFE",
-               "tokens processed", "FLOPs", "est. time"]
-    if plan.variant:
-        columns += [f"{plan.variant}: forwards", f"{plan.variant}: est. time"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("benchmark", "mode") else "right")
-
-    def row(label, mode, shots, docs, requests, prompt, cost: Cost, variant: Cost | None, end=False):
-        cells = [label, mode, shots, docs, requests, _si(prompt), f"{_mark(cost)}{_si(cost.calls)}",
-                 f"{_mark(cost)}{_si(cost.nfe)}", f"{_mark(cost)}{_si(cost.positions)}",
-                 f"{_mark(cost)}{_si(cost.flops)}", f"{_mark(cost)}{_duration(cost.seconds)}"]
-        if plan.variant:
-            cells += ([f"{_mark(variant)}{_si(variant.calls)}", f"{_mark(variant)}{_duration(variant.seconds)}"]
-                      if variant is not None else ["—", "—"])
-        table.add_row(*map(str, cells), end_section=end)
-
-    for i, b in enumerate(plan.benchmarks):
-        row(b.benchmark, b.mode, b.shots, b.documents, b.requests, b.prompt_tokens, b.reference, b.variant,
-            end=i == len(plan.benchmarks) - 1)
-    has_variant = bool(plan.variant) and all(b.variant is not None for b in plan.benchmarks)
-    row("total", "", "", sum(b.documents for b in plan.benchmarks), sum(b.requests for b in plan.benchmarks),
-        sum(b.prompt_tokens for b in plan.benchmarks), plan.total(), plan.total("variant") if has_variant else None)
-    return table

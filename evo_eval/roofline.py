@@ -18,9 +18,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from .errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from .cards import ModelCard
 
 _DATASHEET_TBS = (
     # (substrings that must all appear in the name, TB/s); first match wins, most specific first.
@@ -162,3 +169,62 @@ class Roofline:
             "roofline_tokens_per_s": ratio(self.tokens, floor),
             "roofline_fraction": ratio(floor, self.wall_s),
         }
+
+
+# ---- rates for estimates (evo-eval plan) ---------------------------------------------------------------
+
+
+# Dense bf16 tensor-core peaks (NVIDIA datasheets, without sparsity), TFLOP/s; bandwidth from roofline.
+_DATASHEET_TFLOPS = (
+    (("H200",), 989.0),
+    (("H100", "NVL"), 835.0),
+    (("H100", "PCIe"), 756.0),
+    (("H100",), 989.0),
+    (("A100",), 312.0),
+)
+
+@dataclass
+class Rates:
+    label: str
+    bandwidth: float  # bytes/s a forward reads its weights at
+    flop_rate: float  # FLOP/s a forward computes at
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "bandwidth_tbs": self.bandwidth / 1e12, "tflops": self.flop_rate / 1e12}
+
+
+def datasheet_rates(name: str) -> Rates:
+    bandwidth = datasheet_bandwidth(name)
+    tflops = next((v for needles, v in _DATASHEET_TFLOPS if all(n.lower() in name.lower() for n in needles)), None)
+    if bandwidth is None or tflops is None:
+        raise UnknownNameError("datasheet device", name, ["H200", "H100", "H100 PCIe", "H100 NVL", "A100 80GB", "A100"])
+    return Rates(f"{name} datasheet peaks (HBM {bandwidth / 1e12:.2f} TB/s, dense bf16 {tflops:.0f} TFLOP/s): "
+                 "a floor, not a measurement", bandwidth, tflops * 1e12)
+
+
+def measured_rates(card: "ModelCard", speed_dir: Path) -> Rates | None:
+    """The device ceilings ``evo-eval speed`` measured, and this card's achieved fraction if it was timed."""
+    from .store import load_speed_results
+
+    if not Path(speed_dir).is_dir():
+        return None
+    records = [r for r in load_speed_results(speed_dir).values() if r.get("comparable_to_paper")]
+    if not records:
+        return None
+    own = next((r for r in records if r["model"] == card.name), None)
+    base = own or records[0]
+    roof = base["roofline"]
+    if not roof.get("measured_matmul_tflops"):
+        return None
+    bandwidth = (roof.get("datasheet_bandwidth_tbs") or roof.get("measured_copy_bandwidth_tbs")) * 1e12
+    flop_rate = roof["measured_matmul_tflops"] * 1e12
+    label = f"measured on {base['device']} ({Path(speed_dir)}): matmul {flop_rate / 1e12:.0f} TFLOP/s, HBM {bandwidth / 1e12:.2f} TB/s"
+    if own is not None and roof.get("bound") == "memory" and roof.get("bandwidth_fraction"):
+        bandwidth *= roof["bandwidth_fraction"]
+        label += f", at {card.name}'s measured {roof['bandwidth_fraction']:.0%} of the bandwidth"
+    elif own is not None and roof.get("bound") == "compute" and roof.get("matmul_fraction"):
+        flop_rate *= roof["matmul_fraction"]
+        label += f", at {card.name}'s measured {roof['matmul_fraction']:.0%} of the matmul rate"
+    else:
+        label += f"; {card.name} not timed there, so its forwards are at the ceilings (a floor)"
+    return Rates(label, bandwidth, flop_rate)

@@ -10,10 +10,7 @@ through its adapter on the shared base.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +23,7 @@ from .checks import (_task_manager, check_gen_kwargs, check_shots_pool, check_ou
 from .errors import EXIT_INCOMPLETE, CheckpointError, UserError, first_line
 from .journal import BATCHES_PER_CHUNK, Journal, JournalLM
 # FEWSHOT_SEED: lm-eval's default few-shot seed, fixed (not tied to --seed) so every model sees the same shots.
-from .data.prompts import FEWSHOT_SEED, prompt_hash
+from .data.prompts import FEWSHOT_SEED
 from .devices import resolve_device, resolve_dtype
 from .run_checks import check_card_tokenizer, check_card_values, check_values, output_locks
 from .chat import check_chat_template
@@ -34,11 +31,10 @@ from .fewshot import per_document_shots
 from .progress import RequestProgress, quiet_git_describe
 from .precision import check_dtype, dtype_change, effective_dtype
 from .fingerprint import SUPERSEDED, benchmark_fingerprint, differences, folder_hash, supersede
-from .store import atomic_write_text, journal_dir, provenance, read_result, result_path, sha256_text, to_json
-from .settings import in_force
-from .suites import SuiteEntry, resolve, scoring_choice, use_include_path
+from .record import CODE_BENCHMARKS, _manifest_hash, build_record
+from .store import atomic_write_text, journal_dir, read_result, result_path, to_json
+from .suites import SuiteEntry, resolve, use_include_path
 
-CODE_BENCHMARKS = {"humaneval", "humaneval_fim", "mbpp"}
 
 
 @dataclass
@@ -175,55 +171,6 @@ def run_identity(card: ModelCard, checkpoint: str, lm: Any, options: RunOptions)
 # ---- one benchmark --------------------------------------------------------------------------------
 
 
-def main_score(results: dict[str, Any], task: str, metric: str) -> float | None:
-    for section in ("groups", "results"):
-        block = results.get(section, {}).get(task)
-        if block and metric in block and isinstance(block[metric], (int, float)):
-            value = float(block[metric])
-            # lm-eval reports NaN when a metric is undefined (e.g. TruthfulQA mc2 when every choice's
-            # probability underflows): that is no result, shown as a dash, not a number.
-            return None if math.isnan(value) else value
-    return None
-
-
-def score_reason(results: dict[str, Any], task: str, metric: str) -> str | None:
-    """Why a benchmark that ran has no score: lm-eval computed its metric as NaN (or found no such metric)."""
-    for section in ("groups", "results"):
-        block = results.get(section, {}).get(task)
-        if block and metric in block:
-            value = block[metric]
-            if isinstance(value, (int, float)) and math.isnan(value):
-                return f"lm-eval computed {metric} as NaN (undefined for these outputs)"
-            return None
-    return f"lm-eval reported no {metric} for {task}"
-
-
-def prompt_hashes(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, str]]:
-    """{leaf task: {doc_id: hash of the rendered prompt}} from lm-eval's logged samples."""
-    out: dict[str, dict[str, str]] = {}
-    for task, rows in samples.items():
-        per_doc = out.setdefault(task, {})
-        for row in rows:
-            args = row.get("arguments") or []
-            first = args[0] if args else None
-            context = first[0] if isinstance(first, (list, tuple)) and first else str(first)
-            per_doc[str(row.get("doc_id"))] = prompt_hash(str(context))
-    return out
-
-
-def protocol_fingerprint(results: dict[str, Any], shots: int, data_manifest: str | None) -> str:
-    """Hash of what defines the matched protocol for a benchmark: task configs, shots and data.
-
-    Equal fingerprints mean equal prompt templates, few-shot sources and documents, even where each
-    post-trained model wraps the prompt in its own chat template.
-    """
-    configs = {name: {k: v for k, v in cfg.items() if k not in ("metadata",)}
-               for name, cfg in sorted(results.get("configs", {}).items())}
-    # lm-eval writes functions as "<function f at 0x7f...>": the address differs per process.
-    text = re.sub(r" at 0x[0-9a-f]+>", ">", to_json([configs, shots, data_manifest]))
-    return sha256_text(text)
-
-
 def evaluate_arguments(entry: SuiteEntry, card: ModelCard, options: RunOptions, task_manager: Any) -> dict[str, Any]:
     """simple_evaluate's arguments for one benchmark: the documents, shots, limit and templates a run
     uses (``plan`` renders its requests from the same call)."""
@@ -266,75 +213,6 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     # read back from the journal for requests an interrupted run already answered.
     return {"results": results, "wall_s": wall, "reused": sum(g[0] for g in gathered),
             "computed": sum(g[1] for g in gathered), "records": [r for g in gathered for r in g[2]]}
-
-
-def build_record(entry: SuiteEntry, card: ModelCard, checkpoint: str, lm: Any, options: RunOptions,
-                 outcome: dict[str, Any], data_dir: Path | None, model: str | None = None) -> dict[str, Any]:
-    from .store import KIND, SCHEMA_VERSION, device_info
-
-    results = outcome["results"]
-    samples = results.pop("samples", {})
-    metric = entry.benchmark.metric[entry.stage]
-    manifest = _manifest_hash(data_dir)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
-        "model": model or card.name,
-        "card": card.name,
-        "column": card.column,
-        "system": card.system,
-        "stage": entry.stage,
-        "benchmark": entry.key,
-        "task": entry.task,
-        "shots": entry.shots,
-        "mode": entry.mode,
-        "metric": metric,
-        "label": entry.benchmark.label,  # so `table` can show a user's own benchmark from results alone
-        "section": entry.benchmark.section,
-        "scoring": scoring_choice(entry.key, entry.stage),  # the choice the paper leaves to us, if any
-        "score": main_score(results, entry.task, metric),
-        "score_reason": score_reason(results, entry.task, metric),
-        "limit": options.limit,
-        "prompt_hashes": prompt_hashes(samples),
-        "protocol": protocol_fingerprint(results, entry.shots, manifest),
-        "chat_template": card.chat_template,
-        # What produced the samples: the merged settings, with what the requests changed folded in.
-        "decoding": in_force(lm.decoding_settings(), outcome["records"]),
-        "requests": {"reused_from_journal": outcome["reused"], "computed": outcome["computed"],
-                     "per_request": outcome["records"]},
-        "lm_eval": results,
-        "samples": samples,
-        "provenance": provenance(
-            checkpoint=checkpoint, revision=None if options.checkpoint else card.revision,
-            dtype=_model_dtype(lm, options), device=device_info(options.device),
-            seeds={"random": options.seed, "numpy": options.seed, "torch": options.seed, "fewshot": FEWSHOT_SEED},
-            shots=entry.shots, limit=options.limit, data_dir=str(data_dir) if data_dir else "hub",
-            data_manifest_sha256=manifest, wall_time_s=outcome["wall_s"], world_size=getattr(lm, "world_size", 1),
-            weights="checkpoint", **_sandbox_provenance(entry.key),
-        ),
-    }
-
-
-def _sandbox_provenance(benchmark: str) -> dict[str, Any]:
-    """For code benchmarks: which protections the sandbox had on this machine, and which it lacked."""
-    if benchmark not in CODE_BENCHMARKS:
-        return {}
-    from .sandbox.code_exec import protections
-
-    return {"sandbox": protections()}
-
-
-def _model_dtype(lm: Any, options: RunOptions) -> str:
-    """The dtype the weights ran in: our adapters say it; lm-eval's HFLM only has it on its model."""
-    dtype = getattr(lm, "dtype", None) or getattr(getattr(lm, "model", None), "dtype", None) or options.dtype
-    return str(dtype).removeprefix("torch.")
-
-
-def _manifest_hash(data_dir: Path | None) -> str | None:
-    if data_dir is None:
-        return None
-    manifest = data_dir / "manifest.json"
-    return sha256_text(manifest.read_text(encoding="utf-8")) if manifest.is_file() else None
 
 
 # ---- the run --------------------------------------------------------------------------------------

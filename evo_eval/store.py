@@ -82,7 +82,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def to_json(obj: Any) -> str:
     """Strict JSON (RFC 8259, which any reader parses): the NaN lm-eval reports for an undefined metric
-    is written as null; the record says why in its own words (run.py's ``score_reason``)."""
+    is written as null; the record says why in its own words (record.py's ``score_reason``)."""
     return json.dumps(_finite(obj), indent=1, sort_keys=False, default=_json_default, ensure_ascii=False,
                       allow_nan=False) + "\n"
 

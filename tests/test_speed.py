@@ -124,7 +124,8 @@ def test_results_round_trip_and_label(ar_results):
 
 
 def test_table_speed_rows_are_filled(ar_results, tmp_path):
-    from evo_eval.report.tables import build_table, render
+    from evo_eval.report.render import render
+    from evo_eval.report.tables import build_table
 
     results, folder = ar_results
     (tmp_path / "results").mkdir()

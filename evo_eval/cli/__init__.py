@@ -366,7 +366,8 @@ def table(
     stand_ins: Annotated[bool, typer.Option(help="Add the public stand-ins (e.g. Dream-v0 for MDLM) after the paper's columns, labelled.")] = False,
 ) -> None:
     """The paper's comparison table from results files."""
-    from ..report.tables import build_table, render
+    from ..report.render import render
+    from ..report.tables import build_table
 
     if ablation:
         text = _ablation_table(results, stage, model, format)

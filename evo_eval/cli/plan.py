@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from .values import _csv, _kv, _limit
+
+if TYPE_CHECKING:
+    from ..plan import CardPlan, Cost
 
 
 
@@ -31,7 +34,7 @@ def plan_command(
     def make() -> None:
         from rich.console import Console
 
-        from ..plan import PlanOptions, plan_card, render
+        from ..plan import PlanOptions, plan_card
         from ..store import atomic_write_text, to_json
 
         console, plans = Console(), []
@@ -48,3 +51,58 @@ def plan_command(
             atomic_write_text(json_out, to_json([p.as_dict() for p in plans]))
 
     make()
+
+
+# ---- rendering: one rich table per card ---------------------------------------------------------------
+
+
+
+def _si(value: float, unit: str = "") -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s"
+
+
+def _mark(cost: "Cost") -> str:
+    return "" if cost.exact else "≤ "
+
+
+def render(plan: "CardPlan"):
+    from rich.table import Table
+
+    card = plan.card
+    table = Table(title=f"{card.name} ({card.family}, {plan.stage}): {_si(plan.model.params)} parameters",
+                  caption=f"tokens: {plan.tokenizer}\nrates: {plan.rates.label}\n≤: an upper bound "
+                          "(generation to max_gen_toks; data-dependent counts at their bound)")
+    columns = ["benchmark", "mode", "shots", "docs", "requests", "prompt tokens", "forwards", "NFE",
+               "tokens processed", "FLOPs", "est. time"]
+    if plan.variant:
+        columns += [f"{plan.variant}: forwards", f"{plan.variant}: est. time"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("benchmark", "mode") else "right")
+
+    def row(label, mode, shots, docs, requests, prompt, cost, variant, end=False):
+        cells = [label, mode, shots, docs, requests, _si(prompt), f"{_mark(cost)}{_si(cost.calls)}",
+                 f"{_mark(cost)}{_si(cost.nfe)}", f"{_mark(cost)}{_si(cost.positions)}",
+                 f"{_mark(cost)}{_si(cost.flops)}", f"{_mark(cost)}{_duration(cost.seconds)}"]
+        if plan.variant:
+            cells += ([f"{_mark(variant)}{_si(variant.calls)}", f"{_mark(variant)}{_duration(variant.seconds)}"]
+                      if variant is not None else ["—", "—"])
+        table.add_row(*map(str, cells), end_section=end)
+
+    for i, b in enumerate(plan.benchmarks):
+        row(b.benchmark, b.mode, b.shots, b.documents, b.requests, b.prompt_tokens, b.reference, b.variant,
+            end=i == len(plan.benchmarks) - 1)
+    has_variant = bool(plan.variant) and all(b.variant is not None for b in plan.benchmarks)
+    row("total", "", "", sum(b.documents for b in plan.benchmarks), sum(b.requests for b in plan.benchmarks),
+        sum(b.prompt_tokens for b in plan.benchmarks), plan.total(), plan.total("variant") if has_variant else None)
+    return table

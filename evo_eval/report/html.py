@@ -22,7 +22,8 @@ from typing import Any
 from ..errors import UserError
 from ..store import StoredResult, atomic_write_text, iter_results
 from ..suites import BENCHMARKS
-from .tables import DASH, FLAG, MARK, Table, _cell_parts, _digits, _notes, build_table
+from .render import _cell_parts, _digits, _notes
+from .tables import DASH, FLAG, MARK, Table, build_table
 from .uncertainty import split_metric
 
 MAX_DOCS = 500  # per benchmark; 0 = every document

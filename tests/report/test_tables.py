@@ -7,7 +7,8 @@ import json
 import pytest
 
 from evo_eval.errors import ResultsError, UnknownNameError, UserError
-from evo_eval.report.tables import build_table, render
+from evo_eval.report.render import render
+from evo_eval.report.tables import build_table
 from evo_eval.store import KIND, SCHEMA_VERSION, atomic_write_text, result_path, to_json
 
 
@@ -176,7 +177,7 @@ def test_ties_and_incomparable_rows_have_no_bold(tmp_path):
 
 
 def test_nan_score_is_nan_with_its_reason_not_a_dash(tmp_path):
-    from evo_eval.run import score_reason
+    from evo_eval.record import score_reason
 
     lm_eval = {"results": {"evo_truthfulqa": {"acc,none": float("nan")}}}
     write(tmp_path, "evo-8b", "truthfulqa", None, 0)

@@ -407,7 +407,7 @@ def _processes_inside(path: Path) -> list[str]:
 
 
 def test_code_benchmark_results_carry_the_sandbox_protections():
-    from evo_eval.run import _sandbox_provenance
+    from evo_eval.record import _sandbox_provenance
 
     assert _sandbox_provenance("humaneval") == {"sandbox": protections()}
     assert _sandbox_provenance("gsm8k") == {}

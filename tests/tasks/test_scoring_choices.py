@@ -103,7 +103,7 @@ def test_instruct_math_group_reports_math_verify(tmp_path):
 
     from evo_eval.data.mirror import import_mirror
     from evo_eval.paths import sample_benchdata_dir
-    from evo_eval.run import main_score
+    from evo_eval.record import main_score
 
     import_mirror(sample_benchdata_dir(), tmp_path / "mirror", ["math"])
 
