@@ -8,6 +8,8 @@ checkpoint folder.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import torch
@@ -101,12 +103,34 @@ def build_llada_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Pat
     return out
 
 
+# The published MDLM / BD3-LM layout, for tiny checkpoints built locally.
+DIT_AUTO_MAP = {
+    "mdlm": {"AutoConfig": "configuration_mdlm.MDLMConfig", "AutoModelForMaskedLM": "modeling_mdlm.MDLM"},
+    "bd3lm": {"AutoConfig": "configuration_bd3lm.BD3LMConfig", "AutoModelForMaskedLM": "modeling_bd3lm.BD3LM"},
+}
+
+
+def save_published_layout(model: torch.nn.Module, out_dir: str | Path, name: str | None = None) -> Path:
+    """``save_pretrained``, then config.json in the hub repositories' form: their keys, their
+    ``architectures``, ``torch_dtype``, ``return_dict: false`` and the ``auto_map`` to remote code
+    that the loader must not need."""
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    path = out / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.pop("dtype", None)
+    config.update(_name_or_path=name or str(out), architectures=[type(model).__name__],
+                  auto_map=DIT_AUTO_MAP[config["model_type"]], return_dict=False, torch_dtype="float32",
+                  transformers_version="4.49.0")
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    return out
+
+
 def build_dit_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
                          seed: int = 0) -> Path:
     """A random-weight checkpoint of ``module`` (models.mdlm or models.bd3lm) at its TINY_SHAPE in the
-    published layout (``models.dit.save_published_layout``), with the tiny tokenizer."""
+    published layout (``save_published_layout``), with the tiny tokenizer."""
     from .errors import UserError
-    from .models.dit import save_published_layout
 
     out = Path(out_dir)
     tokenizer = tiny_tokenizer(out, tokenizer_dir)

@@ -10,7 +10,8 @@ from lm_eval.api.instance import Instance
 
 from evo_eval.adapters.mdlm import MDLMAdapter
 from evo_eval.errors import CheckpointError
-from evo_eval.models import dit, mdlm
+from evo_eval.models import mdlm
+from evo_eval.tiny import save_published_layout
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_checkpoints_that_do_not_fit_are_one_line_errors(tiny_dir, tmp_path, tok
     errors.append(err)
     small = tmp_path / "small-vocab"
     model = mdlm.random_model(dict(mdlm.TINY_SHAPE, vocab_size=300), dtype=torch.float32, device="cpu")
-    dit.save_published_layout(model, small)
+    save_published_layout(model, small)
     with pytest.raises(CheckpointError, match="tokenizer .* has .* ids but the checkpoint's vocabulary holds 300") as err:
         MDLMAdapter(pretrained=str(small), card="mdlm-7b", device="cpu", tokenizer=str(tokenizer_dir))
     errors.append(err)

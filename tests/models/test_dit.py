@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from evo_eval.cards import get_card
 from evo_eval.errors import CheckpointError, UserError
-from evo_eval.models import bd3lm, dit, mdlm
+from evo_eval.adapters import mdlm as dit_adapter  # the DiT families' tokenizer and [MASK] rules
+from evo_eval.models import bd3lm, mdlm
 
 
 def reference_logits(state: dict[str, torch.Tensor], n_heads: int, ids: torch.Tensor) -> torch.Tensor:
@@ -161,26 +162,26 @@ def test_published_buffers_are_ignored_and_weights_load_exactly(tiny_mdlm, tmp_p
 
 
 def test_tokenizer_comes_from_the_folder_or_the_named_source(tiny_mdlm, tokenizer_dir, tmp_path):
-    tok = dit.load_tokenizer(str(tiny_mdlm), None, None, 512)
+    tok = dit_adapter.load_tokenizer(str(tiny_mdlm), None, None, 512)
     assert tok.mask_token == "<|mask|>"
-    assert dit.load_tokenizer("/nowhere/at/all", None, str(tokenizer_dir), 512).mask_token_id == tok.mask_token_id
+    assert dit_adapter.load_tokenizer("/nowhere/at/all", None, str(tokenizer_dir), 512).mask_token_id == tok.mask_token_id
     weights_only = tmp_path / "weights-only"
     weights_only.mkdir()
     (weights_only / "config.json").write_bytes((tiny_mdlm / "config.json").read_bytes())
     with pytest.raises(CheckpointError, match="cannot load a tokenizer from .*weights-only") as err:
-        dit.load_tokenizer(str(weights_only), None, None, 512)
+        dit_adapter.load_tokenizer(str(weights_only), None, None, 512)
     assert "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="has .* ids but the checkpoint's vocabulary holds 100"):
-        dit.load_tokenizer(str(tiny_mdlm), None, None, 100)
+        dit_adapter.load_tokenizer(str(tiny_mdlm), None, None, 100)
 
 
 def test_mask_token_follows_config_then_tokenizer_then_the_last_id():
     config = SimpleNamespace(vocab_size=50258)
     gpt2_like = type("Tok", (), {"mask_token_id": None, "__len__": lambda self: 50257})()
-    assert dit.resolve_mask_token_id(config, gpt2_like) == 50257  # diffusion.py: mask_index = vocab_size
+    assert dit_adapter.resolve_mask_token_id(config, gpt2_like) == 50257  # diffusion.py: mask_index = vocab_size
     with_mask = type("Tok", (), {"mask_token_id": 7, "__len__": lambda self: 100})()
-    assert dit.resolve_mask_token_id(config, with_mask) == 7
-    assert dit.resolve_mask_token_id(SimpleNamespace(vocab_size=50258, mask_token_id=3), gpt2_like) == 3
+    assert dit_adapter.resolve_mask_token_id(config, with_mask) == 7
+    assert dit_adapter.resolve_mask_token_id(SimpleNamespace(vocab_size=50258, mask_token_id=3), gpt2_like) == 3
     full = type("Tok", (), {"mask_token_id": None, "__len__": lambda self: 50258})()
     with pytest.raises(CheckpointError, match="has no mask token and fills the whole vocabulary"):
-        dit.resolve_mask_token_id(config, full)
+        dit_adapter.resolve_mask_token_id(config, full)
