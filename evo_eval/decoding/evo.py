@@ -60,7 +60,7 @@ from typing import Callable
 
 import torch
 
-from ..models.evo_modeling import ddim_step, noised
+from ..models.evo_schedule import ddim_step, noised
 from ..work import Work
 from .base import DecodeStats, Sampler, SamplerConfig, StopFn, top_p_filter
 

@@ -44,7 +44,6 @@ the order of operations, not copied).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -56,37 +55,6 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .evo_config import EvoConfig
 from .layers import RMSNorm, SwiGLU, rotary_cos_sin, rotate_half, timestep_embedding
-
-# ---- the cosine noise schedule a_t = cos²(pi t / 2) ------------------------------------------------
-
-
-def signal(t: torch.Tensor) -> torch.Tensor:
-    """sqrt(a_t) = cos(pi t / 2)."""
-    return torch.cos(t * (math.pi / 2))
-
-
-def noise(t: torch.Tensor) -> torch.Tensor:
-    """sqrt(1 - a_t) = sin(pi t / 2)."""
-    return torch.sin(t * (math.pi / 2))
-
-
-def noised(z0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """z_t for clean latents z0 (..., d), noise eps and per-position times t (...)."""
-    t = t.unsqueeze(-1)
-    return signal(t) * z0 + noise(t) * eps
-
-
-def ddim_step(z: torch.Tensor, t: torch.Tensor, dt: torch.Tensor, z0_hat: torch.Tensor) -> torch.Tensor:
-    """One deterministic refinement step from time t to t - dt (dt > 0, t > 0) given the clean estimate.
-
-    Equal to ``z + dt·F_theta(z, t)`` with ``F_theta = (z_{t-dt} - z)/dt``: the implied noise is
-    kept and the signal moves to the estimate, so at ``t - dt = 0`` the latent is the estimate itself.
-    """
-    t1 = (t - dt).clamp(min=0.0).unsqueeze(-1)
-    t = t.unsqueeze(-1)
-    eps_hat = (z - signal(t) * z0_hat) / noise(t)
-    return signal(t1) * z0_hat + noise(t1) * eps_hat
-
 
 # A mask value meaning "causal over the rows themselves" (queries and keys are the same positions).
 CAUSAL = "causal"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.evo_modeling import noised
+from ..models.evo_schedule import noised
 from .ar import ar_choices, ar_logprob
 from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..models.evo_modeling import noised
+from ..models.evo_schedule import noised
 
 
 @dataclass

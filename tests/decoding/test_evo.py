@@ -12,7 +12,7 @@ from evo_eval.decoding import get_sampler
 from evo_eval.decoding.base import make_generator
 from evo_eval.decoding.evo import EvoSampler, EvoSamplerConfig, parse_schedule, steps_for
 from evo_eval.models.evo import TINY_SHAPE, random_model
-from evo_eval.models.evo_modeling import noised
+from evo_eval.models.evo_schedule import noised
 
 PROMPT = torch.tensor([0, 41, 7, 300, 12, 99, 5, 18, 250])
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evo_eval.models.evo import TINY_SHAPE, random_model
-from evo_eval.models.evo_modeling import ddim_step
+from evo_eval.models.evo_schedule import ddim_step
 from evo_eval.training import FinetuneConfig, ObjectiveWeights, evo_objective, freeze_backbone
 from evo_eval.training.finetune import lr_at, pad_batch
 from evo_eval.training.objective import _soft_histogram_entropy, block_layout, flow_step_weight
