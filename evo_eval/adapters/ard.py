@@ -13,12 +13,12 @@ from lm_eval.api.registry import register_model
 
 from ..models.ard import load_ard
 from .base import FolderAdapter
-from .llada import load_tokenizer
+from .llada import _tokenizer
 
 
 @register_model("ard")
 class ARDAdapter(FolderAdapter):
     family = "ard"
     load_model = staticmethod(load_ard)
-    load_tokenizer = staticmethod(load_tokenizer)  # LLaDA's: AutoTokenizer of a checkpoint folder or hub id
+    load_tokenizer = staticmethod(_tokenizer)  # LLaDA's: AutoTokenizer of a checkpoint folder or hub id
     embedding_rows = "vocab_size"

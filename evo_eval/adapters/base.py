@@ -40,7 +40,7 @@ from tqdm import tqdm
 from ..cards import ModelCard, get_card
 from ..decoding.base import Sampler, SamplerConfig, make_generator
 from ..devices import resolve_device, resolve_dtype
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from ..families import card_sampler, family as family_record, sampler_class, scorer_class
 from ..settings import changed, for_request, likelihood, merge
 from ..scoring.base import Scorer
@@ -394,6 +394,22 @@ class FolderAdapter(EvalAdapter):
             raise CheckpointError(f"the tokenizer has {len(tok)} tokens but {checkpoint} embeds {rows}",
                                   "pass the checkpoint's own tokenizer")
         return model, tok
+
+
+def load_tokenizer(name: str, revision: str | None, *fallbacks: Any) -> Any:
+    """A checkpoint's tokenizer (folder or hub id) through AutoTokenizer, then each class in
+    ``fallbacks`` (Dream's names a remote-code class whose files Qwen2's fast class reads); one line if
+    none loads. Never remote code: a card's checkpoint must not run code to be read."""
+    from transformers import AutoTokenizer
+
+    problem: BaseException | None = None
+    for cls in (AutoTokenizer, *fallbacks):
+        try:
+            return cls.from_pretrained(str(name), revision=revision, trust_remote_code=False)
+        except (OSError, ValueError, TypeError) as exc:
+            problem = exc
+    raise CheckpointError(f"cannot load the tokenizer of {name}: {first_line(problem)}",
+                          "save the tokenizer into the checkpoint folder, or pass tokenizer=DIR (model_args)") from None
 
 
 def cut_at_stop(text: str, until: list[str]) -> str:

@@ -14,33 +14,23 @@ from typing import Any
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
-from ..errors import CheckpointError, first_line
 from ..models.dream import load_for_card
-from .base import FolderAdapter
+from .base import FolderAdapter, load_tokenizer
 
 
-def load_tokenizer(name: str, revision: str | None) -> Any:
-    """The checkpoint's tokenizer. Dream's names a remote-code class (DreamTokenizer, a Qwen2 BPE over
-    vocab.json/merges.txt): where AutoTokenizer cannot load it without that code, Qwen2's fast class reads
-    the same files."""
-    from transformers import AutoTokenizer, Qwen2TokenizerFast
+def _tokenizer(name: str, revision: str | None) -> Any:
+    """Dream's tokenizer names a remote-code class (DreamTokenizer, a Qwen2 BPE over vocab.json and
+    merges.txt): where AutoTokenizer cannot load it without that code, Qwen2's fast class reads the files."""
+    from transformers import Qwen2TokenizerFast
 
-    try:
-        return AutoTokenizer.from_pretrained(str(name), revision=revision)
-    except (OSError, ValueError):
-        pass
-    try:
-        return Qwen2TokenizerFast.from_pretrained(str(name), revision=revision)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the tokenizer of {name}: {first_line(exc)}",
-                              "pass tokenizer=DIR (model_args) with the checkpoint's tokenizer files") from None
+    return load_tokenizer(name, revision, Qwen2TokenizerFast)
 
 
 @register_model("dream")
 class DreamAdapter(FolderAdapter):
     family = "dream"
     load_model = staticmethod(load_for_card)
-    load_tokenizer = staticmethod(load_tokenizer)
+    load_tokenizer = staticmethod(_tokenizer)
     embedding_rows = "vocab_size"
 
     def _bos(self) -> list[int]:

@@ -25,7 +25,7 @@ from lm_eval.api.registry import register_model
 
 from ..errors import CheckpointError
 from ..models.evo import load_evo
-from .base import EvalAdapter
+from .base import EvalAdapter, load_tokenizer
 
 
 @register_model("evo")
@@ -35,7 +35,7 @@ class EvoAdapter(EvalAdapter):
     def load(self, checkpoint: str, revision: str | None, tokenizer: str | None, device: torch.device,
              dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
         model = load_evo(checkpoint, revision=revision, card=self.card, device=device, dtype=dtype)
-        tok = _tokenizer(tokenizer or checkpoint, revision if tokenizer is None else None)
+        tok = load_tokenizer(tokenizer or checkpoint, revision if tokenizer is None else None)
         if len(tok) > model.config.vocab_size:
             raise CheckpointError(
                 f"the tokenizer of {tokenizer or checkpoint} has {len(tok)} tokens but the model only "
@@ -74,13 +74,3 @@ def departures(sampler: Any, scorer: Any, card: Any = None) -> list[str]:
     if int(sampler.k_max) != 20:
         out.append(f"k_max={sampler.k_max} (the paper: 20)")
     return out
-
-
-def _tokenizer(name: str, revision: str | None):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(name), revision=revision)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"cannot load a tokenizer from {name} ({type(exc).__name__})",
-                              "save the tokenizer into the checkpoint folder or pass tokenizer=DIR") from None

@@ -13,25 +13,17 @@ from typing import Any
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
-from ..errors import CheckpointError, first_line
 from ..models.llada import load_llada, resolve
-from .base import FolderAdapter
+from .base import FolderAdapter, load_tokenizer
 
 
-def load_tokenizer(name: str, revision: str | None) -> Any:
-    """A checkpoint's tokenizer through AutoTokenizer (LLaDA's is a plain fast tokenizer)."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(resolve(name), revision=revision)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the tokenizer of {name}: {first_line(exc)}",
-                              "pass tokenizer=DIR (model_args) with the checkpoint's tokenizer files") from None
+def _tokenizer(name: str, revision: str | None) -> Any:
+    return load_tokenizer(resolve(name), revision)  # LLaDA's is a plain fast tokenizer
 
 
 @register_model("llada")
 class LLaDAAdapter(FolderAdapter):
     family = "llada"
     load_model = staticmethod(load_llada)
-    load_tokenizer = staticmethod(load_tokenizer)
+    load_tokenizer = staticmethod(_tokenizer)
     embedding_rows = "embedding_size"
