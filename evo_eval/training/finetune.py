@@ -163,29 +163,34 @@ def finetune(model, sequences: list[list[int]], config: FinetuneConfig | None = 
     ema = [p.detach().clone() for p in params] if config.ema_decay else None
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
-    history = []
-    for step in range(config.steps):
-        pick = torch.randint(0, len(sequences), (config.batch_size,), generator=gen, device=device).tolist()
-        ids, mask = pad_batch([sequences[i] for i in pick], pad, device)
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step, config)
-        out = evo_objective(model, ids, loss_mask=mask, weights=weights_at(step, config),
-                            block_length=config.block_length, k_max=config.k_max,
-                            sketch_fraction=config.sketch_fraction, generator=gen, fixed_t=config.fixed_t,
-                            time_conditioning=config.time_conditioning, time_head=config.time_head)
-        optim.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optim.step()
-        model.refresh_latent_scale()
-        if ema is not None:
-            with torch.no_grad():
-                decay = ema_decay_at(step, config.ema_decay)
-                for avg, p in zip(ema, params):
-                    avg.lerp_(p.detach(), 1.0 - decay)
-        history.append(out.parts)
-        if on_step is not None:
-            on_step(step, out.parts)
+    # Dropout draws from torch's global generator: seeded here (and restored after), so a run is
+    # reproducible from config.seed whatever ran before it in the process.
+    where = torch.device(device)
+    with torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        history = []
+        for step in range(config.steps):
+            pick = torch.randint(0, len(sequences), (config.batch_size,), generator=gen, device=device).tolist()
+            ids, mask = pad_batch([sequences[i] for i in pick], pad, device)
+            for group in optim.param_groups:
+                group["lr"] = lr_at(step, config)
+            out = evo_objective(model, ids, loss_mask=mask, weights=weights_at(step, config),
+                                block_length=config.block_length, k_max=config.k_max,
+                                sketch_fraction=config.sketch_fraction, generator=gen, fixed_t=config.fixed_t,
+                                time_conditioning=config.time_conditioning, time_head=config.time_head)
+            optim.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optim.step()
+            model.refresh_latent_scale()
+            if ema is not None:
+                with torch.no_grad():
+                    decay = ema_decay_at(step, config.ema_decay)
+                    for avg, p in zip(ema, params):
+                        avg.lerp_(p.detach(), 1.0 - decay)
+            history.append(out.parts)
+            if on_step is not None:
+                on_step(step, out.parts)
     if ema is not None:
         with torch.no_grad():
             for avg, p in zip(ema, params):
