@@ -182,7 +182,8 @@ class EvoSampler(Sampler):
 
     def work(self, config: EvoSamplerConfig, prompt_len: int, shape: dict) -> Work:
         schedule = parse_schedule(config.schedule)
-        total, block = int(config.max_new_tokens), int(config.block_length)
+        total = int(config.max_new_tokens)
+        block = total if int(config.block_length) <= 0 else int(config.block_length)  # 0: one block, as _sample
         # Fixed times give every token K = floor(K_max t) steps; other schedules at most K_max.
         k = int(math.floor(schedule.value * config.k_max + _FLOOR_EPS)) if schedule.kind == "fixed" else int(config.k_max)
         work, clean, done = Work(), prompt_len, 0

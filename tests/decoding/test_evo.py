@@ -295,3 +295,15 @@ def test_registry_and_config_from_card_settings(model):
     assert config.k_max == 4 and config.decode == "nearest"
     out = sampler.sample(model, PROMPT, config, generator=make_generator(0))
     assert out.stats.extra["decode"] == "nearest" and out.stats.new_tokens == 256
+
+
+@pytest.mark.parametrize("block_length", [0, 8])
+def test_plan_cost_equals_the_forwards_a_fixed_schedule_makes(model, block_length):
+    """``work`` (what ``evo-eval plan`` counts) ends and agrees with the run for one whole-canvas block
+    (block_length 0) as for several blocks: a fixed schedule's count is exact."""
+    config = EvoSamplerConfig(max_new_tokens=20, block_length=block_length, schedule="fixed:0.5", k_max=4,
+                              eos_token_id=None)
+    out = EvoSampler().sample(model, PROMPT, config, generator=make_generator(0))
+    work = EvoSampler().work(config, PROMPT.numel(), {})
+    assert work.exact and work.nfe == out.stats.nfe
+    assert work.positions == out.stats.active_token_steps
