@@ -53,9 +53,8 @@ REQUESTS = REPO / "benchmarks" / "gpu_requests.json"
 # One card per family for the short runs (the AR family through our fast decoder, not HFLM).
 SHORT_RUN_CARDS = ("llama3-8b", "evo-8b", "llada-8b", "mdlm-7b", "bd3lm-7b", "ard-7b")
 FORWARD_TOKENS = (512, 1024)
-SCORERS = {"hf": "evo_eval.scoring.ar:ARScorer", "evo": "evo_eval.scoring.evo:EvoScorer",
-           "llada": "evo_eval.scoring.llada:LLaDAScorer", "mdlm": "evo_eval.scoring.mdlm:MDLMScorer",
-           "bd3lm": "evo_eval.scoring.bd3lm:BD3LMScorer", "ard": "evo_eval.scoring.ard:ARDScorer"}
+# The AR family scores through lm-eval's HFLM in `run`; here through its own estimator on our fast decoder.
+AR_SCORER = "evo_eval.scoring.ar:ARScorer"
 
 
 def _load(target: str):
@@ -78,6 +77,7 @@ def batching():
 
 def prepare(data_dir: Path, gen_docs: int, mmlu_docs: int, output: Path) -> None:
     from evo_eval.cards import get_card
+    from evo_eval.families import family
     from evo_eval.plan import PlanOptions, _collector, collect_requests, family_settings, likelihood_items, model_shape, plan_tokenizer
     from evo_eval.checks import _task_manager, resolve_data_dir
     from evo_eval.suites import resolve
@@ -112,7 +112,7 @@ def prepare(data_dir: Path, gen_docs: int, mmlu_docs: int, output: Path) -> None
         items = likelihood_items(collector, chosen, model.max_length)
         out["cards"][name] = {
             "family": card.family, "tokenizer": label, "sampler": f"{type(settings.sampler).__module__}:{type(settings.sampler).__name__}",
-            "scorer": SCORERS[card.family], "scorer_config": asdict(settings.scorer_config) if settings.scorer_config else {},
+            "scorer": family(card.family).scorer or AR_SCORER, "scorer_config": asdict(settings.scorer_config) if settings.scorer_config else {},
             "generation": generation,
             "likelihood": [{"task": r.task_name, "doc_id": r.doc_id, "context_ids": c, "continuation_ids": t}
                            for r, (c, t) in zip(chosen, items)],
@@ -308,7 +308,6 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     import torch
 
-    from evo_eval.cards import get_card
     from evo_eval.roofline import device_name
     from evo_eval.cli.speed import format_result
     from evo_eval.speed.build import ModelPool
