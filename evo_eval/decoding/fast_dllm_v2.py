@@ -59,8 +59,11 @@ class FastDLLMv2SamplerConfig(SamplerConfig):
     temperature: float = 0.0
     top_p: float = 0.95  # only at temperature > 0
     mask_token_id: int | None = None  # None: the model config's
-    stop_token_id: int | None = None  # None: eos_token_id, else the model config's eos
+    stop_token_id: int | None = None  # None: eos_token_id (the adapter's: the tokenizer's EOS); neither: no stop
     cut_at_until: bool = False  # read by the adapter: eval.py returns the answer uncut by `until` strings
+    # The speed protocol's fixed length: blocks until gen_length tokens exist, the answer cut to them. Off:
+    # the authors' count of gen_length // block_size blocks (from the prompt's own, partly filled one).
+    fixed_length: bool = False
 
     def __post_init__(self) -> None:
         for name in ("mask_token_id", "stop_token_id"):
@@ -99,6 +102,12 @@ class FastDLLMv2Sampler(Sampler):
     def _length(config: FastDLLMv2SamplerConfig) -> int:
         return int(config.gen_length) if config.gen_length > 0 else int(config.max_new_tokens)
 
+    def _blocks(self, config: FastDLLMv2SamplerConfig, p: int) -> int:
+        """Blocks decoded after the prompt's whole ones: the authors' ``max_new_tokens // block_size``, or
+        (``fixed_length``) as many as hold ``gen_length`` new tokens, the last block's next token included."""
+        n, bs = self._length(config), config.block_size
+        return -(-(n - 1 + p % bs) // bs) if config.fixed_length and n > 0 else n // bs
+
     def work(self, config: FastDLLMv2SamplerConfig, prompt_len: int, shape: dict) -> Work:
         # At most one step per [MASK] (each reveals at least one) over the block and the cache, and one
         # cache-extending forward per finished block; fewer where tokens pass the threshold or the
@@ -108,7 +117,7 @@ class FastDLLMv2Sampler(Sampler):
         if p >= bs:
             work.add(1, p // bs * bs, (p // bs * bs) ** 2)
         length = p + (1 if p >= bs and p % bs == 0 else 0)
-        for block in range(p // bs, self._length(config) // bs + p // bs):
+        for block in range(p // bs, p // bs + self._blocks(config, p)):
             past, masks = block * bs, (block + 1) * bs - length
             work.add(masks, bs, bs * (past + bs)).add(1, bs, bs * (past + bs))
             length = (block + 1) * bs + 1
@@ -119,9 +128,8 @@ class FastDLLMv2Sampler(Sampler):
         # `stop` (the until strings) is not consulted: the authors' loop stops at the stop token only.
         bs, sbs, p = config.block_size, config.small_block_size, int(prompt_ids.numel())
         mask = config.mask_token_id if config.mask_token_id is not None else int(model.config.mask_token_id)
-        stop_token = next(t for t in (config.stop_token_id, config.eos_token_id, model.config.eos_token_id, -1)
-                          if t is not None)
-        blocks = self._length(config) // bs + p // bs
+        stop_token = next(t for t in (config.stop_token_id, config.eos_token_id, -1) if t is not None)
+        blocks = p // bs + self._blocks(config, p)
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and blocks * bs + 1 > int(limit):
             raise ValueError(f"prompt ({p}) + gen_length exceeds the model's {limit} positions")
@@ -166,7 +174,7 @@ class FastDLLMv2Sampler(Sampler):
                         finished |= bool(((tokens == stop_token) & reveal).any())
             if finished:
                 break
-        answer = x[p:]
+        answer = x[p:p + self._length(config)] if config.fixed_length else x[p:]
         hits = (answer == stop_token).nonzero()
         stats.extra.update(block_size=bs, small_block_size=sbs, threshold=config.threshold)
         return answer[: int(hits[0])] if hits.numel() else answer

@@ -164,6 +164,20 @@ def test_plan_cost_bounds_the_forwards_a_request_makes(sampler, prompt_len):
     assert work.positions == out.stats.active_token_steps
 
 
+@pytest.mark.parametrize("prompt_len", [6, 32, 70])
+@pytest.mark.parametrize("length", [1, 33, 64])
+def test_fixed_length_gives_the_speed_protocols_token_count(sampler, prompt_len, length):
+    model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=3)
+    config = sampler.Config(gen_length=length, threshold=1.0, eos_token_id=None, fixed_length=True)
+    prompt = torch.randint(0, 500, (prompt_len,), generator=make_generator(1))
+    out = sampler.sample(model, prompt, config)
+    assert out.tokens.numel() == length
+    reference = sampler.sample(model, prompt, sampler.Config(gen_length=96, threshold=1.0, eos_token_id=None))
+    assert out.tokens.tolist() == reference.tokens[:length].tolist()  # the same decoding, only its length differs
+    work = sampler.work(config, prompt_len, TINY_SHAPE)
+    assert work.nfe == out.stats.nfe and work.positions == out.stats.active_token_steps
+
+
 def test_a_prompt_of_one_whole_block_is_read(sampler):
     """The authors' ``> block_size`` test leaves such a prompt out of the cache; here it is prefilled."""
     model = random_model(TINY_SHAPE, dtype=torch.float32, device="cpu", seed=3)
