@@ -129,10 +129,7 @@ class FastDLLMv2Sampler(Sampler):
         bs, sbs, p = config.block_size, config.small_block_size, int(prompt_ids.numel())
         mask = config.mask_token_id if config.mask_token_id is not None else int(model.config.mask_token_id)
         stop_token = next(t for t in (config.stop_token_id, config.eos_token_id, -1) if t is not None)
-        blocks = p // bs + self._blocks(config, p)
-        limit = getattr(model.config, "max_position_embeddings", None)
-        if limit is not None and blocks * bs + 1 > int(limit):
-            raise ValueError(f"prompt ({p}) + gen_length exceeds the model's {limit} positions")
+        blocks = p // bs + self._blocks(config, p)  # no position limit is checked, as in the authors' loop
         cache = model.new_cache()
         x = prompt_ids.clone()
         if p >= bs:
