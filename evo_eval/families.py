@@ -103,7 +103,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("fast_dllm_v2", adapter="evo_eval.adapters.fast_dllm_v2:FastDLLMv2Adapter", sampler="fast_dllm_v2",
            scorer="evo_eval.scoring.fast_dllm_v2:FastDLLMv2Scorer", model="evo_eval.models.fast_dllm_v2",
            paper_cards=("fast-dllm-v2-7b", "fast-dllm-v2-7b"), tiny_build="evo_eval.tiny:build_fast_dllm_v2_checkpoint",
-           tiny_decoding={"gen_length": 32}),
+           tiny_decoding={"gen_length": 32, "stop_token_id": None}),  # tiny: the tokenizer's EOS stops
 )}
 
 
