@@ -4,9 +4,12 @@ The published checkpoint ships ``configuration.py`` / ``modeling.py`` as remote 
 ``model_type: "Fast_dLLM_Qwen"``, ``architectures: ["Fast_dLLM_QwenForCausalLM"]``, an ``auto_map`` to
 ``configuration.Fast_dLLM_QwenConfig`` / ``modeling.Fast_dLLM_QwenModel`` /
 ``modeling.Fast_dLLM_QwenForCausalLM``). Facts from that ``modeling.py`` / ``configuration.py`` (the
-hub repository's files, as copied in public repositories, e.g. Satgoy152/DualDiffusion
-``FastDLLM_inferencing/Fast_dLLM_v2_7B/modeling.py``), the model card, and NVlabs/Fast-dLLM ``v2/``
-(commit 8292f3c: ``generation_functions.py``, ``eval.py``), read, not copied:
+hub repository's files, read in a public copy: Satgoy152/DualDiffusion
+``FastDLLM_inferencing/Fast_dLLM_v2_7B/modeling.py``, which adds logging hooks to ``generate``; the
+hub's ``configuration.py`` page for the config class; the config.json keys via the SGLang and
+conversion scripts that name them), the model card, and NVlabs/Fast-dLLM ``v2/`` (commit 8292f3c:
+``generation_functions.py``, ``eval.py``), read, not copied. The 7B config.json itself was not read:
+its values below are Qwen2.5-7B-Instruct's, which the model card's shape matches.
 
 * the network is Qwen2.5-7B-Instruct's (the model card: 28 layers, 28 query / 4 key-value heads, QKV
   bias, RoPE, SwiGLU, RMSNorm): ``Fast_dLLM_QwenForCausalLM`` holds ``model.{embed_tokens,
