@@ -59,7 +59,9 @@ class FastDLLMv2SamplerConfig(SamplerConfig):
     temperature: float = 0.0
     top_p: float = 0.95  # only at temperature > 0
     mask_token_id: int | None = None  # None: the model config's
-    stop_token_id: int | None = None  # None: eos_token_id (the adapter's: the tokenizer's EOS); neither: no stop
+    # The authors' stop token (<|im_end|>); None: eos_token_id. With eos_token_id None (the speed protocol's
+    # synthetic runs turn the end of sequence off so) nothing stops.
+    stop_token_id: int | None = None
     cut_at_until: bool = False  # read by the adapter: eval.py returns the answer uncut by `until` strings
     # The speed protocol's fixed length: blocks until gen_length tokens exist, the answer cut to them. Off:
     # the authors' count of gen_length // block_size blocks (from the prompt's own, partly filled one).
@@ -128,7 +130,8 @@ class FastDLLMv2Sampler(Sampler):
         # `stop` (the until strings) is not consulted: the authors' loop stops at the stop token only.
         bs, sbs, p = config.block_size, config.small_block_size, int(prompt_ids.numel())
         mask = config.mask_token_id if config.mask_token_id is not None else int(model.config.mask_token_id)
-        stop_token = next(t for t in (config.stop_token_id, config.eos_token_id, -1) if t is not None)
+        stop_token = -1 if config.eos_token_id is None else (
+            config.eos_token_id if config.stop_token_id is None else config.stop_token_id)
         blocks = p // bs + self._blocks(config, p)  # no position limit is checked, as in the authors' loop
         cache = model.new_cache()
         x = prompt_ids.clone()

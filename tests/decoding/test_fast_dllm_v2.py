@@ -141,6 +141,10 @@ def test_the_threshold_reveals_several_tokens_per_forward_and_the_stop_token_end
     cut = sampler.sample(model, prompt, sampler.Config(gen_length=64, threshold=1.0, eos_token_id=third))
     assert cut.tokens.tolist() == one.tokens[:one.tokens.tolist().index(third)].tolist()
     assert cut.stats.nfe == 26  # the block is finished, and nothing after it
+    named = sampler.sample(model, prompt, sampler.Config(gen_length=64, threshold=1.0, eos_token_id=5, stop_token_id=third))
+    assert named.tokens.tolist() == cut.tokens.tolist()  # the card's stop token (<|im_end|>) over the tokenizer's EOS
+    off = sampler.sample(model, prompt, sampler.Config(gen_length=64, threshold=1.0, eos_token_id=None, stop_token_id=third))
+    assert off.tokens.tolist() == one.tokens.tolist()  # no end of sequence at all (speed's synthetic runs)
 
 
 def test_a_step_that_reveals_only_mask_takes_the_next_best_token(sampler):
