@@ -47,6 +47,7 @@ SAMPLERS: dict[str, str] = {
     "bd3lm": "evo_eval.decoding.block:BD3LMSampler",
     "ard": "evo_eval.decoding.ard:ARDSampler",
     "dream": "evo_eval.decoding.dream:DreamSampler",
+    "fast_dllm_v2": "evo_eval.decoding.fast_dllm_v2:FastDLLMv2Sampler",
 }
 
 
@@ -97,6 +98,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            scorer="evo_eval.scoring.dream:DreamScorer", model="evo_eval.models.dream",
            paper_cards=("dream-v0-7b", "dream-v0-7b-instruct"), tiny_build="evo_eval.tiny:build_dream_checkpoint",
            tiny_decoding={"gen_length": 0, "steps": 0}, tiny_likelihood={"mc_num": 4, "batch": 4}),
+    # Fast-dLLM v2 7B: a public block-diffusion model (post-trained only, so one instruct card), shown
+    # beside the paper's BD3-LM column as a labelled stand-in, never in its place. One block per tiny answer.
+    Family("fast_dllm_v2", adapter="evo_eval.adapters.fast_dllm_v2:FastDLLMv2Adapter", sampler="fast_dllm_v2",
+           scorer="evo_eval.scoring.fast_dllm_v2:FastDLLMv2Scorer", model="evo_eval.models.fast_dllm_v2",
+           paper_cards=("fast-dllm-v2-7b", "fast-dllm-v2-7b"), tiny_build="evo_eval.tiny:build_fast_dllm_v2_checkpoint",
+           tiny_decoding={"gen_length": 32, "stop_token_id": None}),  # tiny: the tokenizer's EOS stops
 )}
 
 

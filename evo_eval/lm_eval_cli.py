@@ -4,7 +4,7 @@ lm-eval 0.4.13 discovers no plugins, so its ``lm-eval`` command cannot see our m
 runs the very same CLI (same options, same results and samples files) with four additions, so that it
 evaluates what ``evo-eval run`` evaluates:
 
-* every backend of the family registry (``evo``, ``llada``, ``mdlm``, ``bd3lm``, ``ard``, ``dream``) is registered;
+* every backend of the family registry (``evo``, ``llada``, ``mdlm``, ``bd3lm``, ``ard``, ``dream``, ``fast_dllm_v2``) is registered;
 * the tasks shipped in the package (evo_eval/resources/tasks) are found without ``--include_path``
   (a user's own ``--include_path`` is searched as well);
 * the paper's shots apply per task when ``--num_fewshot`` is not given: the stage is the card's

@@ -156,11 +156,14 @@ def model_shape(card: ModelCard) -> ModelShape:
     model = module.random_model(dict(card.shape), dtype=DTYPES.get(card.dtype, torch.bfloat16), device="meta")
     cost = model_cost(model, tied=bool(card.shape.get("tie_embeddings")))
     shape = card.shape
-    max_length = int(shape.get("max_seq_len", 2048))
+    # Our own layouts name them n_layers / d_model / max_seq_len; the Qwen2-layout stand-ins (Dream,
+    # Fast-dLLM v2) keep their config.json names.
+    max_length = int(shape.get("max_seq_len", shape.get("max_position_embeddings", 2048)))
     if card.family == "bd3lm":  # adapters/bd3lm.py: generation covers whole blocks
         max_length = max_length - int(shape.get("block_size", 1)) + 1
-    return ModelShape(cost.params, cost.dense_params, cost.weight_bytes, int(shape["n_layers"]),
-                      int(shape["d_model"]), max_length)
+    return ModelShape(cost.params, cost.dense_params, cost.weight_bytes,
+                      int(shape.get("n_layers", shape.get("num_hidden_layers"))),
+                      int(shape.get("d_model", shape.get("hidden_size"))), max_length)
 
 
 # ---- rates ----------------------------------------------------------------------------------------------

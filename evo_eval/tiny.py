@@ -162,6 +162,26 @@ def build_dream_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Pat
     return out
 
 
+def build_fast_dllm_v2_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                                  seed: int = 0) -> Path:
+    """A random-weight Fast-dLLM v2 at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask, its EOS as
+    the stop token), with the published config's model_type, architecture name and auto_map."""
+    out = Path(out_dir)
+    tokenizer = tiny_tokenizer(out, tokenizer_dir)
+    shape = dict(module.TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                 pad_token_id=tokenizer.pad_token_id)
+    model = module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
+    model.config.auto_map = dict(module.AUTO_MAP)
+    model.save_pretrained(out)
+    path = out / "config.json"  # save_pretrained names our class; the published file names the authors'
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["architectures"] = [module.ARCHITECTURE]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    tokenizer.save_pretrained(out)
+    return out
+
+
 TINY_SHAPES = {
     "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=2048),

@@ -354,7 +354,7 @@ CASES = [
           "error: model card llama3-8b.yaml is invalid: missing field(s) dtype — " + FIX_CARD),
     _case("card-unknown-family", "card with `family: gpt`",
           _with(lambda c: card_copy(c, lambda t: t.replace("family: hf", "family: gpt")), run_args),
-          "error: model card llama3-8b.yaml is invalid: family 'gpt' is not one of hf, evo, llada, mdlm, bd3lm, ard, dream — "
+          "error: model card llama3-8b.yaml is invalid: family 'gpt' is not one of hf, evo, llada, mdlm, bd3lm, ard, dream, fast_dllm_v2 — "
           + FIX_CARD),
     _case("card-wrong-type", "card whose `decoding` is a list",
           _with(lambda c: card_copy(c, lambda t: t.replace("  default: {sampler: ar", "  - {sampler: ar")), run_args),

@@ -42,7 +42,8 @@ def test_invalid_card_yaml_is_one_clear_error(tmp_path):
 
 def test_public_stand_ins_are_labelled_and_never_a_paper_column():
     stand_ins = {name: card for name, card in all_cards().items() if card.stand_in_for is not None}
-    assert set(stand_ins) >= {"dream-v0-7b", "dream-v0-7b-instruct"}
+    assert set(stand_ins) >= {"dream-v0-7b", "dream-v0-7b-instruct", "fast-dllm-v2-7b"}
+    assert stand_ins["fast-dllm-v2-7b"].stand_in_for == "bd3lm" and stand_ins["fast-dllm-v2-7b"].stage == "instruct"
     for card in stand_ins.values():
         assert card.stand_in_for in paper_order() and card.system not in paper_order()
         assert "stand-in" in card.column and card.checkpoint and not card.needs_checkpoint

@@ -133,3 +133,10 @@ def test_cli_prints_one_table_per_card_and_writes_json(small_mirror, tmp_path):
     assert plans[0]["total"]["calls"] == 1024 and "H200" in plans[0]["rates"]["label"]
     bad = CliRunner().invoke(app, ["plan", "--model", "llada-8b", "--tasks", "gsm8k", "--device", "TPU"])
     assert bad.exit_code == 2 and "datasheet device" in bad.output
+
+
+@pytest.mark.parametrize("name, max_length", [("dream-v0-7b", 131072), ("fast-dllm-v2-7b", 32768)])
+def test_qwen_layout_stand_ins_are_sized_from_their_config_names(name, max_length):
+    shape = model_shape(get_card(name))  # num_hidden_layers / hidden_size / max_position_embeddings
+    assert (shape.layers, shape.width, shape.max_length) == (28, 3584, max_length)
+    assert 7.6e9 < shape.params < 7.7e9  # Qwen2.5-7B's 7.62 G

@@ -216,3 +216,17 @@ def test_fixed_canvas_is_sized_to_the_protocol_length():
     no_canvas = {"k_max": 20}
     fit_canvas(no_canvas, 256, user={})
     assert no_canvas == {"k_max": 20}
+
+
+def test_stand_ins_are_timed_only_when_named_and_fast_dllm_v2_at_the_fixed_length():
+    from evo_eval.cards import get_card
+    from evo_eval.speed.options import SpeedOptions, plan_cards, sampler_config, sampler_for
+
+    everything = [c.name for c in plan_cards(SpeedOptions(models=["all"]))]
+    assert "fast-dllm-v2-7b" not in everything and "dream-v0-7b" not in everything
+    assert [c.name for c in plan_cards(SpeedOptions(models=["fast-dllm-v2-7b"]))] == ["fast-dllm-v2-7b"]
+    card = get_card("fast-dllm-v2-7b")
+    config = sampler_config(card, sampler_for(card), SpeedOptions(gen_len=100), None)
+    # the protocol's length, exactly (the authors' block count would give 100 - p % 32 + 1 tokens)
+    assert config.fixed_length and config.gen_length == 100 and config.eos_token_id is None
+    assert config.threshold == 1.0  # the card's GSM8K setting: the timed prompts are GSM8K's

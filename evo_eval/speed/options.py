@@ -4,7 +4,7 @@ is built), and each card's sampler and its settings (through the one merge of ``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,8 @@ def sampler_config(card: ModelCard, sampler, options: SpeedOptions, eos_token_id
     values = merge(card, options.prompts, {**variants.get(options.variant, {}), **options.decoding})
     fit_canvas(values, options.gen_len, user=options.decoding)
     values.update(max_new_tokens=options.gen_len, eos_token_id=eos_token_id, seed=options.seed)
+    if "fixed_length" in {f.name for f in fields(sampler.Config)}:  # block-bound answers (Fast-dLLM v2): cut to gen_len
+        values.setdefault("fixed_length", True)
     try:
         return sampler.Config.from_dict(values)
     except ValueError as exc:

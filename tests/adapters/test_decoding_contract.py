@@ -16,7 +16,7 @@ from evo_eval.families import FAMILIES
 from evo_eval.tiny import build_tiny_family
 
 ADAPTERS = {"evo": "EvoAdapter", "llada": "LLaDAAdapter", "mdlm": "MDLMAdapter", "bd3lm": "BD3LMAdapter",
-            "ard": "ARDAdapter", "dream": "DreamAdapter"}
+            "ard": "ARDAdapter", "dream": "DreamAdapter", "fast_dllm_v2": "FastDLLMv2Adapter"}
 PROMPT = "Question: 2 + 3?\nAnswer:"
 
 

@@ -275,3 +275,15 @@ def test_stand_ins_come_after_the_paper_columns_labelled_and_only_when_asked(res
     cell = row(table, "mmlu").cells[7]
     assert cell.value == pytest.approx(69.5) and cell.paper is None  # never compared with MDLM's number
     assert row(table, "mmlu").cells[4].value is None  # the MDLM 7B column itself stays empty
+
+
+def test_fast_dllm_v2_stands_in_beside_bd3lm_in_the_post_trained_table_only(results):
+    write(results, "fast-dllm-v2-7b", "mmlu", 0.666, 5, stage="instruct")
+    plain = build_table("instruct", results)
+    assert "fast-dllm-v2-7b" not in plain.cards
+    table = build_table("instruct", results, paper=True, stand_ins=True)
+    column = table.columns.index("Fast-dLLM v2 7B (stand-in for BD3-LM)")
+    assert column >= len(plain.columns) and table.columns[:len(plain.columns)] == plain.columns
+    cell = row(table, "mmlu").cells[column]
+    assert cell.value == pytest.approx(66.6) and cell.paper is None  # never compared with BD3-LM's number
+    assert "Fast-dLLM v2 7B (stand-in for BD3-LM)" not in build_table("base", results, stand_ins=True).columns
