@@ -46,6 +46,7 @@ from ..settings import changed, for_request, likelihood, merge
 from ..scoring.base import Scorer
 from .batching import Encoded, score_requests, truncate
 from .distributed import DistributedMixin
+from .request_batches import resolve_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         self._setup_distributed(device)
         self.dtype = resolve_dtype(dtype, self._device, self.card.dtype if self.card else None)
         self.seed = int(seed)
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
+        # Requests per batched forward, each result equal to batch 1's (adapters/request_batches.py).
+        self.batch_size = resolve_batch_size(batch_size)
         self._max_gen_toks = int(max_gen_toks)
         # One forward for one-token options after the same context (adapters/batching.py); False
         # answers every request alone (the same numbers, more forwards).

@@ -1,0 +1,152 @@
+"""Several requests in one forward (``--batch-size N|auto``) for the non-HF adapters, with every
+result equal to answering the request alone.
+
+What is stacked. A request's scorer decides (``Scorer.batch_key``, scoring/base.py) which requests it
+can answer together: those whose inputs have *exactly* the same shape (context and continuation
+lengths). Nothing is padded. Padding changes the tensors' shapes, and with them the order in which
+attention sums over positions, so a padded row's numbers would differ from its unpadded ones in the
+last bits (a bidirectional denoiser has no padding mask at all); equal-shape buckets avoid that
+question instead of hoping. A bucket is answered ``batch_size`` requests at a time; a request whose
+key is None (an estimator or case that cannot batch exactly: see each scorer's ``batch_key``) is
+answered alone, as at batch 1.
+
+Why the numbers are the same. Every random draw of a request comes from that request's own generator
+(seeded from the run seed and the request's content, adapters/base.request_seed), in the order the
+one-request path draws it: a batched scorer draws for request 1, then request 2, ... and then runs
+one forward over all their rows, so no generator sees another request's draws. Per-request decisions
+(Monte-Carlo weights, which rows mask nothing, is_greedy) stay per request. What remains shared is the
+forward itself: a row's output must not depend on the other rows in the pass. That holds for these
+networks on a CPU (tests/adapters/test_request_batches.py compares batch 1 with batch 3 and with other
+batch mates for every family, floats compared exactly). On a GPU a GEMM over more rows may pick
+another kernel and round differently in the last bits; run.py therefore hands a batched non-HF
+adapter fixed chunks of requests (as it does lm-eval's HF backend), so a resumed run equals an
+uninterrupted one whatever the device (docs/resume.md).
+
+Records. Each request keeps the NFE it costs alone (the per-row work does not change with batching:
+the same rows are evaluated, in fewer network calls); ``extra.request_batch`` says how many requests
+shared its calls, and the calls' wall time is split evenly among them.
+
+``auto``: these adapters have no memory probe; ``auto`` means ``AUTO_BATCH`` requests, a fixed rule,
+logged when chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+# --batch-size auto for the non-HF adapters: a fixed rule, not a memory probe. Eight requests keep
+# the largest likelihood forwards of the paper cards' defaults (LLaDA: 8 rows of a 126K vocabulary)
+# within an 80 GB device at the tasks' context lengths.
+AUTO_BATCH = 8
+
+
+def resolve_batch_size(value: int | str | None) -> int:
+    """Requests per batched forward: a positive integer, or ``auto`` (``auto:N``) = AUTO_BATCH."""
+    if value is None or value == "":
+        return 1
+    text = str(value).strip().lower()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if text == "auto" or text.startswith("auto:"):
+        log.info("--batch-size %s: %d requests per batched forward (adapters/request_batches.AUTO_BATCH)",
+                 value, AUTO_BATCH)
+        return AUTO_BATCH
+    raise UserError(f"--batch-size must be a positive integer or auto, got '{value}'", "pass e.g. --batch-size 8")
+
+
+def answer_in_batches(lm: Any, items: Sequence[Any], groups: list[list[int]],
+                      results: list[tuple[float, bool] | None]) -> None:
+    """Answer every group of ``items`` (adapters/batching.shared_context_groups), stacking groups of one
+    bucket ``lm.batch_size`` at a time; fills ``results`` in place."""
+    from .batching import truncate
+
+    scorer, config = lm.scorer, lm.scorer_config
+    buckets: dict[Any, list[list[int]]] = {}
+    alone: list[list[int]] = []
+    for members in groups:
+        first = items[members[0]]
+        if len(members) > 1:
+            if scorer.shares_choices(config):
+                context = truncate(first.context_ids, 1, lm.max_length)
+                key = scorer.batch_key(config, len(context), 1)
+                if key is not None:
+                    buckets.setdefault(("choices", key), []).append(members)
+                    continue
+            alone.append(members)
+            continue
+        context = truncate(first.context_ids, len(first.continuation_ids), lm.max_length)
+        key = scorer.batch_key(config, len(context), len(first.continuation_ids))
+        if key is None:
+            alone.append(members)
+        else:
+            buckets.setdefault(("one", key), []).append(members)
+    for (kind, _), units in buckets.items():
+        for start in range(0, len(units), lm.batch_size):
+            chunk = units[start:start + lm.batch_size]
+            if len(chunk) == 1:  # nobody to share with: the one-request path itself
+                alone.append(chunk[0])
+            elif kind == "choices":
+                _answer_choices(lm, items, chunk, results)
+            else:
+                _answer_singles(lm, items, [u[0] for u in chunk], results)
+    for members in alone:
+        if len(members) > 1:
+            shared = lm._score_group([items[i] for i in members])
+            if shared is not None:
+                for i, result in zip(members, shared):
+                    results[i] = result
+                continue
+        for i in members:
+            item = items[i]
+            results[i] = lm._score_one(item.context_ids, item.continuation_ids, item.key, item.request)
+
+
+def _answer_singles(lm: Any, items: Sequence[Any], indices: list[int], results: list) -> None:
+    from ..decoding.base import make_generator
+    from .base import request_seed
+    from .batching import truncate
+
+    requests, generators, prompt_lens = [], [], []
+    for i in indices:
+        item = items[i]
+        context_ids = truncate(item.context_ids, len(item.continuation_ids), lm.max_length)
+        requests.append((torch.tensor(context_ids, dtype=torch.long, device=lm.device),
+                         torch.tensor(item.continuation_ids, dtype=torch.long, device=lm.device)))
+        # The generator _score_one would make: the same seed, so the same draws.
+        generators.append(make_generator(request_seed(lm.seed, "ll", context_ids, item.continuation_ids), lm.device))
+        prompt_lens.append(len(context_ids))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        outs = lm.scorer.score_batch(lm.model, requests, lm.scorer_config, generators)
+    share = (time.perf_counter() - start) / len(indices)
+    for i, out, prompt_len in zip(indices, outs, prompt_lens, strict=True):
+        results[i] = lm._answer_ll(out, prompt_len, share, items[i].key, items[i].request,
+                                   {"request_batch": len(indices)})
+
+
+def _answer_choices(lm: Any, items: Sequence[Any], units: list[list[int]], results: list) -> None:
+    from .batching import truncate
+
+    contexts, candidates = [], []
+    for members in units:
+        context_ids = truncate(items[members[0]].context_ids, 1, lm.max_length)
+        contexts.append(torch.tensor(context_ids, dtype=torch.long, device=lm.device))
+        candidates.append(torch.tensor([items[i].continuation_ids[0] for i in members], dtype=torch.long,
+                                       device=lm.device))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        outs = lm.scorer.choices_batch(lm.model, contexts, candidates, lm.scorer_config)
+    share = (time.perf_counter() - start) / len(units)
+    for members, group_outs, ctx in zip(units, outs, contexts, strict=True):
+        for n, (i, out) in enumerate(zip(members, group_outs, strict=True)):
+            results[i] = lm._answer_ll(out, int(ctx.numel()), share if n == 0 else 0.0, items[i].key,
+                                       items[i].request, {"shared_forward": len(members), "request_batch": len(units)})

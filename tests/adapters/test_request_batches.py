@@ -1,0 +1,111 @@
+"""Several requests per forward (adapters/request_batches.py): for every family, batch 3 answers each
+request exactly as batch 1 does (floats compared with ==), whichever requests share its batch, and
+does so in fewer network calls where the estimator batches."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from evo_eval.adapters.request_batches import AUTO_BATCH, resolve_batch_size
+from evo_eval.errors import UserError
+
+# (family, likelihood settings, whether its estimator stacks requests; False: one at a time, stated)
+FAMILIES = [
+    ("llada", {"mc_num": 4, "batch": 2}, True),
+    ("llada", {"mc_num": 2, "batch": 2, "cfg": 0.5, "check_greedy": True}, True),
+    ("mdlm", {"mc_num": 4, "batch": 2}, False),
+    ("dream", {"mc_num": 4, "batch": 2}, True),
+    ("evo", {"estimator": "ar"}, True),
+    ("evo", {"mc_num": 3, "batch": 2}, False),
+    ("bd3lm", {"mc_num": 4, "batch": 2}, False),
+    ("ard", {"mc_num": 4, "batch": 2}, False),
+]
+IDS = [f"{f}-{'-'.join(f'{k}{v}' for k, v in s.items())}" for f, s, _ in FAMILIES]
+
+
+def build(family: str, tiny_checkpoint, **settings):
+    from evo_eval.adapters import adapter_class
+    from evo_eval.tiny import tiny_card
+
+    return adapter_class(family)(pretrained=str(tiny_checkpoint(family, seed=4)), card=tiny_card(family),
+                                 device="cpu", **settings)
+
+
+def at_batch(lm, size: int):
+    other = lm.with_settings()  # shares the loaded network
+    other.batch_size = size
+    return other
+
+
+def token_requests(lm, seed: int = 0) -> list[tuple[None, list[int], list[int]]]:
+    """Requests in equal-shape families (so batches really form) and odd ones out: multi-token answers
+    after contexts of one length, one-token options after several contexts of one length (shared
+    forwards, then stacked), and a few of their own shapes."""
+    rng = random.Random(seed)
+    vocab = min(len(lm.tokenizer), 300)
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(5, vocab) for _ in range(n)]
+
+    out = [(None, ids(9), ids(3)) for _ in range(5)]  # one bucket: context 9, answer 3
+    for _ in range(4):  # one-token options after four contexts of length 7
+        context = ids(7)
+        out += [(None, context, [t]) for t in ids(3)]
+    out += [(None, ids(7), ids(1)) for _ in range(2)]  # lone one-token answers of the same length
+    out += [(None, ids(5 + k), ids(2 + k)) for k in range(3)]  # shapes of their own
+    rng.shuffle(out)
+    return out
+
+
+def network_calls(lm) -> list[int]:
+    """A counter of the network's passes: calls of its first block (every pass runs it once)."""
+    count = [0]
+    first = next(m for name, m in lm.model.named_modules() if name.endswith(("layers.0", "blocks.0")))
+    first.register_forward_hook(lambda *args: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+@pytest.mark.parametrize("family,settings,stacks", FAMILIES, ids=IDS)
+def test_batch_three_equals_batch_one(family, settings, stacks, tiny_checkpoint):
+    one = build(family, tiny_checkpoint, **settings)
+    three = at_batch(one, 3)
+    requests = token_requests(one)
+    calls = network_calls(one)
+    want = one._loglikelihood_tokens(requests, disable_tqdm=True)
+    calls_one, calls[0] = calls[0], 0
+    got = three._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert got == want  # floats and is_greedy, bit for bit
+    assert all(isinstance(v, float) and torch.isfinite(torch.tensor(v)) for v, _ in got)
+
+    def per_request(lm):
+        return sorted((r.prompt_tokens, r.nfe, r.method, r.extra.get("stderr")) for r in lm.records)
+
+    assert per_request(three) == per_request(one)  # the same work recorded per request
+    batched = [r for r in three.records if r.extra.get("request_batch", 1) > 1]
+    if stacks:
+        assert batched and calls[0] < calls_one
+    else:
+        assert not batched and calls[0] == calls_one
+
+
+@pytest.mark.parametrize("family,settings,stacks", FAMILIES, ids=IDS)
+def test_a_result_does_not_depend_on_its_batch_mates(family, settings, stacks, tiny_checkpoint):
+    lm = at_batch(build(family, tiny_checkpoint, **settings), 4)
+    requests = [r for r in token_requests(lm, seed=1) if len(r[2]) == 3 and len(r[1]) == 9]
+    others = [r for r in token_requests(lm, seed=2) if len(r[2]) == 3 and len(r[1]) == 9]
+    target = requests[0]
+    alone = lm._loglikelihood_tokens([target], disable_tqdm=True)[0]
+    with_first = lm._loglikelihood_tokens(requests[:4], disable_tqdm=True)[0]
+    with_second = lm._loglikelihood_tokens([others[0], target, others[1], others[2]], disable_tqdm=True)[1]
+    assert alone == with_first == with_second
+
+
+def test_batch_size_values():
+    assert resolve_batch_size(None) == 1
+    assert resolve_batch_size("3") == 3 and resolve_batch_size(5) == 5
+    assert resolve_batch_size("auto") == AUTO_BATCH and resolve_batch_size("auto:4") == AUTO_BATCH
+    with pytest.raises(UserError, match="positive integer or auto"):
+        resolve_batch_size("0")
