@@ -46,7 +46,7 @@ from ..settings import changed, for_request, likelihood, merge
 from ..scoring.base import Scorer
 from .batching import Encoded, score_requests, truncate
 from .distributed import DistributedMixin
-from .request_batches import resolve_batch_size
+from .request_batches import Generation, generation_batches, resolve_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -316,30 +316,40 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         return results
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        results = []
+        results: list[str | None] = [None] * len(requests)
         eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        for request in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} generate"):
-            context, gen_kwargs = request.args
-            kwargs = normalize_gen_kwargs(dict(gen_kwargs), default_max_gen_toks=self._max_gen_toks)
-            until = handle_stop_sequences(kwargs.get("until"), eos_text)
-            config = self.sampler_config_for(kwargs)
-            budget = max(1, self.max_length - config.max_new_tokens)
-            prompt = self.tok_encode(context, add_special_tokens=self._add_bos())[-budget:]
-            prompt_ids = torch.tensor(prompt, dtype=torch.long, device=self.device)
-            stop = self._stop_fn(until)
-            generator = make_generator(request_seed(self.seed, "gen", context, kwargs), self.device)
-            out = self.sampler.sample(self.model, prompt_ids, config, generator=generator, stop=stop)
-            text = self.answer_text(out.tokens, until)
-            self.records.append(RequestRecord(
-                "generate_until", getattr(request, "task_name", None), getattr(request, "doc_id", None),
-                nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
-                wall_s=out.stats.wall_s, method=self.sampler_cls.name,
-                extra={"active_token_steps": out.stats.active_token_steps, **out.stats.extra},
-                settings=changed(asdict(self.sampler_config), asdict(config)),
-            ))
-            results.append(text)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-        return results
+        prepared = [self._prepare_generation(request, eos_text) for request in requests]
+        # Several canvases per forward where the sampler decodes them exactly (adapters/request_batches.py).
+        batches = generation_batches(self, prepared)
+        for indices in tqdm(batches, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} generate"):
+            mine = [prepared[i] for i in indices]
+            outs = self.sampler.sample_batch(self.model, [g.prompt_ids for g in mine], mine[0].config,
+                                             generators=[g.generator for g in mine], stops=[g.stop for g in mine])
+            for i, g, out in zip(indices, mine, outs, strict=True):
+                text = self.answer_text(out.tokens, g.until)
+                self.records.append(RequestRecord(
+                    "generate_until", getattr(g.request, "task_name", None), getattr(g.request, "doc_id", None),
+                    nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
+                    wall_s=out.stats.wall_s, method=self.sampler_cls.name,
+                    extra={"active_token_steps": out.stats.active_token_steps, **out.stats.extra,
+                           **({"request_batch": len(indices)} if len(indices) > 1 else {})},
+                    settings=changed(asdict(self.sampler_config), asdict(g.config)),
+                ))
+                results[i] = text
+                self.cache_hook.add_partial("generate_until", tuple(g.request.args), text)
+        return results  # type: ignore[return-value]
+
+    def _prepare_generation(self, request: Any, eos_text: str) -> Generation:
+        """One request's sampler config, prompt ids, stop callable and generator (seeded from itself)."""
+        context, gen_kwargs = request.args
+        kwargs = normalize_gen_kwargs(dict(gen_kwargs), default_max_gen_toks=self._max_gen_toks)
+        until = handle_stop_sequences(kwargs.get("until"), eos_text)
+        config = self.sampler_config_for(kwargs)
+        budget = max(1, self.max_length - config.max_new_tokens)
+        prompt = self.tok_encode(context, add_special_tokens=self._add_bos())[-budget:]
+        return Generation(
+            request, until, config, torch.tensor(prompt, dtype=torch.long, device=self.device), self._stop_fn(until),
+            make_generator(request_seed(self.seed, "gen", context, kwargs), self.device))
 
     def answer_text(self, tokens: torch.Tensor, until: list[str]) -> str:
         """The answer as lm-eval's HF backend returns it: generation ends at the token that completes a

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -61,6 +61,36 @@ def resolve_batch_size(value: int | str | None) -> int:
                  value, AUTO_BATCH)
         return AUTO_BATCH
     raise UserError(f"--batch-size must be a positive integer or auto, got '{value}'", "pass e.g. --batch-size 8")
+
+
+class Generation(NamedTuple):
+    """One generation request, ready for the sampler."""
+
+    request: Any  # the lm-eval Instance
+    until: list[str]
+    config: Any  # its SamplerConfig (the card's settings with the request's gen_kwargs)
+    prompt_ids: torch.Tensor
+    stop: Callable[[torch.Tensor], bool] | None
+    generator: torch.Generator
+
+
+def generation_batches(lm: Any, prepared: Sequence[Generation]) -> list[list[int]]:
+    """Indices of the generation requests decoded together: at batch 1 each alone, in order; batched,
+    requests of one sampler config whose sampler key (``Sampler.batch_key``: the prompt length, where
+    the sampler decodes in lockstep exactly) is equal, ``lm.batch_size`` at a time; the rest alone."""
+    if lm.batch_size <= 1:
+        return [[i] for i in range(len(prepared))]
+    buckets: dict[Any, list[int]] = {}
+    alone: list[list[int]] = []
+    for i, g in enumerate(prepared):
+        key = lm.sampler.batch_key(g.config, int(g.prompt_ids.numel()))
+        if key is None:
+            alone.append([i])
+        else:
+            buckets.setdefault((repr(g.config), key), []).append(i)
+    batches = [members[start:start + lm.batch_size] for members in buckets.values()
+               for start in range(0, len(members), lm.batch_size)]
+    return batches + alone
 
 
 def answer_in_batches(lm: Any, items: Sequence[Any], groups: list[list[int]],

@@ -109,3 +109,64 @@ def test_batch_size_values():
     assert resolve_batch_size("auto") == AUTO_BATCH and resolve_batch_size("auto:4") == AUTO_BATCH
     with pytest.raises(UserError, match="positive integer or auto"):
         resolve_batch_size("0")
+
+
+# (family, sampler settings, whether its sampler decodes canvases in lockstep)
+GENERATORS = [
+    ("llada", {"block_length": 4}, True),  # four blocks: canvases stop early at different blocks
+    ("llada", {"block_length": 4, "cfg_scale": 0.5, "remasking": "random"}, True),
+    ("llada", {"threshold": 0.5, "block_length": 4}, False),  # steps per block differ per canvas: alone
+    ("dream", {}, True),
+    ("dream", {"alg": "origin"}, True),
+    ("mdlm", {}, False),
+    ("evo", {}, False),
+]
+GEN_IDS = [f"{f}-{'-'.join(f'{k}{v}' for k, v in s.items()) or 'default'}" for f, s, _ in GENERATORS]
+
+
+def generation_requests(lm, count: int = 7):
+    """Prompts of one token length (so batches form) and two odd ones; greedy and sampled settings,
+    and a stop string some canvases hit early."""
+    from lm_eval.api.instance import Instance
+
+    words = []
+    for w in "the a of to and in is it on that was he for as with his they at be this from".split():
+        if len(lm.tok_encode(" " + w)) == 1 and " " + w not in words:
+            words.append(" " + w)
+    assert len(words) >= 6
+    rng = random.Random(3)
+    contexts = ["Q:" + "".join(rng.choice(words) for _ in range(6)) for _ in range(count)]
+    contexts += ["Q:" + "".join(rng.choice(words) for _ in range(k)) for k in (3, 9)]
+    out = []
+    for i, context in enumerate(contexts):
+        kwargs = {"until": ["\n\n", "e"], "max_gen_toks": 16}
+        if i % 2:
+            kwargs.update(do_sample=True, temperature=0.7)
+        out.append(Instance("generate_until", {}, (context, kwargs), i, ("gen", i, 1)))
+    lengths = [len(lm.tok_encode(c, add_special_tokens=True)) for c in contexts]
+    assert max(lengths.count(n) for n in set(lengths)) >= 3  # a batch really forms
+    return out
+
+
+@pytest.mark.parametrize("family,settings,stacks", GENERATORS, ids=GEN_IDS)
+def test_generation_batch_three_equals_batch_one(family, settings, stacks, tiny_checkpoint):
+    from evo_eval.families import family as family_record
+
+    one = build(family, tiny_checkpoint, **{**family_record(family).tiny_decoding, **settings})
+    three = at_batch(one, 3)
+    requests = generation_requests(one)
+    calls = network_calls(one)
+    want = one.generate_until(requests, disable_tqdm=True)
+    calls_one, calls[0] = calls[0], 0
+    got = three.generate_until(requests, disable_tqdm=True)
+    assert got == want
+    assert len(set(got)) > 1
+    if family == "llada" and stacks:  # canvases of one batch stop after different blocks
+        assert len({r.extra["blocks_decoded"] for r in one.records}) > 1
+    key = lambda r: (r.doc_id, r.nfe, r.new_tokens, r.prompt_tokens, r.extra.get("blocks_decoded"))  # noqa: E731
+    assert sorted(map(key, three.records)) == sorted(map(key, one.records))
+    batched = [r for r in three.records if r.extra.get("request_batch", 1) > 1]
+    if stacks:
+        assert batched and calls[0] < calls_one
+    else:
+        assert not batched and calls[0] == calls_one
