@@ -15,12 +15,19 @@ Why the numbers are the same. Every random draw of a request comes from that req
 one-request path draws it: a batched scorer draws for request 1, then request 2, ... and then runs
 one forward over all their rows, so no generator sees another request's draws. Per-request decisions
 (Monte-Carlo weights, which rows mask nothing, is_greedy) stay per request. What remains shared is the
-forward itself: a row's output must not depend on the other rows in the pass. That holds for these
-networks on a CPU (tests/adapters/test_request_batches.py compares batch 1 with batch 3 and with other
-batch mates for every family, floats compared exactly). On a GPU a GEMM over more rows may pick
-another kernel and round differently in the last bits; run.py therefore hands a batched non-HF
-adapter fixed chunks of requests (as it does lm-eval's HF backend), so a resumed run equals an
-uninterrupted one whatever the device (docs/resume.md).
+forward itself: a row's output must not depend on the other rows in the pass. It does, a little, for
+GEMMs over few rows: BLAS picks its kernel by the row count, and a row's rounding changes with it
+(measured with this project's torch/MKL on a CPU: the classes are 1 | 2-15 | 16+ rows at width 4096,
+1 | 2 | 3+ at width 64). The body's GEMMs run over rows x positions, far above those counts for any
+real request, so stacking leaves them in their class; the GEMMs whose row count is the number of
+sequences are kept at their one-request shape: LLaDA's head over the scored positions runs per
+request (``models.llada.denoise(head_split=)``), and the DiT families (MDLM, BD3-LM), whose adaLN
+conditioning is a GEMM over one row per sequence in every block, are not stacked. The tests compare
+batch 1 with batch 3 and with other batch mates for every family, floats compared with ``==``
+(tests/adapters/test_request_batches.py), and a whole ``evo-eval run`` at both sizes. A GPU GEMM may
+choose another kernel for another row count too (not measured here: no device was lent); run.py
+therefore hands a batched non-HF adapter fixed chunks of requests (as it does lm-eval's HF backend),
+so a resumed run equals an uninterrupted one whatever the device (docs/resume.md).
 
 Records. Each request keeps the NFE it costs alone (the per-row work does not change with batching:
 the same rows are evaluated, in fewer network calls); ``extra.request_batch`` says how many requests

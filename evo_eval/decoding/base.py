@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 # Given the ids committed so far (generated part only), say whether generation may stop early.
 StopFn = Callable[[torch.Tensor], bool]
 
+# Requests are stacked into one forward (adapters/request_batches.py) only when every GEMM of the
+# one-request forward already spans at least this many rows (sequences x positions): BLAS picks its
+# kernel, and with it a row's rounding, by the row count below a small threshold (MKL: 16 rows at
+# width 4096), so shorter requests are answered alone.
+MIN_STACK_ROWS = 32
+
 
 @dataclass
 class DecodeStats:

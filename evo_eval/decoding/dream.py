@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..work import Work
-from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+from .base import MIN_STACK_ROWS, DecodeStats, Sampler, SamplerConfig, StopFn
 
 ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 
@@ -125,8 +125,9 @@ class DreamSampler(Sampler):
 
     def batch_key(self, config: DreamSamplerConfig, prompt_len: int):
         # Every step is one forward over prompt + canvas and runs whatever the answer holds (no early
-        # stop), so canvases of one prompt length decode in lockstep.
-        return (prompt_len,)
+        # stop), so canvases of one prompt length decode in lockstep (when long enough: MIN_STACK_ROWS).
+        n = int(config.gen_length) if config.gen_length > 0 else int(config.max_new_tokens)
+        return (prompt_len,) if prompt_len + n >= MIN_STACK_ROWS else None
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: DreamSamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:

@@ -81,7 +81,7 @@ from typing import ClassVar
 import torch
 
 from ..work import Work
-from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+from .base import MIN_STACK_ROWS, DecodeStats, Sampler, SamplerConfig, StopFn
 
 REMASKING = ("low_confidence", "random")
 # logits: the network's own dtype (ML-GSAI/LLaDA); float64: Fast-dLLM's get_transfer_index.
@@ -228,7 +228,7 @@ class LLaDASampler(Sampler):
         # The reference decoding (no cache, fixed steps per block) decodes canvases of one prompt length
         # in lockstep. The Fast-dLLM caches hold one canvas's keys/values, and threshold decoding ends a
         # block after a number of steps that differs per canvas: those decode one request at a time.
-        if config.use_cache or config.threshold > 0:
+        if config.use_cache or config.threshold > 0 or prompt_len + config.canvas().length < MIN_STACK_ROWS:
             return None
         return (prompt_len,)
 

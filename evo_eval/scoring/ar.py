@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..decoding.base import MIN_STACK_ROWS
 from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 
@@ -64,8 +65,10 @@ def ar_choices(model: torch.nn.Module, context_ids: torch.Tensor, candidates: to
 
 
 def ar_batch_key(context_len: int, continuation_len: int):
-    """Requests of one context and one continuation length stack into one causal pass (no padding)."""
-    return (context_len, continuation_len) if context_len and continuation_len else None
+    """Requests of one context and one continuation length stack into one causal pass (no padding),
+    when that pass is long enough (decoding.base.MIN_STACK_ROWS)."""
+    positions = context_len if continuation_len == 1 else context_len + continuation_len - 1
+    return (context_len, continuation_len) if continuation_len and positions >= MIN_STACK_ROWS else None
 
 
 def ar_score_batch(model: torch.nn.Module, requests: list[tuple[torch.Tensor, torch.Tensor]],

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..decoding.base import MIN_STACK_ROWS
 from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
 
@@ -67,8 +68,10 @@ class DreamScorer(Scorer):
         return self.score_batch(model, [(context_ids, continuation_ids)], config, [generator])[0]
 
     def batch_key(self, config: DreamScorerConfig, context_len: int, continuation_len: int):
-        # Sequences of one context and one answer length stack into the same forwards (no padding).
-        return (context_len, continuation_len) if continuation_len else None
+        # Sequences of one context and one answer length stack into the same forwards (no padding),
+        # when the one-request forward is long enough (MIN_STACK_ROWS).
+        rows = config.batch * (context_len + continuation_len + int(config.append_eos))
+        return (context_len, continuation_len) if continuation_len and rows >= MIN_STACK_ROWS else None
 
     @torch.inference_mode()
     def score_batch(self, model, requests, config: DreamScorerConfig, generators) -> list[ScoreOutput]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..decoding.base import MIN_STACK_ROWS
 from ..decoding.masked import mask_id_for
 from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
@@ -104,8 +105,10 @@ class LLaDAScorer(Scorer):
         return self.score_batch(model, [(context_ids, continuation_ids)], config, [generator])[0]
 
     def batch_key(self, config: LLaDAScorerConfig, context_len: int, continuation_len: int):
-        # Rows of one length and one answer slice stack into the same forward (no padding).
-        return (context_len, continuation_len) if continuation_len else None
+        # Rows of one length and one answer slice stack into the same forward (no padding), when the
+        # one-request forward is long enough (MIN_STACK_ROWS).
+        rows = (context_len + 1) if continuation_len == 1 else config.batch * (context_len + continuation_len)
+        return (context_len, continuation_len) if continuation_len and rows >= MIN_STACK_ROWS else None
 
     def score_batch(self, model, requests, config: LLaDAScorerConfig, generators) -> list[ScoreOutput]:
         """Requests of one (context, answer) length: each forward holds every request's ``batch`` rows

@@ -50,12 +50,13 @@ def token_requests(lm, seed: int = 0) -> list[tuple[None, list[int], list[int]]]
     def ids(n: int) -> list[int]:
         return [rng.randrange(5, vocab) for _ in range(n)]
 
-    out = [(None, ids(9), ids(3)) for _ in range(5)]  # one bucket: context 9, answer 3
-    for _ in range(4):  # one-token options after four contexts of length 7
-        context = ids(7)
+    out = [(None, ids(32), ids(3)) for _ in range(5)]  # one bucket: context 32, answer 3
+    for _ in range(4):  # one-token options after four contexts of length 33
+        context = ids(33)
         out += [(None, context, [t]) for t in ids(3)]
-    out += [(None, ids(7), ids(1)) for _ in range(2)]  # lone one-token answers of the same length
-    out += [(None, ids(5 + k), ids(2 + k)) for k in range(3)]  # shapes of their own
+    out += [(None, ids(33), ids(1)) for _ in range(2)]  # lone one-token answers of the same length
+    out += [(None, ids(30 + k), ids(2 + k)) for k in range(3)]  # shapes of their own
+    out += [(None, ids(6), ids(2)) for _ in range(3)]  # too short to stack (MIN_STACK_ROWS): alone
     rng.shuffle(out)
     return out
 
@@ -94,13 +95,24 @@ def test_batch_three_equals_batch_one(family, settings, stacks, tiny_checkpoint)
 @pytest.mark.parametrize("family,settings,stacks", FAMILIES, ids=IDS)
 def test_a_result_does_not_depend_on_its_batch_mates(family, settings, stacks, tiny_checkpoint):
     lm = at_batch(build(family, tiny_checkpoint, **settings), 4)
-    requests = [r for r in token_requests(lm, seed=1) if len(r[2]) == 3 and len(r[1]) == 9]
-    others = [r for r in token_requests(lm, seed=2) if len(r[2]) == 3 and len(r[1]) == 9]
+    requests = [r for r in token_requests(lm, seed=1) if len(r[2]) == 3 and len(r[1]) == 32]
+    others = [r for r in token_requests(lm, seed=2) if len(r[2]) == 3 and len(r[1]) == 32]
     target = requests[0]
     alone = lm._loglikelihood_tokens([target], disable_tqdm=True)[0]
     with_first = lm._loglikelihood_tokens(requests[:4], disable_tqdm=True)[0]
     with_second = lm._loglikelihood_tokens([others[0], target, others[1], others[2]], disable_tqdm=True)[1]
     assert alone == with_first == with_second
+
+
+def test_short_requests_are_answered_alone():
+    from evo_eval.decoding.base import MIN_STACK_ROWS
+    from evo_eval.scoring.ar import ar_batch_key
+    from evo_eval.scoring.llada import LLaDAScorer
+
+    config = LLaDAScorer.Config(mc_num=2, batch=2)
+    assert LLaDAScorer().batch_key(config, 5, 3) is None  # 2 rows x 8 positions
+    assert LLaDAScorer().batch_key(config, MIN_STACK_ROWS // 2, 3) == (MIN_STACK_ROWS // 2, 3)
+    assert ar_batch_key(MIN_STACK_ROWS - 1, 1) is None and ar_batch_key(MIN_STACK_ROWS, 1) is not None
 
 
 def test_batch_size_values():
@@ -135,8 +147,8 @@ def generation_requests(lm, count: int = 7):
             words.append(" " + w)
     assert len(words) >= 6
     rng = random.Random(3)
-    contexts = ["Q:" + "".join(rng.choice(words) for _ in range(6)) for _ in range(count)]
-    contexts += ["Q:" + "".join(rng.choice(words) for _ in range(k)) for k in (3, 9)]
+    contexts = ["Q:" + "".join(rng.choice(words) for _ in range(20)) for _ in range(count)]
+    contexts += ["Q:" + "".join(rng.choice(words) for _ in range(k)) for k in (17, 23)]
     out = []
     for i, context in enumerate(contexts):
         kwargs = {"until": ["\n\n", "e"], "max_gen_toks": 16}
@@ -170,3 +182,48 @@ def test_generation_batch_three_equals_batch_one(family, settings, stacks, tiny_
         assert batched and calls[0] < calls_one
     else:
         assert not batched and calls[0] == calls_one
+
+
+@pytest.mark.slow
+def test_a_batched_run_writes_the_results_of_batch_one(cli_processes, small_mirror, tokenizer_dir, tmp_path):
+    """Through `evo-eval run` (journal chunks, records, results file): batch 3 writes what batch 1 writes,
+    apart from times and the records saying how many requests shared a forward."""
+    import json
+    import re
+
+    import yaml
+
+    from evo_eval.store import to_json
+    from evo_eval.tiny import build_tiny_checkpoint, tiny_card
+
+    checkpoint = build_tiny_checkpoint("llada", tmp_path / "llada", tokenizer_dir=tokenizer_dir, seed=2)
+    card = tiny_card("llada")
+    card_file = tmp_path / f"{card.name}.yaml"
+    card_file.write_text(yaml.safe_dump({k: v for k, v in card.to_dict().items() if k != "path"}, sort_keys=False))
+    args = ["run", "--model", str(card_file), "--checkpoint", str(checkpoint), "--data-dir", str(small_mirror),
+            "--tasks", "arc_challenge,gsm8k", "--limit", "4", "--shots", "0", "--device", "cpu",
+            "--bootstrap-iters", "0", "--gen-kwargs", "max_gen_toks=8",
+            "--model-args", "mc_num=2,batch=2,gen_length=8,steps=8,block_length=4"]
+
+    def comparable(path):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for section, key in (("provenance", "written_at"), ("provenance", "wall_time_s"), ("lm_eval", "date")):
+            data[section][key] = "<time>"
+        for record in data["requests"]["per_request"]:
+            record["wall_s"] = "<time>"
+            record.get("extra", {}).pop("request_batch", None)
+        return re.sub(r'("--batch-size",\s*)"3"', r'\1"1"', to_json(data))  # the command line says it
+
+    written, shared = {}, 0
+    for size in ("1", "3"):
+        (tmp_path / size).mkdir()
+        code, command = cli_processes.run(*args, "--batch-size", size, "--output", "results", cwd=tmp_path / size)
+        assert code == 0, command.stderr
+        folder = tmp_path / size / "results" / "base" / card.name
+        for benchmark in ("arc_challenge", "gsm8k"):
+            raw = json.loads((folder / f"{benchmark}.json").read_text())
+            shared += size == "3" and any(r.get("extra", {}).get("request_batch") for r in raw["requests"]["per_request"])
+            written[size, benchmark] = comparable(folder / f"{benchmark}.json")
+    assert shared  # the batched run did stack requests
+    for benchmark in ("arc_challenge", "gsm8k"):
+        assert written["1", benchmark] == written["3", benchmark], benchmark
