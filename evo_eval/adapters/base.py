@@ -46,7 +46,7 @@ from ..settings import changed, for_request, likelihood, merge
 from ..scoring.base import Scorer
 from .batching import Encoded, score_requests, truncate
 from .distributed import DistributedMixin
-from .request_batches import Generation, generation_batches, resolve_batch_size
+from .request_batches import Generation, answer_in_batches, generation_batches, resolve_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +244,23 @@ class EvalAdapter(DistributedMixin, TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         items = [Encoded(list(ctx), list(cont), key, None) for key, ctx, cont in requests]
+        return self._score_all(items, disable_tqdm)
+
+    def _score_all(self, items: list[Encoded], disable_tqdm: bool) -> list[tuple[float, bool]]:
+        if self.batch_size > 1:  # several requests per forward (adapters/request_batches.py)
+            return answer_in_batches(self, items, group=self.share_forwards)
         return score_requests(self, items, group=self.share_forwards, disable_tqdm=disable_tqdm)
+
+    def _ll_generator(self, context_ids: list[int], continuation_ids: list[int]) -> torch.Generator:
+        """A log-likelihood request's own generator, seeded from the run seed and the request."""
+        return make_generator(request_seed(self.seed, "ll", context_ids, continuation_ids), self.device)
 
     def _score_one(self, context_ids: list[int], continuation_ids: list[int], key: Any,
                    request: Any = None) -> tuple[float, bool]:
         context_ids = truncate(context_ids, len(continuation_ids), self.max_length)
         ctx = torch.tensor(context_ids, dtype=torch.long, device=self.device)
         cont = torch.tensor(continuation_ids, dtype=torch.long, device=self.device)
-        generator = make_generator(request_seed(self.seed, "ll", context_ids, continuation_ids), self.device)
+        generator = self._ll_generator(context_ids, continuation_ids)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.scorer.score(self.model, ctx, cont, self.scorer_config, generator=generator)
@@ -297,7 +306,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
             else:
                 ctx_ids, cont_ids = self._encode_pair(context, continuation)
             items.append(Encoded(ctx_ids, cont_ids, (context, continuation), request))
-        return score_requests(self, items, group=self.share_forwards, disable_tqdm=disable_tqdm)
+        return self._score_all(items, disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         results = []

@@ -63,11 +63,6 @@ def score_requests(lm: Any, items: Sequence[Encoded], group: bool = True,
 
     results: list[tuple[float, bool] | None] = [None] * len(items)
     groups = shared_context_groups(items, lm.max_length) if group else [[i] for i in range(len(items))]
-    if getattr(lm, "batch_size", 1) > 1:  # several requests per forward (adapters/request_batches.py)
-        from .request_batches import answer_in_batches
-
-        answer_in_batches(lm, items, groups, results)
-        return results  # type: ignore[return-value]
     for members in tqdm(groups, disable=disable_tqdm or lm.rank != 0, desc=f"{lm.family} loglikelihood"):
         if len(members) > 1:
             shared = lm._score_group([items[i] for i in members])

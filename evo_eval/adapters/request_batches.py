@@ -11,7 +11,7 @@ key is None (an estimator or case that cannot batch exactly: see each scorer's `
 answered alone, as at batch 1.
 
 Why the numbers are the same. Every random draw of a request comes from that request's own generator
-(seeded from the run seed and the request's content, adapters/base.request_seed), in the order the
+(seeded from the run seed and the request's content, adapters/base.request_seed, EvalAdapter._ll_generator), in the order the
 one-request path draws it: a batched scorer draws for request 1, then request 2, ... and then runs
 one forward over all their rows, so no generator sees another request's draws. Per-request decisions
 (Monte-Carlo weights, which rows mask nothing, is_greedy) stay per request. What remains shared is the
@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import UserError
+from .batching import Encoded, shared_context_groups, truncate
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,12 @@ def generation_batches(lm: Any, prepared: Sequence[Generation]) -> list[list[int
     return batches + alone
 
 
-def answer_in_batches(lm: Any, items: Sequence[Any], groups: list[list[int]],
-                      results: list[tuple[float, bool] | None]) -> None:
-    """Answer every group of ``items`` (adapters/batching.shared_context_groups), stacking groups of one
-    bucket ``lm.batch_size`` at a time; fills ``results`` in place."""
-    from .batching import truncate
-
+def answer_in_batches(lm: Any, items: Sequence[Encoded], group: bool = True) -> list[tuple[float, bool]]:
+    """Every request's (logprob, is_greedy): one-token options of one context share a forward as at
+    batch 1 (adapters/batching.py, when ``group``), and requests (or such groups) of one bucket are
+    stacked ``lm.batch_size`` at a time."""
+    results: list[tuple[float, bool] | None] = [None] * len(items)
+    groups = shared_context_groups(items, lm.max_length) if group else [[i] for i in range(len(items))]
     scorer, config = lm.scorer, lm.scorer_config
     buckets: dict[Any, list[list[int]]] = {}
     alone: list[list[int]] = []
@@ -145,21 +146,17 @@ def answer_in_batches(lm: Any, items: Sequence[Any], groups: list[list[int]],
         for i in members:
             item = items[i]
             results[i] = lm._score_one(item.context_ids, item.continuation_ids, item.key, item.request)
+    return results  # type: ignore[return-value]
 
 
-def _answer_singles(lm: Any, items: Sequence[Any], indices: list[int], results: list) -> None:
-    from ..decoding.base import make_generator
-    from .base import request_seed
-    from .batching import truncate
-
+def _answer_singles(lm: Any, items: Sequence[Encoded], indices: list[int], results: list) -> None:
     requests, generators, prompt_lens = [], [], []
     for i in indices:
         item = items[i]
         context_ids = truncate(item.context_ids, len(item.continuation_ids), lm.max_length)
         requests.append((torch.tensor(context_ids, dtype=torch.long, device=lm.device),
                          torch.tensor(item.continuation_ids, dtype=torch.long, device=lm.device)))
-        # The generator _score_one would make: the same seed, so the same draws.
-        generators.append(make_generator(request_seed(lm.seed, "ll", context_ids, item.continuation_ids), lm.device))
+        generators.append(lm._ll_generator(context_ids, item.continuation_ids))  # _score_one's: the same draws
         prompt_lens.append(len(context_ids))
     start = time.perf_counter()
     with torch.inference_mode():
@@ -170,9 +167,7 @@ def _answer_singles(lm: Any, items: Sequence[Any], indices: list[int], results: 
                                    {"request_batch": len(indices)})
 
 
-def _answer_choices(lm: Any, items: Sequence[Any], units: list[list[int]], results: list) -> None:
-    from .batching import truncate
-
+def _answer_choices(lm: Any, items: Sequence[Encoded], units: list[list[int]], results: list) -> None:
     contexts, candidates = [], []
     for members in units:
         context_ids = truncate(items[members[0]].context_ids, 1, lm.max_length)
