@@ -15,6 +15,13 @@ labelled. Generation is counted at ``max_gen_toks`` (or the sampler's fixed canv
 stop, so generation figures are upper bounds; where a count depends on the data the family says so
 (``Work.exact``) and the table marks it with "≤" or "≈".
 
+Batch size: the counts are those of ``--batch-size 1``. A larger batch leaves forwards (NFE), token
+positions and FLOPs per request unchanged: the non-HF adapters stack only requests of exactly equal
+shape into one network call (adapters/request_batches.py), and lm-eval's HF backend pads. What it
+changes is the number of calls, so the weights are read fewer times; plan does not model which
+requests will share a call, so for memory-bound calls (short generation steps) its device time is an
+upper bound, while compute-bound calls (Monte-Carlo likelihood rows over long contexts) cost the same.
+
 Device time: each forward call at the slower of reading the weights and computing its FLOPs, at rates
 measured by ``evo-eval speed`` (``results/speed``: the device's measured matmul rate and datasheet
 bandwidth, and the card's own achieved fraction where that card was timed) or, with ``--device``, a

@@ -192,9 +192,15 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
         lm.records.clear()
     # lm-eval's HF backend batches, and batched results depend on the batch: with a fixed batch size the
     # journal calls it with fixed chunks, so a resumed run equals an uninterrupted one (journal.py);
-    # "auto" sizes have no such guarantee. Our adapters answer each request alone, seeded from the
-    # request, so they are given exactly the missing requests.
+    # "auto" sizes have no such guarantee. Our adapters seed every request from itself; at batch 1 they
+    # are given exactly the missing requests, batched they get fixed chunks too, so what shares a
+    # forward never depends on what a killed run left (adapters/request_batches.py).
     chunk = options.batch_size * BATCHES_PER_CHUNK if card.is_hf and isinstance(options.batch_size, int) else None
+    if not card.is_hf:
+        from .adapters.request_batches import resolve_batch_size
+
+        size = resolve_batch_size(options.batch_size)
+        chunk = size * BATCHES_PER_CHUNK if size > 1 else None
     wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk, progress=progress)
     started = time.time()
     with per_document_shots(FEWSHOT_SEED), quiet_git_describe():  # same prompts on 1 or N processes (fewshot.py)

@@ -46,6 +46,7 @@ from ..settings import changed, for_request, likelihood, merge
 from ..scoring.base import Scorer
 from .batching import Encoded, score_requests, truncate
 from .distributed import DistributedMixin
+from .request_batches import Generation, answer_in_batches, generation_batches, resolve_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         self._setup_distributed(device)
         self.dtype = resolve_dtype(dtype, self._device, self.card.dtype if self.card else None)
         self.seed = int(seed)
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
+        # Requests per batched forward, each result equal to batch 1's (adapters/request_batches.py).
+        self.batch_size = resolve_batch_size(batch_size)
         self._max_gen_toks = int(max_gen_toks)
         # One forward for one-token options after the same context (adapters/batching.py); False
         # answers every request alone (the same numbers, more forwards).
@@ -242,14 +244,23 @@ class EvalAdapter(DistributedMixin, TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         items = [Encoded(list(ctx), list(cont), key, None) for key, ctx, cont in requests]
+        return self._score_all(items, disable_tqdm)
+
+    def _score_all(self, items: list[Encoded], disable_tqdm: bool) -> list[tuple[float, bool]]:
+        if self.batch_size > 1:  # several requests per forward (adapters/request_batches.py)
+            return answer_in_batches(self, items, group=self.share_forwards)
         return score_requests(self, items, group=self.share_forwards, disable_tqdm=disable_tqdm)
+
+    def _ll_generator(self, context_ids: list[int], continuation_ids: list[int]) -> torch.Generator:
+        """A log-likelihood request's own generator, seeded from the run seed and the request."""
+        return make_generator(request_seed(self.seed, "ll", context_ids, continuation_ids), self.device)
 
     def _score_one(self, context_ids: list[int], continuation_ids: list[int], key: Any,
                    request: Any = None) -> tuple[float, bool]:
         context_ids = truncate(context_ids, len(continuation_ids), self.max_length)
         ctx = torch.tensor(context_ids, dtype=torch.long, device=self.device)
         cont = torch.tensor(continuation_ids, dtype=torch.long, device=self.device)
-        generator = make_generator(request_seed(self.seed, "ll", context_ids, continuation_ids), self.device)
+        generator = self._ll_generator(context_ids, continuation_ids)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.scorer.score(self.model, ctx, cont, self.scorer_config, generator=generator)
@@ -295,7 +306,7 @@ class EvalAdapter(DistributedMixin, TemplateLM):
             else:
                 ctx_ids, cont_ids = self._encode_pair(context, continuation)
             items.append(Encoded(ctx_ids, cont_ids, (context, continuation), request))
-        return score_requests(self, items, group=self.share_forwards, disable_tqdm=disable_tqdm)
+        return self._score_all(items, disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         results = []
@@ -314,30 +325,40 @@ class EvalAdapter(DistributedMixin, TemplateLM):
         return results
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        results = []
+        results: list[str | None] = [None] * len(requests)
         eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        for request in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} generate"):
-            context, gen_kwargs = request.args
-            kwargs = normalize_gen_kwargs(dict(gen_kwargs), default_max_gen_toks=self._max_gen_toks)
-            until = handle_stop_sequences(kwargs.get("until"), eos_text)
-            config = self.sampler_config_for(kwargs)
-            budget = max(1, self.max_length - config.max_new_tokens)
-            prompt = self.tok_encode(context, add_special_tokens=self._add_bos())[-budget:]
-            prompt_ids = torch.tensor(prompt, dtype=torch.long, device=self.device)
-            stop = self._stop_fn(until)
-            generator = make_generator(request_seed(self.seed, "gen", context, kwargs), self.device)
-            out = self.sampler.sample(self.model, prompt_ids, config, generator=generator, stop=stop)
-            text = self.answer_text(out.tokens, until)
-            self.records.append(RequestRecord(
-                "generate_until", getattr(request, "task_name", None), getattr(request, "doc_id", None),
-                nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
-                wall_s=out.stats.wall_s, method=self.sampler_cls.name,
-                extra={"active_token_steps": out.stats.active_token_steps, **out.stats.extra},
-                settings=changed(asdict(self.sampler_config), asdict(config)),
-            ))
-            results.append(text)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-        return results
+        prepared = [self._prepare_generation(request, eos_text) for request in requests]
+        # Several canvases per forward where the sampler decodes them exactly (adapters/request_batches.py).
+        batches = generation_batches(self, prepared)
+        for indices in tqdm(batches, disable=disable_tqdm or self.rank != 0, desc=f"{self.family} generate"):
+            mine = [prepared[i] for i in indices]
+            outs = self.sampler.sample_batch(self.model, [g.prompt_ids for g in mine], mine[0].config,
+                                             generators=[g.generator for g in mine], stops=[g.stop for g in mine])
+            for i, g, out in zip(indices, mine, outs, strict=True):
+                text = self.answer_text(out.tokens, g.until)
+                self.records.append(RequestRecord(
+                    "generate_until", getattr(g.request, "task_name", None), getattr(g.request, "doc_id", None),
+                    nfe=out.stats.nfe, new_tokens=out.stats.new_tokens, prompt_tokens=out.stats.prompt_tokens,
+                    wall_s=out.stats.wall_s, method=self.sampler_cls.name,
+                    extra={"active_token_steps": out.stats.active_token_steps, **out.stats.extra,
+                           **({"request_batch": len(indices)} if len(indices) > 1 else {})},
+                    settings=changed(asdict(self.sampler_config), asdict(g.config)),
+                ))
+                results[i] = text
+                self.cache_hook.add_partial("generate_until", tuple(g.request.args), text)
+        return results  # type: ignore[return-value]
+
+    def _prepare_generation(self, request: Any, eos_text: str) -> Generation:
+        """One request's sampler config, prompt ids, stop callable and generator (seeded from itself)."""
+        context, gen_kwargs = request.args
+        kwargs = normalize_gen_kwargs(dict(gen_kwargs), default_max_gen_toks=self._max_gen_toks)
+        until = handle_stop_sequences(kwargs.get("until"), eos_text)
+        config = self.sampler_config_for(kwargs)
+        budget = max(1, self.max_length - config.max_new_tokens)
+        prompt = self.tok_encode(context, add_special_tokens=self._add_bos())[-budget:]
+        return Generation(
+            request, until, config, torch.tensor(prompt, dtype=torch.long, device=self.device), self._stop_fn(until),
+            make_generator(request_seed(self.seed, "gen", context, kwargs), self.device))
 
     def answer_text(self, tokens: torch.Tensor, until: list[str]) -> str:
         """The answer as lm-eval's HF backend returns it: generation ends at the token that completes a

@@ -127,7 +127,7 @@ OutputOpt = Annotated[Path, typer.Option(help="Results folder.", rich_help_panel
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Results folder to read.", rich_help_panel=PANEL_IO)]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).", rich_help_panel=PANEL_EXEC)]
 IncludeOpt = Annotated[Optional[Path], typer.Option(help="Folder of your own lm-eval task YAMLs with an evo_eval metadata block (evo_eval/user_tasks.py).", rich_help_panel=PANEL_PROTOCOL)]
-BatchOpt = Annotated[str, typer.Option(help="Batch size (an int, or auto for the HF backend).", rich_help_panel=PANEL_EXEC)]
+BatchOpt = Annotated[str, typer.Option(help="Batch size (an int, or auto): requests per forward; the non-HF families stack equal-shape requests only, with results equal to batch 1, and read auto as 8.", rich_help_panel=PANEL_EXEC)]
 
 
 def handle_errors(func: Callable) -> Callable:

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 # Given the ids committed so far (generated part only), say whether generation may stop early.
 StopFn = Callable[[torch.Tensor], bool]
 
+# Requests are stacked into one forward (adapters/request_batches.py) only when every GEMM of the
+# one-request forward already spans at least this many rows (sequences x positions): BLAS picks its
+# kernel, and with it a row's rounding, by the row count below a small threshold (MKL: 16 rows at
+# width 4096), so shorter requests are answered alone.
+MIN_STACK_ROWS = 32
+
 
 @dataclass
 class DecodeStats:
@@ -133,6 +139,43 @@ class Sampler(ABC):
         """The forwards one request costs at most (``max_new_tokens`` generated, no early stop), for
         ``plan``; ``shape`` is the card's. See evo_eval/work.py."""
         raise NotImplementedError(f"sampler {self.name} states no cost")
+
+    def batch_key(self, config: SamplerConfig, prompt_len: int) -> Any:
+        """Requests (of one config) with equal non-None keys may be decoded together by
+        ``sample_batch``, each result equal to its own ``sample``; None (the default): alone."""
+        return None
+
+    def _sample_batch(self, model: torch.nn.Module, prompts: list[torch.Tensor], config: SamplerConfig,
+                      stats: list[DecodeStats], generators: list[torch.Generator | None],
+                      stops: list[StopFn | None]) -> list[torch.Tensor]:
+        """Several canvases in lockstep, one forward per step for all of them; each request's draws
+        from its own generator in ``_sample``'s order, and its decisions (what to commit, when to stop)
+        its own. Samplers whose ``batch_key`` is not None implement it."""
+        raise NotImplementedError(f"sampler {self.name} decodes one request at a time")
+
+    @torch.inference_mode()
+    def sample_batch(self, model: torch.nn.Module, prompts: list[torch.Tensor], config: SamplerConfig, *,
+                     generators: list[torch.Generator | None], stops: list[StopFn | None]) -> list[SampleOutput]:
+        """``sample`` of each prompt (all of one ``batch_key``) with its generator and stop; the wall time
+        of the shared steps is split evenly among the requests."""
+        if len(prompts) == 1 or self.batch_key(config, int(prompts[0].numel())) is None:
+            return [self.sample(model, p, config, generator=g, stop=s)
+                    for p, g, s in zip(prompts, generators, stops, strict=True)]
+        prompts = [p.reshape(-1) for p in prompts]
+        stats = [DecodeStats(prompt_tokens=int(p.numel())) for p in prompts]
+        device = prompts[0].device
+        synchronize(device)
+        start = time.perf_counter()
+        tokens = self._sample_batch(model, prompts, config, stats, generators, stops)
+        synchronize(device)
+        share = (time.perf_counter() - start) / len(prompts)
+        outs = []
+        for ids, st in zip(tokens, stats, strict=True):
+            st.wall_s = share
+            ids = truncate_at_eos(ids.reshape(-1), config.eos_token_id)
+            st.new_tokens = int(ids.numel())
+            outs.append(SampleOutput(tokens=ids, stats=st))
+        return outs
 
     @torch.inference_mode()
     def sample(self, model: torch.nn.Module, prompt_ids: torch.Tensor, config: SamplerConfig, *,

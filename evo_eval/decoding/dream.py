@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..work import Work
-from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+from .base import MIN_STACK_ROWS, DecodeStats, Sampler, SamplerConfig, StopFn
 
 ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 
@@ -123,48 +123,65 @@ class DreamSampler(Sampler):
         positions = prompt_len + n
         return Work().add(steps if n > 0 else 0, positions, positions * positions)
 
+    def batch_key(self, config: DreamSamplerConfig, prompt_len: int):
+        # Every step is one forward over prompt + canvas and runs whatever the answer holds (no early
+        # stop), so canvases of one prompt length decode in lockstep (when long enough: MIN_STACK_ROWS).
+        n = int(config.gen_length) if config.gen_length > 0 else int(config.max_new_tokens)
+        return (prompt_len,) if prompt_len + n >= MIN_STACK_ROWS else None
+
     def _sample(self, model, prompt_ids: torch.Tensor, config: DreamSamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
-        p = int(prompt_ids.numel())
+        return self._sample_batch(model, [prompt_ids], config, [stats], [generator], [stop])[0]
+
+    def _sample_batch(self, model, prompts, config: DreamSamplerConfig, stats, generators, stops) -> list[torch.Tensor]:
+        p = int(prompts[0].numel())
         n = int(config.gen_length) if config.gen_length > 0 else int(config.max_new_tokens)
         if n <= 0:
-            return prompt_ids.new_zeros(0)
+            return [prompt.new_zeros(0) for prompt in prompts]
         mask = config.mask_token_id if config.mask_token_id is not None else int(model.config.mask_token_id)
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and p + n > int(limit):
             raise ValueError(f"prompt ({p}) + max_new_tokens ({n}) exceeds the model's {limit} positions")
         steps = config.steps if config.steps > 0 else n
-        x = torch.cat([prompt_ids, torch.full((n,), mask, dtype=prompt_ids.dtype, device=prompt_ids.device)])
-        timesteps = torch.linspace(1, config.eps, steps + 1, device=x.device)
+        xs = [torch.cat([prompt, torch.full((n,), mask, dtype=prompt.dtype, device=prompt.device)]) for prompt in prompts]
+        timesteps = torch.linspace(1, config.eps, steps + 1, device=xs[0].device)
         for i in range(steps):
-            masked = x == mask
-            logits = model.denoise(x[None])[0]
-            stats.nfe += 1
-            stats.active_token_steps += p + n
-            mask_logits = logits[masked]
-            t, s = timesteps[i], timesteps[i + 1]
-            last = i == steps - 1
-            if config.alg == "origin":
-                p_transfer = 1 - s / t if not last else 1
-                x0 = torch.full((mask_logits.shape[0],), mask, dtype=torch.long, device=x.device)
-                transfer = torch.rand(x0.shape, device=x.device, generator=generator) < p_transfer
-                x0[transfer] = sample_tokens(mask_logits[transfer], config, generator)[1]
-                x[masked] = x0
-                continue
-            confidence, x0 = sample_tokens(mask_logits, config, generator, margin=config.alg == "topk_margin",
-                                           neg_entropy=config.alg == "entropy")
-            count = masked.sum() / 1  # the authors' per-row mean: a float tensor
-            k = int(count * (1 - s / t)) if not last else int(count)
-            if k <= 0:
-                continue
-            full = torch.full(x.shape, float("-inf"), dtype=logits.dtype, device=x.device)
-            full[masked] = confidence
-            if config.alg_temp == 0:
-                chosen = torch.topk(full, k).indices
-            else:
-                chosen = torch.multinomial(F.softmax(full / config.alg_temp, dim=-1), k, generator=generator)
-            proposal = torch.full_like(x, mask)
-            proposal[masked] = x0
-            x[chosen] = proposal[chosen]
-        stats.extra.update(alg=config.alg, steps=steps, canvas=n)
-        return x[p:]
+            logits = model.denoise(torch.stack(xs))  # one forward for every canvas
+            for x, row, st, generator in zip(xs, logits, stats, generators):
+                st.nfe += 1
+                st.active_token_steps += p + n
+                self._step(x, row, i, steps, timesteps, mask, config, generator)
+        for st in stats:
+            st.extra.update(alg=config.alg, steps=steps, canvas=n)
+        return [x[p:] for x in xs]
+
+    @staticmethod
+    def _step(x: torch.Tensor, logits: torch.Tensor, i: int, steps: int, timesteps: torch.Tensor, mask: int,
+              config: DreamSamplerConfig, generator: torch.Generator | None) -> None:
+        """Step ``i`` of one canvas ``x`` (in place) from its logits."""
+        masked = x == mask
+        mask_logits = logits[masked]
+        t, s = timesteps[i], timesteps[i + 1]
+        last = i == steps - 1
+        if config.alg == "origin":
+            p_transfer = 1 - s / t if not last else 1
+            x0 = torch.full((mask_logits.shape[0],), mask, dtype=torch.long, device=x.device)
+            transfer = torch.rand(x0.shape, device=x.device, generator=generator) < p_transfer
+            x0[transfer] = sample_tokens(mask_logits[transfer], config, generator)[1]
+            x[masked] = x0
+            return
+        confidence, x0 = sample_tokens(mask_logits, config, generator, margin=config.alg == "topk_margin",
+                                       neg_entropy=config.alg == "entropy")
+        count = masked.sum() / 1  # the authors' per-row mean: a float tensor
+        k = int(count * (1 - s / t)) if not last else int(count)
+        if k <= 0:
+            return
+        full = torch.full(x.shape, float("-inf"), dtype=logits.dtype, device=x.device)
+        full[masked] = confidence
+        if config.alg_temp == 0:
+            chosen = torch.topk(full, k).indices
+        else:
+            chosen = torch.multinomial(F.softmax(full / config.alg_temp, dim=-1), k, generator=generator)
+        proposal = torch.full_like(x, mask)
+        proposal[masked] = x0
+        x[chosen] = proposal[chosen]

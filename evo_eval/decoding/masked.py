@@ -81,7 +81,7 @@ from typing import ClassVar
 import torch
 
 from ..work import Work
-from .base import DecodeStats, Sampler, SamplerConfig, StopFn
+from .base import MIN_STACK_ROWS, DecodeStats, Sampler, SamplerConfig, StopFn
 
 REMASKING = ("low_confidence", "random")
 # logits: the network's own dtype (ML-GSAI/LLaDA); float64: Fast-dLLM's get_transfer_index.
@@ -224,6 +224,14 @@ class LLaDASampler(Sampler):
                 work.add(steps - 1, rows_b, rows_b * n)
         return work.bound("upper bound: one token per step under the threshold") if config.threshold > 0 else work
 
+    def batch_key(self, config: LLaDASamplerConfig, prompt_len: int):
+        # The reference decoding (no cache, fixed steps per block) decodes canvases of one prompt length
+        # in lockstep. The Fast-dLLM caches hold one canvas's keys/values, and threshold decoding ends a
+        # block after a number of steps that differs per canvas: those decode one request at a time.
+        if config.use_cache or config.threshold > 0 or prompt_len + config.canvas().length < MIN_STACK_ROWS:
+            return None
+        return (prompt_len,)
+
     def _sample(self, model, prompt_ids: torch.Tensor, config: LLaDASamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
         canvas = config.canvas()
@@ -243,6 +251,41 @@ class LLaDASampler(Sampler):
         stats.extra.update(canvas=canvas.length, block_length=canvas.block, steps_per_block=canvas.steps_per_block,
                            blocks_decoded=done // canvas.block, cache=run.cache_mode)
         return x[0, p:p + min(done, cap)]
+
+    def _sample_batch(self, model, prompts, config: LLaDASamplerConfig, stats, generators, stops) -> list[torch.Tensor]:
+        """The reference decoding of several canvases of one prompt length: each step one forward over
+        the canvases still decoding, then each canvas commits its own tokens from its own generator;
+        a canvas that is finished after a block (its EOS, stop string or length) leaves the batch,
+        exactly where ``_sample`` stops it."""
+        canvas = config.canvas()
+        mask = mask_id_for(model, config)
+        prompts = [self._fit(model, prompt, canvas, st) for prompt, st in zip(prompts, stats)]
+        p = int(prompts[0].numel())
+        cap = canvas.length if config.answer_length == "canvas" else min(int(config.max_new_tokens), canvas.length)
+        runs = []
+        for prompt, st, generator in zip(prompts, stats, generators):
+            x = torch.full((1, p + canvas.length), mask, dtype=torch.long, device=prompt.device)
+            x[0, :p] = prompt
+            runs.append(_Run(model, x, p, mask, config, canvas, st, generator))
+        done = [0] * len(runs)
+        active = list(range(len(runs)))
+        for b in range(canvas.blocks):
+            s = p + b * canvas.block
+            e = s + canvas.block
+            for k in canvas.schedule():
+                for r, logits in zip(active, _stacked_logits([runs[r] for r in active], s, e)):
+                    runs[r].commit(s, e, logits, (0, runs[r].x.shape[1]), k=k)
+            for r in active:
+                done[r] = (b + 1) * canvas.block
+            if b + 1 < canvas.blocks:
+                active = [r for r in active
+                          if not self._finished(runs[r].x[0, p:p + done[r]], done[r], cap, config, stops[r])]
+            if not active:
+                break
+        for run, st, d in zip(runs, stats, done):
+            st.extra.update(canvas=canvas.length, block_length=canvas.block, steps_per_block=canvas.steps_per_block,
+                            blocks_decoded=d // canvas.block, cache=run.cache_mode)
+        return [run.x[0, p:p + min(d, cap)] for run, d in zip(runs, done)]
 
     @staticmethod
     def _fit(model, prompt_ids: torch.Tensor, canvas: "Canvas", stats: DecodeStats) -> torch.Tensor:
@@ -364,6 +407,33 @@ class _Run:
         elif k > 0:
             chosen[torch.topk(scores, k).indices - (s - lo)] = True
         self.x[0, s:e] = torch.where(chosen, x0, block)
+
+
+def _stacked_logits(runs: list["_Run"], s: int, e: int) -> list[torch.Tensor]:
+    """Each run's block logits, as ``_Run.logits`` (no cache) computes them, from one forward over all
+    the canvases (with CFG each canvas's unconditional twin right after it); the head runs per canvas,
+    so its GEMM has the shape it has for one canvas alone."""
+    if len(runs) == 1:
+        return [runs[0].logits(s, e, first=True)[0]]
+    first = runs[0]
+    model, config, n = first.model, first.config, first.x.shape[1]
+    if config.cfg_scale > 0:
+        rows = []
+        for run in runs:
+            un = run.x.clone()
+            un[0, :run.p] = run.mask
+            rows += [run.x, un]
+        both = first._native(model.denoise(torch.cat(rows), slice(s, e), head_split=2))
+        out = []
+        for i, run in enumerate(runs):
+            run._count(2, 2 * n)
+            cond, uncond = both[2 * i], both[2 * i + 1]
+            out.append(uncond + (config.cfg_scale + 1.0) * (cond - uncond))
+        return out
+    logits = first._native(model.denoise(torch.cat([run.x for run in runs]), slice(s, e), head_split=1))
+    for run in runs:
+        run._count(1, n)
+    return list(logits)
 
 
 def softmax_at(logits: torch.Tensor, index: torch.Tensor, dtype: torch.dtype, suppressed: list[int]) -> torch.Tensor:

@@ -321,18 +321,24 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         return LLaDACache([make() for _ in range(c.n_layers)], [make() for _ in range(c.n_layers)])
 
     def denoise(self, ids: torch.Tensor, rows: slice | torch.Tensor | None = None, *,
-                cache: LLaDACache | None = None, start: int = 0) -> torch.Tensor:
+                cache: LLaDACache | None = None, start: int = 0, head_split: int = 0) -> torch.Tensor:
         """float32 logits (batch, rows, vocab) for ``ids`` (batch, n) at positions start..start+n-1.
 
         Without a cache the pass is the full bidirectional forward over ``ids``. With one, the window
         writes its keys/values into the cache at its positions and attends to all ``cache.length``
         positions (the rest as cached: Fast-dLLM's prefix cache when the window runs to the end,
         its dual cache when it is one block). ``rows`` index the window's own positions.
+        ``head_split`` > 0 runs the head ``head_split`` sequences at a time: several requests stacked
+        in one pass (adapters/request_batches.py) keep the head GEMM the shape it has for one request
+        alone, since a GEMM over a few rows rounds differently from one over more.
         """
         if cache is None and start:
             raise ValueError("a window that does not start at position 0 needs a cache")
         h = self._hidden(ids, start, None, cache)
-        return self._logits(h if rows is None else h[:, rows])
+        h = h if rows is None else h[:, rows]
+        if head_split <= 0 or head_split >= h.shape[0]:
+            return self._logits(h)
+        return torch.cat([self._logits(part) for part in h.split(head_split)])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 **kwargs: Any) -> MaskedLMOutput:

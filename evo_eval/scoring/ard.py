@@ -85,6 +85,11 @@ class ARDScorer(Scorer):
         work = Work().add(1, p, causal_pairs(p))
         return work.add(config.mc_num // config.batch, config.batch * m, config.batch * m * (p + m), nfe=config.mc_num)
 
+    def batch_key(self, config: ARDScorerConfig, context_len: int, continuation_len: int):
+        # One request at a time (adapters/request_batches.py): every row attends to its own request's
+        # cached prompt (encode_prompt), shared across the rows of one request only.
+        return None
+
     def score(self, model, context_ids: torch.Tensor, continuation_ids: torch.Tensor, config: ARDScorerConfig,
               *, generator: torch.Generator | None = None) -> ScoreOutput:
         ctx, cont = context_ids.reshape(-1), continuation_ids.reshape(-1)

@@ -3,6 +3,11 @@
 ``score(model, context_ids, continuation_ids, config) -> ScoreOutput``: the (estimated) log-probability
 of the continuation given the context, whether greedy decoding would produce it, the estimator's name
 (recorded in results, so a table can tell an exact AR score from a Monte-Carlo ELBO) and its cost.
+
+Several requests at once (``--batch-size N``, adapters/request_batches.py): ``batch_key`` says which
+requests an estimator can stack into the same forwards exactly, ``score_batch`` and ``choices_batch``
+answer such a bucket. The defaults answer one request at a time, so an estimator that cannot batch
+a case exactly simply keeps its key None for it.
 """
 
 from __future__ import annotations
@@ -64,3 +69,21 @@ class Scorer(ABC):
         forward depends on the continuation itself (the default). The first output carries the NFE,
         the others 0, so a sum over requests counts the forward once."""
         return None
+
+    def batch_key(self, config: ScorerConfig, context_len: int, continuation_len: int) -> Any:
+        """Requests with equal (non-None) keys may be answered together by ``score_batch`` (and
+        one-token groups with ``continuation_len`` 1 by ``choices_batch``), each result equal to its
+        own ``score`` bit for bit; None (the default): this request is answered alone."""
+        return None
+
+    def score_batch(self, model: torch.nn.Module, requests: list[tuple[torch.Tensor, torch.Tensor]],
+                    config: ScorerConfig, generators: list[torch.Generator | None]) -> list[ScoreOutput]:
+        """``score`` of each (context, continuation) with its own generator; an estimator that batches
+        overrides this, drawing from each request's generator exactly what ``score`` would, in order."""
+        return [self.score(model, ctx, cont, config, generator=gen)
+                for (ctx, cont), gen in zip(requests, generators, strict=True)]
+
+    def choices_batch(self, model: torch.nn.Module, contexts: list[torch.Tensor], candidates: list[torch.Tensor],
+                      config: ScorerConfig) -> list[list[ScoreOutput]]:
+        """``score_choices`` of each context (all of one ``batch_key``) with its candidates."""
+        return [self.score_choices(model, ctx, cands, config) for ctx, cands in zip(contexts, candidates, strict=True)]

@@ -110,6 +110,11 @@ class BD3LMScorer(Scorer):
                  nfe=config.mc_num)
         return work.bound("upper bound: every Monte-Carlo row masks a token")
 
+    def batch_key(self, config: BD3LMScoringConfig, context_len: int, continuation_len: int):
+        # One request at a time (adapters/request_batches.py): every draw attends to its own request's
+        # clean-copy keys/values (nelbo_prefix), and the DiT's adaLN conditioning rounds by row count.
+        return None
+
     def shares_choices(self, config: BD3LMScoringConfig) -> bool:
         return True
 

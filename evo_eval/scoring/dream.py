@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..decoding.base import MIN_STACK_ROWS
 from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
 
@@ -64,28 +65,53 @@ class DreamScorer(Scorer):
     @torch.inference_mode()
     def score(self, model, context_ids: torch.Tensor, continuation_ids: torch.Tensor, config: DreamScorerConfig,
               *, generator: torch.Generator | None = None) -> ScoreOutput:
-        ctx, cont = context_ids.reshape(-1), continuation_ids.reshape(-1)
-        if cont.numel() == 0:
-            return ScoreOutput(0.0, False, self.method, nfe=0, stderr=0.0)
+        return self.score_batch(model, [(context_ids, continuation_ids)], config, [generator])[0]
+
+    def batch_key(self, config: DreamScorerConfig, context_len: int, continuation_len: int):
+        # Sequences of one context and one answer length stack into the same forwards (no padding),
+        # when the one-request forward is long enough (MIN_STACK_ROWS).
+        rows = config.batch * (context_len + continuation_len + int(config.append_eos))
+        return (context_len, continuation_len) if continuation_len and rows >= MIN_STACK_ROWS else None
+
+    @torch.inference_mode()
+    def score_batch(self, model, requests, config: DreamScorerConfig, generators) -> list[ScoreOutput]:
+        """Requests of one (context, answer) length: each forward holds every request's ``batch`` rows,
+        each request's ``u`` and mask uniforms drawn from its own generator, in ``score``'s order."""
+        p = requests[0][0].numel()
+        if requests[0][1].numel() == 0:
+            return [ScoreOutput(0.0, False, self.method, nfe=0, stderr=0.0) for _ in requests]
         mask = config.mask_token_id if config.mask_token_id is not None else int(model.config.mask_token_id)
-        if config.append_eos:
-            eos = config.eos_token_id if config.eos_token_id is not None else int(model.config.eos_token_id)
-            cont = torch.cat([cont, cont.new_tensor([eos])])
-        seq = torch.cat([ctx, cont])[None].repeat(config.batch, 1)
-        b, length, target = config.batch, seq.shape[1], cont.numel()
-        draws = []
+        seqs = []
+        for ctx, cont in requests:
+            cont = cont.reshape(-1)
+            if config.append_eos:
+                eos = config.eos_token_id if config.eos_token_id is not None else int(model.config.eos_token_id)
+                cont = torch.cat([cont, cont.new_tensor([eos])])
+            seqs.append(torch.cat([ctx.reshape(-1), cont])[None].repeat(config.batch, 1))
+        b, length = config.batch, seqs[0].shape[1]
+        device = seqs[0].device
+        draws: list[list[float]] = [[] for _ in requests]
         for _ in range(max(config.mc_num // b, 1)):
-            u0 = torch.rand(1, generator=generator, device=seq.device, dtype=torch.float32)
-            t = (u0 + torch.arange(b, device=seq.device).float() / b) % 1
-            p_mask = ((1 - config.sampling_eps) * t + config.sampling_eps)[:, None].repeat(1, length)
-            masked = torch.rand((b, length), generator=generator, device=seq.device) < p_mask
-            masked[:, 0] = False
-            masked[:, -1] = False
-            masked[:, :length - target] = False  # ftb: only the continuation is noised
-            noisy = torch.where(masked, mask, seq)
+            p_masks, masks = [], []
+            for generator in generators:
+                u0 = torch.rand(1, generator=generator, device=device, dtype=torch.float32)
+                t = (u0 + torch.arange(b, device=device).float() / b) % 1
+                p_mask = ((1 - config.sampling_eps) * t + config.sampling_eps)[:, None].repeat(1, length)
+                masked = torch.rand((b, length), generator=generator, device=device) < p_mask
+                masked[:, 0] = False
+                masked[:, -1] = False
+                masked[:, :p] = False  # ftb: only the continuation is noised
+                p_masks.append(p_mask)
+                masks.append(masked)
+            noisy = torch.cat([torch.where(masked, mask, seq) for masked, seq in zip(masks, seqs)])
             logits = model.denoise(noisy)
-            loss = F.cross_entropy(logits[masked], seq[masked], reduction="none") / p_mask[masked]
-            draws.append(float(loss.sum()) / b)
-        values = torch.tensor(draws, dtype=torch.float64)
-        stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
-        return ScoreOutput(-float(values.mean()), False, self.method, nfe=len(draws) * b, stderr=stderr)
+            for r, (seq, masked, p_mask) in enumerate(zip(seqs, masks, p_masks)):
+                mine = logits[r * b:(r + 1) * b]
+                loss = F.cross_entropy(mine[masked], seq[masked], reduction="none") / p_mask[masked]
+                draws[r].append(float(loss.sum()) / b)
+        outs = []
+        for mine in draws:
+            values = torch.tensor(mine, dtype=torch.float64)
+            stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
+            outs.append(ScoreOutput(-float(values.mean()), False, self.method, nfe=len(mine) * b, stderr=stderr))
+        return outs

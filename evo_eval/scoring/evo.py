@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.evo_schedule import noised
-from .ar import ar_choices, ar_logprob
+from .ar import ar_batch_key, ar_choices, ar_choices_batch, ar_logprob, ar_score_batch
 from ..work import Work, causal_pairs
 from .base import Scorer, ScoreOutput, ScorerConfig
 
@@ -100,6 +100,24 @@ class EvoScorer(Scorer):
         """The AR limit reads a one-token continuation off the context's last causal position: one
         forward for every candidate. The ELBO noises the continuation's own latents, so it cannot share."""
         return ar_choices(model, context_ids, candidates, "evo_ar_limit") if config.estimator == "ar" else None
+
+    def batch_key(self, config: EvoScorerConfig, context_len: int, continuation_len: int):
+        # The AR limit stacks requests of one shape into one causal pass. The ELBO is answered one
+        # request at a time: each request's noise levels attend to its own context's cached keys and
+        # values (encode_prefix), which the latent forward shares across rows of one request only.
+        return ar_batch_key(context_len, continuation_len) if config.estimator == "ar" else None
+
+    @torch.inference_mode()
+    def score_batch(self, model, requests, config: EvoScorerConfig, generators) -> list[ScoreOutput]:
+        if config.estimator != "ar":
+            return super().score_batch(model, requests, config, generators)
+        return ar_score_batch(model, requests, "evo_ar_limit")
+
+    @torch.inference_mode()
+    def choices_batch(self, model, contexts, candidates, config: EvoScorerConfig) -> list[list[ScoreOutput]]:
+        if config.estimator != "ar":
+            return super().choices_batch(model, contexts, candidates, config)
+        return ar_choices_batch(model, contexts, candidates, "evo_ar_limit")
 
     def _elbo(self, model, ctx, cont, config: EvoScorerConfig, generator) -> ScoreOutput:
         if not 0.0 < config.t_min < config.t_max < 1.0:

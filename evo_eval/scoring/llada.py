@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..decoding.base import MIN_STACK_ROWS
 from ..decoding.masked import mask_id_for
 from ..work import Work
 from .base import Scorer, ScorerConfig, ScoreOutput
@@ -101,35 +102,56 @@ class LLaDAScorer(Scorer):
 
     def score(self, model, context_ids: torch.Tensor, continuation_ids: torch.Tensor, config: LLaDAScorerConfig,
               *, generator: torch.Generator | None = None) -> ScoreOutput:
-        mask = mask_id_for(model, config)
-        ctx, cont = context_ids.reshape(-1), continuation_ids.reshape(-1)
-        p, length = ctx.numel(), cont.numel()
-        if length == 0:
-            return ScoreOutput(0.0, True, self.method, nfe=0, stderr=0.0)
-        seq = torch.cat([ctx, cont])[None]
-        rows_per_pass = 2 if config.cfg > 0 else 1
-        if length == 1:
-            return self.score_choices(model, ctx, cont, config)[0]
+        return self.score_batch(model, [(context_ids, continuation_ids)], config, [generator])[0]
 
-        draws = []
+    def batch_key(self, config: LLaDAScorerConfig, context_len: int, continuation_len: int):
+        # Rows of one length and one answer slice stack into the same forward (no padding), when the
+        # one-request forward is long enough (MIN_STACK_ROWS).
+        rows = (context_len + 1) if continuation_len == 1 else config.batch * (context_len + continuation_len)
+        return (context_len, continuation_len) if continuation_len and rows >= MIN_STACK_ROWS else None
+
+    def score_batch(self, model, requests, config: LLaDAScorerConfig, generators) -> list[ScoreOutput]:
+        """Requests of one (context, answer) length: each forward holds every request's ``batch`` rows
+        of one draw, each request's rows drawn from its own generator first, in ``score``'s order."""
+        mask = mask_id_for(model, config)
+        ctxs = [ctx.reshape(-1) for ctx, _ in requests]
+        conts = [cont.reshape(-1) for _, cont in requests]
+        p, length = ctxs[0].numel(), conts[0].numel()
+        if length == 0:
+            return [ScoreOutput(0.0, True, self.method, nfe=0, stderr=0.0) for _ in requests]
+        if length == 1:
+            return [outs[0] for outs in self.choices_batch(model, ctxs, conts, config)]
+        seqs = [torch.cat([ctx, cont])[None] for ctx, cont in zip(ctxs, conts)]
+        rows_per_pass = 2 if config.cfg > 0 else 1
+        draws: list[list[torch.Tensor]] = [[] for _ in requests]
         for _ in range(config.mc_num // config.batch):
-            counts = stratified_counts(length, config.batch, generator, seq.device, config.mask_counts)
-            masked = random_masks(counts, length, generator)
-            noisy = seq.repeat(config.batch, 1)
-            noisy[:, p:] = torch.where(masked, mask, noisy[:, p:])
-            logits = self._logits(model, noisy, p, mask, config.cfg)
-            nll = F.cross_entropy(logits.flatten(0, 1), cont.repeat(config.batch), reduction="none")
-            nll = (nll.view(config.batch, length) * masked).sum(1)
-            draws.append(-nll * (length / counts.to(nll.dtype)))
-        values = torch.cat(draws).double()
-        nfe = config.mc_num * rows_per_pass
-        # Treating the stratified rows as independent overstates the error (stratification lowers it).
-        stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
-        greedy = False
-        if config.check_greedy:
-            greedy = self._greedy(model, seq, p, length, mask, config.cfg)
-            nfe += length * rows_per_pass
-        return ScoreOutput(float(values.mean()), greedy, self.method, nfe=nfe, stderr=stderr)
+            counts, masks, noisy = [], [], []
+            for seq, generator in zip(seqs, generators):
+                c = stratified_counts(length, config.batch, generator, seq.device, config.mask_counts)
+                masked = random_masks(c, length, generator)
+                rows = seq.repeat(config.batch, 1)
+                rows[:, p:] = torch.where(masked, mask, rows[:, p:])
+                counts.append(c)
+                masks.append(masked)
+                noisy.append(rows)
+            logits = self._logits(model, torch.cat(noisy), p, mask, config.cfg, len(requests))
+            for r, (cont, c, masked) in enumerate(zip(conts, counts, masks)):
+                mine = logits[r * config.batch:(r + 1) * config.batch]
+                nll = F.cross_entropy(mine.flatten(0, 1), cont.repeat(config.batch), reduction="none")
+                nll = (nll.view(config.batch, length) * masked).sum(1)
+                draws[r].append(-nll * (length / c.to(nll.dtype)))
+        outs = []
+        for seq, mine in zip(seqs, draws):
+            values = torch.cat(mine).double()
+            nfe = config.mc_num * rows_per_pass
+            # Treating the stratified rows as independent overstates the error (stratification lowers it).
+            stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
+            greedy = False
+            if config.check_greedy:  # L forwards per request, one request at a time
+                greedy = self._greedy(model, seq, p, length, mask, config.cfg)
+                nfe += length * rows_per_pass
+            outs.append(ScoreOutput(float(values.mean()), greedy, self.method, nfe=nfe, stderr=stderr))
+        return outs
 
     def work(self, config: LLaDAScorerConfig, context_len: int, continuation_len: int, shape: dict) -> Work:
         n, rows = context_len + continuation_len, (2 if config.cfg > 0 else 1)
@@ -148,27 +170,41 @@ class LLaDAScorer(Scorer):
                       ) -> list[ScoreOutput]:
         """One-token answers: the input is the context and one [MASK] whatever the answer, so one
         forward (a row pair with CFG) scores every candidate exactly."""
+        return self.choices_batch(model, [context_ids], [candidates], config)[0]
+
+    def choices_batch(self, model, contexts, candidates, config: LLaDAScorerConfig) -> list[list[ScoreOutput]]:
+        """``score_choices`` for contexts of one length: one row per context in the same forward."""
         mask = mask_id_for(model, config)
-        ctx = context_ids.reshape(-1)
-        noisy = torch.cat([ctx, ctx.new_full((1,), mask)])[None]
-        logits = self._logits(model, noisy, ctx.numel(), mask, config.cfg)[0, 0]
-        logp, best = torch.log_softmax(logits, -1), logits.argmax()
+        ctxs = [ctx.reshape(-1) for ctx in contexts]
+        noisy = torch.stack([torch.cat([ctx, ctx.new_full((1,), mask)]) for ctx in ctxs])
+        logits = self._logits(model, noisy, ctxs[0].numel(), mask, config.cfg, len(ctxs))
         nfe = 2 if config.cfg > 0 else 1
-        # eval_llada.py's suffix_greedy_prediction returns False unless is_check_greedy is set.
-        return [ScoreOutput(float(logp[c]), config.check_greedy and bool(best == c), self.method,
-                            nfe=nfe if i == 0 else 0, stderr=0.0)
-                for i, c in enumerate(candidates.reshape(-1))]
+        outs = []
+        for r, cands in enumerate(candidates):
+            row = logits[r, 0]
+            logp, best = torch.log_softmax(row, -1), row.argmax()
+            # eval_llada.py's suffix_greedy_prediction returns False unless is_check_greedy is set.
+            outs.append([ScoreOutput(float(logp[c]), config.check_greedy and bool(best == c), self.method,
+                                     nfe=nfe if i == 0 else 0, stderr=0.0)
+                         for i, c in enumerate(cands.reshape(-1))])
+        return outs
 
     @staticmethod
-    def _logits(model, noisy: torch.Tensor, p: int, mask: int, cfg: float) -> torch.Tensor:
-        """Answer-row logits (rows, L, vocab), guided when cfg > 0."""
+    def _logits(model, noisy: torch.Tensor, p: int, mask: int, cfg: float, requests: int = 1) -> torch.Tensor:
+        """Answer-row logits (rows, L, vocab), guided when cfg > 0. ``noisy`` may stack the rows of
+        several ``requests`` (equal counts): each request's rows (with their unconditional twins) stay
+        together and the head runs per request, so its numbers are those of the request alone."""
         answer = slice(p, noisy.shape[1])
+        own = noisy.shape[0] // requests
+        split = {"head_split": (2 if cfg > 0 else 1) * own} if requests > 1 else {}
         if cfg <= 0:
-            return model.denoise(noisy, answer)
+            return model.denoise(noisy, answer, **split)
         unconditional = noisy.clone()
         unconditional[:, :p] = mask
-        both = model.denoise(torch.cat([noisy, unconditional]), answer)
-        cond, uncond = both.chunk(2)
+        both = torch.cat([part for r in range(requests)
+                          for part in (noisy[r * own:(r + 1) * own], unconditional[r * own:(r + 1) * own])])
+        out = model.denoise(both, answer, **split).unflatten(0, (requests, 2, own))
+        cond, uncond = out[:, 0].flatten(0, 1), out[:, 1].flatten(0, 1)
         return uncond + (cfg + 1.0) * (cond - uncond)
 
     def _greedy(self, model, seq: torch.Tensor, p: int, length: int, mask: int, cfg: float) -> bool:

@@ -109,6 +109,13 @@ class MDLMScorer(Scorer):
         work.add(math.ceil(config.mc_num / config.batch), config.batch * n, config.batch * n * n, nfe=config.mc_num)
         return work.bound("upper bound: every Monte-Carlo row masks a token")
 
+    def batch_key(self, config: MDLMScoringConfig, context_len: int, continuation_len: int):
+        # One request at a time (adapters/request_batches.py): the DiT's adaLN conditioning is a GEMM
+        # over one row per sequence, and its rounding depends on how many sequences share it (on MKL,
+        # 1 row differs from 2+; measured on the tiny DiT: logits differ by 1e-6), so stacking
+        # requests would change the all-masked forward's last bits.
+        return None
+
     def shares_choices(self, config: MDLMScoringConfig) -> bool:
         return True
 
