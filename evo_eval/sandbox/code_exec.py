@@ -58,8 +58,9 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import UserError
 from ..sandbox import layers as sandbox_layers
 from ..sandbox.runner import ExecResult, Limits, run_sandboxed
+from ..sandbox.split import Split
 
-__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "SandboxUnavailable", "BadExecRequest",
+__all__ = ["ExecResult", "Limits", "Split", "CodeExecNotAllowed", "SandboxUnavailable", "BadExecRequest",
            "check_programs", "check_program", "protections"]
 
 ALLOW_ENV = "EVO_EVAL_ALLOW_CODE_EXEC"
@@ -94,7 +95,7 @@ def code_exec_allowed(allow: bool | None = None) -> bool:
     return os.environ.get(ALLOW_ENV, "") == "1"
 
 
-def check_programs(programs: list[str], timeout: float = 10.0, workers: int | None = None,
+def check_programs(programs: list[str | Split], timeout: float = 10.0, workers: int | None = None,
                    allow: bool | None = None, limits: Limits | None = None) -> list[ExecResult]:
     if not code_exec_allowed(allow):
         raise CodeExecNotAllowed()
@@ -112,7 +113,7 @@ def check_programs(programs: list[str], timeout: float = 10.0, workers: int | No
     return results
 
 
-def check_program(program: str, timeout: float = 10.0, allow: bool | None = None,
+def check_program(program: str | Split, timeout: float = 10.0, allow: bool | None = None,
                   limits: Limits | None = None) -> ExecResult:
     return check_programs([program], timeout=timeout, workers=1, allow=allow, limits=limits)[0]
 
@@ -132,9 +133,12 @@ def _validate(programs: list[str], timeout: float, workers: int | None) -> None:
         raise BadExecRequest(f"workers must be a whole number of at least 1, got {workers!r}",
                              "pass workers=None to use every usable CPU")
     for index, program in enumerate(programs):
-        if not isinstance(program, str):
+        texts = ([program.candidate, program.tests, program.prelude, *program.untrusted]
+                 if isinstance(program, Split) else [program])
+        if not all(isinstance(text, str) for text in texts):
             raise BadExecRequest(f"program {index} is a {type(program).__name__}, not Python source text",
-                                 "pass each program as one str (prompt + completion + tests + check call)")
+                                 "pass each program as a Split(candidate, tests, ...) of str, or one str "
+                                 "(prompt + completion + tests + check call)")
 
 
 def _last_line(text: str) -> str:
