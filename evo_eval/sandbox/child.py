@@ -208,7 +208,8 @@ def report_failure(exc: BaseException) -> None:
         import traceback  # only failures pay for it
 
         # From the program's frames on: this file's frame is noise in every report.
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        trace = exc.__traceback__
+        traceback.print_exception(type(exc), exc, trace.tb_next if trace is not None else None)
         sys.stderr.flush()
     except BaseException:  # output full (the file-size limit) or stderr replaced: the status says enough
         pass

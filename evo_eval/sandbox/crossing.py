@@ -12,7 +12,8 @@ candidate's top-level names only as stand-ins:
   returns what comes back;
 * plain data comes back as data: None, bool, int, float (nan and inf included), complex, str,
   bytes, and lists, tuples, sets, frozensets and dicts of them, rebuilt by the checker's decoder
-  as exactly those built-in types; an iterator comes back as an iterator over its items;
+  as exactly those built-in types; a built-in class (int, str) by name, as the checker's own; an
+  iterator comes back as an iterator over its items;
 * anything else (an instance of the candidate's class, say) stays in the candidate: the checker
   gets an opaque handle it can pass back as an argument, equal only to itself.
 
@@ -138,6 +139,10 @@ def _decode_tag(obj: dict):
             return complex(*payload)
         if tag == "i" and type(payload) is list:
             return iter(payload)
+    if set(obj) == {"bt"} and type(obj["bt"]) is str:
+        found = getattr(builtins, obj["bt"], None)
+        if isinstance(found, type):  # a built-in class (int, str, ValueError): the checker's own
+            return found
     if set(obj) == {"h", "type"} and type(obj["h"]) is int and type(obj["type"]) is str:
         return Handle(obj["h"], obj["type"])
     raise ValueError(f"not plain data: {sorted(obj)[:3]}")
@@ -193,6 +198,8 @@ def _answer(request: list, names: dict, objects: dict) -> list:
             return {"i": [encode(v, refer) for v in plain]}
         if kind is not None:
             return encode(plain, refer)
+        if isinstance(value, type) and getattr(builtins, value.__name__, None) is value:
+            return {"bt": value.__name__}
         objects[id(value)] = value  # kept alive for as long as the checker may pass it back
         return {"h": id(value), "type": type(value).__name__}
 
