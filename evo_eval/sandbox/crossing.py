@@ -40,6 +40,7 @@ import sys
 
 _HEADER = struct.Struct(">I")
 _MAX_MESSAGE = 1 << 30
+_BIG = 1 << 4096
 IN_PROCESS = b"in-process\n"
 
 
@@ -91,6 +92,8 @@ def encode(value, refer):
     """Plain data as JSON-ready structures; `refer(value)` handles anything else (returns a tag or
     raises)."""
     kind = type(value)
+    if kind is int and not -_BIG < value < _BIG:  # JSON's decimal digits are capped (int_max_str_digits)
+        return {"I": format(value, "x")}
     if value is None or kind in (bool, int, float, str):
         return value
     if kind is list:
@@ -133,6 +136,8 @@ def _decode_tag(obj: dict):
             return set(payload)
         if tag == "f" and type(payload) is list:
             return frozenset(payload)
+        if tag == "I" and type(payload) is str:
+            return int(payload, 16)
         if tag == "b" and type(payload) is str:
             return bytes.fromhex(payload)
         if tag == "c" and type(payload) is list and len(payload) == 2 and all(type(p) in (int, float) for p in payload):
@@ -186,7 +191,10 @@ def serve(source: str, filename: str, module, requests: int, replies: int, repor
 
 def _reply(fd: int, message) -> None:
     try:
-        send(fd, message)
+        try:
+            send(fd, message)
+        except (ValueError, TypeError, RecursionError, MemoryError) as exc:  # a result JSON cannot hold
+            send(fd, ["raised", type(exc).__name__, str(exc)])
     except OSError:
         os._exit(0)
 
@@ -259,8 +267,8 @@ class Channel:
         try:
             send(self.requests, message)
             raw = receive_raw(self.replies)
-        except (OSError, EOFError, ValueError) as exc:
-            self.broken = f"the candidate's process is gone ({type(exc).__name__})"
+        except (OSError, EOFError, ValueError, MemoryError) as exc:  # MemoryError: a reply too big to hold
+            self.broken = f"the candidate's process is gone or its reply too long ({type(exc).__name__})"
             raise CandidateGone(self.broken) from None
         try:
             reply = decode(raw)
@@ -275,7 +283,7 @@ class Channel:
     def loaded(self) -> bool:
         try:
             reply = decode(receive_raw(self.replies))
-        except (OSError, EOFError, ValueError, TypeError, RecursionError):
+        except (OSError, EOFError, ValueError, TypeError, RecursionError, MemoryError):
             self.broken = "the candidate's code did not load"
             return False
         if reply != ["loaded"]:

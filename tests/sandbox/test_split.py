@@ -73,7 +73,7 @@ def test_plain_data_and_exceptions_cross_exactly():
     candidate = ("import itertools\n"
                  "def echo(x):\n    return x\n"
                  "def special():\n    return [float('nan'), float('inf'), -0.0, 1j, b'\\x00', frozenset({1}), "
-                 "{(1, 2): {3}}, 10 ** 40, 'caf\\u00e9\\ud800']\n"
+                 "{(1, 2): {3}}, 10 ** 40, 'caf\\u00e9\\ud800', -7 ** 6000]\n"
                  "def gen(n):\n    return (i * i for i in range(n))\n"
                  "def fails(kind):\n    raise {'v': ValueError, 'k': KeyError, 'c': type('Custom', (Exception,), {})}[kind]('no')\n")
     tests = ("import math\n"
@@ -83,7 +83,7 @@ def test_plain_data_and_exceptions_cross_exactly():
              "    assert back == value and type(back[0][1]) is tuple and type(back[1]['k']) is set\n"
              "    got = special()\n"
              "    assert math.isnan(got[0]) and got[1] == math.inf and math.copysign(1, got[2]) == -1\n"
-             "    assert got[3:] == [1j, b'\\x00', frozenset({1}), {(1, 2): {3}}, 10 ** 40, 'caf\\u00e9\\ud800']\n"
+             "    assert got[3:] == [1j, b'\\x00', frozenset({1}), {(1, 2): {3}}, 10 ** 40, 'caf\\u00e9\\ud800', -7 ** 6000]\n"
              "    assert list(gen(4)) == [0, 1, 4, 9] and gen(2) != [0, 1]\n"
              "    assert echo(int) is int and echo(str) is str\n"
              "    for kind, exc in (('v', ValueError), ('k', KeyError)):\n"
