@@ -28,6 +28,9 @@ For metric code::
 ``protections() -> dict[str, str]``
     Which protection is in force on this machine and by which mechanism, one line each (for logs
     and results provenance).
+``take_verdict_counts() -> dict[str, int]``
+    How many programs this process judged split and how many in-process since the last call
+    (a results file's ``sandbox_verdicts``: one call per benchmark).
 ``Limits(memory_mb=2048, file_mb=16, open_files=64, processes=64, output_kb=64, disk_mb=64, files=4096)``
     Per-program limits, if the defaults do not fit (processes: threads and processes together;
     disk_mb and files: the working directory's quota, where user namespaces are available).
@@ -63,6 +66,8 @@ docs/sandbox.md.
 from __future__ import annotations
 
 import os
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UserError
@@ -71,9 +76,11 @@ from ..sandbox.runner import ExecResult, Limits, run_sandboxed
 from ..sandbox.split import Split
 
 __all__ = ["ExecResult", "Limits", "Split", "CodeExecNotAllowed", "SandboxUnavailable", "BadExecRequest",
-           "check_programs", "check_program", "protections"]
+           "check_programs", "check_program", "protections", "take_verdict_counts"]
 
 ALLOW_ENV = "EVO_EVAL_ALLOW_CODE_EXEC"
+_VERDICTS: Counter = Counter()
+_VERDICTS_LOCK = threading.Lock()
 
 
 class CodeExecNotAllowed(UserError):
@@ -120,7 +127,16 @@ def check_programs(programs: list[str | Split], timeout: float = 10.0, workers: 
     broken = next((r for r in results if r.status == "error:setup"), None)
     if broken is not None:
         raise SandboxUnavailable(_last_line(broken.output))
+    with _VERDICTS_LOCK:
+        _VERDICTS.update(r.verdict for r in results)
     return results
+
+
+def take_verdict_counts() -> dict[str, int]:
+    with _VERDICTS_LOCK:
+        counts = {"split": _VERDICTS["split"], "in-process": _VERDICTS["in-process"]}
+        _VERDICTS.clear()
+    return counts
 
 
 def check_program(program: str | Split, timeout: float = 10.0, allow: bool | None = None,

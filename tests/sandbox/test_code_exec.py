@@ -410,6 +410,11 @@ def _processes_inside(path: Path) -> list[str]:
 
 def test_code_benchmark_results_carry_the_sandbox_protections():
     from evo_eval.record import _sandbox_provenance
+    from evo_eval.sandbox.code_exec import Split, take_verdict_counts
 
-    assert _sandbox_provenance("humaneval") == {"sandbox": protections()}
+    take_verdict_counts()
+    check_programs([GOOD, Split("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n")], allow=True)
+    assert _sandbox_provenance("humaneval") == {"sandbox": protections(),
+                                                "sandbox_verdicts": {"split": 1, "in-process": 1}}
+    assert _sandbox_provenance("mbpp")["sandbox_verdicts"] == {"split": 0, "in-process": 0}  # taken per benchmark
     assert _sandbox_provenance("gsm8k") == {}
