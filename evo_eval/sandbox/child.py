@@ -40,6 +40,7 @@ import marshal
 import os
 import signal
 import sys
+import time
 import types
 
 # Siblings, found because the loader put this directory first on sys.path.
@@ -92,7 +93,7 @@ def main() -> None:
         serve(config["split"]["candidate"], "program.py", program_module(), role[1], role[2], report_failure)
     else:
         _write(config["verdict_fd"], b"ready\n")
-        run_checks(config["split"], role[1], config["verdict_fd"])
+        run_checks(config["split"], role[1], role[2], config["verdict_fd"])
 
 
 def read_input() -> tuple[dict, str]:
@@ -169,7 +170,7 @@ def run_program(source: str, verdict_fd: int) -> None:
     report_passed(verdict_fd)
 
 
-def run_checks(split: dict, channel, verdict_fd: int) -> None:
+def run_checks(split: dict, channel, candidate: int, verdict_fd: int) -> None:
     """The checker: the trusted prelude and tests, with the candidate's names as stand-ins."""
     namespace = program_module().__dict__
     try:
@@ -184,7 +185,7 @@ def run_checks(split: dict, channel, verdict_fd: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - as in run_program
         if channel.needs_in_process is None:
             report_failure(exc)
-            _exit(1)
+            _exit(channel.broken is not None and candidate_killed_by(candidate) or 1)
     # Whatever the tests caught: a candidate that broke the protocol or died cannot pass, and
     # tests that passed something that cannot cross are judged in one process instead.
     if channel.needs_in_process is not None:
@@ -192,8 +193,23 @@ def run_checks(split: dict, channel, verdict_fd: int) -> None:
         report_in_process(verdict_fd)
     if channel.broken is not None:
         report_failure(channel.gone())
-        _exit(1)
+        _exit(candidate_killed_by(candidate) or 1)
     report_passed(verdict_fd)
+
+
+def candidate_killed_by(pid: int) -> int:
+    """128 + the signal that killed the candidate (SIGXCPU at its CPU limit, say), so the parent
+    can say "killed:<SIGNAL>" as it does for one process; 0 if it exited or still runs (a
+    candidate that only closed its pipe is not waited for)."""
+    for _ in range(20):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if done:
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        time.sleep(0.005)
+    return 0
 
 
 def report_in_process(verdict_fd: int) -> None:

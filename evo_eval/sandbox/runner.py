@@ -119,6 +119,9 @@ def _run_in(workdir: Path, program: str | Split, names: list[str] | None, timeou
         verdict = _read_verdict(ours)
         tail = _tail(output, limits.output_kb * 1024)
     status = _status(timed_out, returncode, verdict, nonce)
+    if isinstance(program, Split) and status == "failed" and 128 < returncode < 128 + 65:
+        # the checker's word for a candidate killed by a signal (child.candidate_killed_by)
+        status = f"killed:{_signal_name(returncode - 128)}"
     return ExecResult(status == "passed", status, wall, returncode, tail,
                       "split" if isinstance(program, Split) else "in-process")
 

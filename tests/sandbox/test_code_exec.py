@@ -29,7 +29,7 @@ from evo_eval.sandbox import runner
 from evo_eval.sandbox.cleanup import remove_tree
 from evo_eval.scoring.pass_at_k import split_program
 from evo_eval.sandbox.code_exec import (
-    ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs,
+    ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, Split, check_program, check_programs,
     protections,
 )
 
@@ -219,12 +219,16 @@ def test_network_namespace_really_has_no_interfaces():
 
 # ---------------------------------------------------------------- hostile programs
 
-@pytest.fixture(scope="module", params=["probed", "guard-only"])
+@pytest.fixture(scope="module", params=["probed", "guard-only", "split"])
 def hostile_batch(request, tmp_path_factory):
-    """Run every hostile program, between two good ones, against a host with things to lose."""
+    """Run every hostile program, between two good ones, against a host with things to lose;
+    "split": each as the candidate of a split program (the tests only look it up), so its
+    process is the candidate's, with the checker beside it."""
     base = tmp_path_factory.mktemp(f"host-{request.param}")
     host = _Host(base)
     programs = {name: _render(name, host) for name in EXPECTED}
+    if request.param == "split":
+        programs = {name: Split(text, "assert check is not None\n") for name, text in programs.items()}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tempfile, "tempdir", str(host.work))  # every sandbox workdir lands here
         if request.param == "guard-only":
