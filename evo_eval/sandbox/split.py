@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import dis
+import functools
 import types
 from dataclasses import dataclass
 
@@ -38,6 +39,9 @@ class Split:
     prelude: str = ""
     untrusted: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        object.__setattr__(self, "untrusted", tuple(self.untrusted))  # hashable, whatever came in
+
     def joined(self) -> str:
         return self.candidate + "\n" + self.tests
 
@@ -45,21 +49,27 @@ class Split:
 def names_to_cross(split: Split) -> list[str] | None:
     """The names the checker takes from the candidate, or None if the trusted text does not
     compile on its own (then the program can only run in one piece)."""
+    found = _names_to_cross(split.tests, split.prelude, split.untrusted)
+    return None if found is None else list(found)
+
+
+@functools.lru_cache(maxsize=4096)  # every sample of a problem has the same trusted text
+def _names_to_cross(tests_text: str, prelude_text: str, untrusted: tuple[str, ...]) -> tuple[str, ...] | None:
     try:
-        tests = compile(split.tests, "tests.py", "exec")
+        tests = compile(tests_text, "tests.py", "exec")
     except (SyntaxError, ValueError):
         return None
     loaded, defined = _globals(tests)
-    if split.prelude:
+    if prelude_text:
         try:
-            prelude = compile(split.prelude, "prelude.py", "exec")
+            prelude = compile(prelude_text, "prelude.py", "exec")
         except (SyntaxError, ValueError):
             return None
         prelude_loaded, prelude_defined = _globals(prelude)
         loaded |= prelude_loaded
         defined |= prelude_defined
-    untrusted = set(split.untrusted)
-    return sorted(loaded - (defined | set(dir(builtins))) - untrusted | loaded & untrusted)
+    own = set(untrusted)
+    return tuple(sorted(loaded - (defined | set(dir(builtins))) - own | loaded & own))
 
 
 def defined_names(source: str) -> tuple[str, ...]:
