@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import operator
 import os
 import struct
 import sys
@@ -115,11 +116,14 @@ def encode(value, refer):
 
 def _as_builtin(value):
     """The candidate's side: a subclass of a built-in data type as that type (a namedtuple as a
-    tuple, a Counter as a dict, numpy's float64 as a float), an iterator as its items, else None.
+    tuple, a Counter as a dict, numpy's float64 as a float), an integer type's value as an int, an
+    iterator as its items, else None.
     Runs in the candidate, so it need not be proof against it: the checker's decoder is."""
     for base in (int, float, str, bytes, complex, tuple, list, dict, set, frozenset):
         if isinstance(value, base):
             return base, base(value)
+    if hasattr(type(value), "__index__"):  # an exact integer of another type (numpy's int64)
+        return int, operator.index(value)
     if hasattr(type(value), "__next__") and hasattr(type(value), "__iter__"):
         return "iterator", list(value)
     return None, None

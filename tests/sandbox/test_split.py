@@ -161,3 +161,13 @@ def test_float_formatting_is_not_the_channel():
     (result,) = _run(Split("def f():\n    return [1.0, 1, 2 ** 0.5]\n",
                            f"r = f()\nassert type(r[0]) is float and type(r[1]) is int and r[2] == {math.sqrt(2)!r}\n"))
     assert result.passed, result.output[-1000:]
+
+
+def test_builtin_subclasses_and_integer_types_cross_as_their_builtin():
+    # A namedtuple, a Counter, an int-like (numpy's int64 is one): what their == would say too.
+    candidate = ("import collections\n"
+                 "class Five:\n    def __index__(self):\n        return 5\n"
+                 "def f():\n    return collections.namedtuple('P', 'x y')(1, 2), collections.Counter('aab'), Five()\n")
+    tests = "p, c, five = f()\nassert p == (1, 2) and type(p) is tuple and c == {'a': 2, 'b': 1} and five == 5\n"
+    (result,) = _run(Split(candidate, tests))
+    assert result.passed and result.verdict == "split", result.output[-1000:]
