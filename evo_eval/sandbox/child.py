@@ -203,6 +203,13 @@ def run_checks(split: dict, channel, candidate: int, verdict_fd: int) -> None:
     if channel.broken is not None:
         report_failure(channel.gone())
         _exit(candidate_killed_by(candidate) or 1)
+    # Hang up and reap the candidate (it exits when its pipe closes), so its CPU time is counted
+    # with the program's. Its replies reach end-of-file when it is gone; one that lingers instead
+    # runs into the wall clock, which fails only itself.
+    os.close(channel.requests)
+    while os.read(channel.replies, 65536):
+        pass
+    os.waitpid(candidate, 0)
     report_passed(verdict_fd)
 
 
@@ -210,15 +217,21 @@ def candidate_killed_by(pid: int) -> int:
     """128 + the signal that killed the candidate (SIGXCPU at its CPU limit, say), so the parent
     can say "killed:<SIGNAL>" as it does for one process; 0 if it exited or still runs (a
     candidate that only closed its pipe is not waited for)."""
-    for _ in range(20):
+    status = reap(pid)
+    return 128 + os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else 0
+
+
+def reap(pid: int, polls: int = 20) -> int | None:
+    """The candidate's wait status, waiting at most `polls` x 5 ms; None if it is still running."""
+    for _ in range(polls):
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return 0
+            return None
         if done:
-            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+            return status
         time.sleep(0.005)
-    return 0
+    return None
 
 
 def report_in_process(verdict_fd: int) -> None:
