@@ -109,39 +109,43 @@ def set_up(config: dict):
     """Confine this process; with a split program, fork the candidate first. Returns None (one
     process), ("checker", Channel, pid) or ("candidate", requests fd, replies fd)."""
     layers = config["layers"]
-    if layers.get("userns"):
-        # From here on this is the program's process in its own namespaces and mount view (the
-        # harness's child waits above it); its working directory is the view's tmpfs.
-        config["workdir"] = userns.enter(config["site_packages"], config["quota"]["disk_mb"],
-                                         config["quota"]["files"])
-        # The view holds real directories only; an entry that came through a symlink would be gone.
-        sys.path[:] = [os.path.realpath(p) for p in sys.path]
-    elif layers["namespaces"]:
-        isolation.enter_namespaces()
-    isolation.drop_privileges()
-    if layers["landlock"]:
-        landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
-    role = None
-    if config.get("split"):
+    split = config.get("split")
+    if split:
         # The modules the trusted prelude imports (HumanEval's `typing`), imported once here
         # rather than by each process after the fork: the split then costs no more imports than
         # one process would.
-        for name in config["split"]["preload"]:
+        for name in split["preload"]:
             try:
                 __import__(name)
             except ImportError:
                 pass
-        # Here, with every layer but seccomp in place: seccomp refuses fork, and each process
-        # installs its own filter (signals only to itself).
+    role = None
+    if layers.get("userns"):
+        # From here on this is the program's process in its own namespaces and mount view (the
+        # harness's child waits above it); its working directory is the view's tmpfs. Split, the
+        # harness's child is the checker instead of a keeper, and the candidate is PID 1 of the
+        # new PID namespace, where the checker has no pid at all.
+        config["workdir"], role = userns.enter(config["site_packages"], config["quota"]["disk_mb"],
+                                               config["quota"]["files"], crossing.fork_candidate if split else None)
+        # The view holds real directories only; an entry that came through a symlink would be gone.
+        sys.path[:] = [os.path.realpath(p) for p in sys.path]
+    elif layers["namespaces"]:
+        isolation.enter_namespaces()
+    if split and role is None:
+        # Without a PID namespace: after the namespaces, before seccomp (which refuses fork).
         role = crossing.fork_candidate()
-        if role[0] == "checker":
-            # Not dumpable: no process of the same uid may trace it or open its /proc files.
-            kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
-        else:
-            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # the checker's end is its end
+    if role is not None and role[0] == "checker":
+        # Not dumpable: no process of the same uid may trace it or open its /proc files.
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+    elif role is not None:
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # the checker's end is its end
+    isolation.drop_privileges()
+    if layers["landlock"]:
+        landlock.confine(config["workdir"], config["site_packages"], layers["landlock"])
     if layers["seccomp"]:
         seccomp.install(block_inet=not layers["namespaces"])
-    pid_one = bool(layers.get("userns")) and (role is None or role[0] == "checker")
+    # PID 1 of a PID namespace gets no SIGXCPU (limits.py): the program's process, or the candidate.
+    pid_one = bool(layers.get("userns")) and (role is None or role[0] == "candidate")
     limits.apply_limits(**config["limits"], pid_one=pid_one)
     return role
 
@@ -278,7 +282,7 @@ def probe(config: dict) -> dict:
     if config.get("try_userns"):
         # All or nothing: a failure here ends the probe, and the parent probes again without.
         try:
-            workdir = userns.enter(site_packages, 1, 64)
+            workdir, _ = userns.enter(site_packages, 1, 64)
         except OSError as exc:
             return {**found, "userns": None, "userns_error": str(exc)}
         found["userns"] = "uid %d, gid %d" % (os.getuid(), os.getgid())  # inside: 0, 0
