@@ -22,11 +22,12 @@ Phases, in order:
    collected, so the program could only get ctypes back by importing it, which the guard refuses;
 7. say "ready" on the verdict socket, run the program, and if it returns say "passed <nonce>".
 
-A split program (config "split", crossing.py) forks between phases 3's Landlock and seccomp:
-the candidate closes every descriptor but stdin, stdout, stderr and its two pipes (so not the
-verdict socket), then takes phases 3-6 on its own and runs the model's code as a server; the
-checker is the process that stays, takes the same phases, and in phase 7 runs the benchmark's
-prelude and tests with stand-ins for the candidate's names, and alone says "passed <nonce>".
+A split program (config "split", crossing.py) forks in phase 2 (with user namespaces, as the
+fork into the new PID namespace, the checker taking the keeper's place): the candidate closes every
+descriptor but stdin, stdout, stderr and its two pipes (so not the verdict socket), then takes
+phases 2-6 on its own and runs the model's code as a server; the checker is the process that
+stays, takes the same phases, and in phase 7 runs the benchmark's prelude and tests with
+stand-ins for the candidate's names, and alone says "passed <nonce>".
 
 A phase that fails ends the child with no "ready", so the parent knows the program never ran.
 Which kernel mechanisms to use is the parent's decision (``layers`` in the config, from a probe of

@@ -1,11 +1,12 @@
 """The split verdict: the benchmark's tests in a checker process, the model's code in a candidate
 process, and only plain data between them (child side, stdlib only).
 
-Inside the sandbox, after the namespaces and Landlock and before seccomp (which refuses fork), the
-bootstrap forks: the process that stays is the *checker*, the only holder of the verdict socket; it
-runs the trusted text (the benchmark's helper code and tests) and writes the verdict. The child is
-the *candidate*: it gets every layer the checker has, none of its descriptors (not the verdict
-socket), runs the model's code (prompt + completion) and then serves calls. The checker sees the
+Inside the sandbox, before seccomp (which refuses fork), the bootstrap forks (with user namespaces,
+into the new PID namespace: userns.py): the process that stays is the *checker*, the only holder of
+the verdict socket; it runs the trusted text (the benchmark's helper code and tests) and writes the
+verdict. The child is the *candidate*: it gets every layer the checker has, none of its
+descriptors (not the verdict socket), runs the model's code (prompt + completion) and then serves
+calls. The checker sees the
 candidate's top-level names only as stand-ins:
 
 * a callable (function, class) becomes a function that sends the call's arguments down a pipe and

@@ -26,7 +26,8 @@ does not share with anything it could harm:
 The process the harness starts (the "keeper") builds the view, takes the unprivileged id, makes
 the user, PID, network and IPC namespaces, then forks the process that runs the program, PID 1 of
 the new PID namespace. The keeper relays the program's exit to the harness unchanged (the same
-exit code, or the same signal), so the parent's verdict logic does not change.
+exit code, or the same signal), so the parent's verdict logic does not change. A split program
+(crossing.py) has no keeper: the harness's child is the checker, and PID 1 the candidate.
 """
 
 from __future__ import annotations
