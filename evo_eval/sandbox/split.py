@@ -73,6 +73,18 @@ def _names_to_cross(tests_text: str, prelude_text: str, untrusted: tuple[str, ..
     return tuple(sorted(loaded - (defined | set(dir(builtins))) - own | loaded & own))
 
 
+@functools.lru_cache(maxsize=4096)
+def prelude_needed(tests_text: str, prelude_text: str, untrusted: tuple[str, ...]) -> bool:
+    """Whether the tests read anything the prelude defines (HumanEval/32's poly): where they do
+    not (most problems), the checker skips the prelude, which then costs nothing."""
+    try:
+        tests_loaded, _ = _globals(compile(tests_text, "tests.py", "exec"))
+        _, prelude_defined = _globals(compile(prelude_text, "prelude.py", "exec"))
+    except (SyntaxError, ValueError):
+        return bool(prelude_text)  # names_to_cross says no split for it anyway
+    return bool(tests_loaded & (prelude_defined - set(untrusted)))
+
+
 def defined_names(source: str) -> tuple[str, ...]:
     """The global names a (trusted) source defines, e.g. MBPP's reference solution; () if it does
     not compile."""

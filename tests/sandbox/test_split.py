@@ -173,3 +173,19 @@ def test_builtin_subclasses_and_integer_types_cross_as_their_builtin():
     tests = "p, c, five = f()\nassert p == (1, 2) and type(p) is tuple and c == {'a': 2, 'b': 1} and five == 5\n"
     (result,) = _run(Split(candidate, tests))
     assert result.passed and result.verdict == "split", result.output[-1000:]
+
+
+def test_one_process_cannot_claim_the_in_process_word():
+    # Only a checker may say "in-process"; a one-piece program that writes it on every descriptor fails.
+    forger = ("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'in-process\\n')\n"
+              "    except OSError:\n        pass\nos._exit(0)\n")
+    (result,) = _run(forger)
+    assert result.status == "failed" and not result.passed
+
+
+def test_the_prelude_runs_only_where_the_tests_need_it():
+    from evo_eval.sandbox.split import prelude_needed
+
+    prompt = "import math\n\ndef poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\ndef f(x):\n    \"\"\"doc\"\"\"\n"
+    assert prelude_needed("def check(c):\n    assert poly([1], c(0)) == 1\ncheck(f)\n", prompt, ("f",))
+    assert not prelude_needed("def check(c):\n    assert c(0) == 1\ncheck(f)\n", prompt, ("f",))
