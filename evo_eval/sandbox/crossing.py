@@ -28,7 +28,8 @@ Arguments cross the same way. Where the *tests* pass something that is not plain
 an object of their own), the checker cannot split the program: it says "in-process" on the verdict
 socket and the parent runs the whole program in one process instead, marked as such in the result.
 Only trusted code can cause that: everything the checker holds from the candidate is plain data,
-a handle or a stand-in, all of which cross.
+a handle or a stand-in, all of which cross (and a module the checker imported because the
+candidate bound that name to one fails the program when passed, rather than fall back).
 """
 
 from __future__ import annotations
@@ -377,6 +378,10 @@ class Channel:
             name = getattr(obj, "__name__", None)
             if isinstance(name, str) and getattr(builtins, name, None) is obj:  # int, str, len: by name
                 return {"bt": name}
+            if type(obj) is type(sys):
+                # A module may be here because the candidate said a name is one (bind): it must
+                # not be able to choose the one-process fallback that way.
+                raise TypeError(f"the module {name} cannot be passed to the candidate")
             raise NeedsInProcess(f"the tests pass a {type(obj).__name__}, which is not plain data")
 
         if type(value) in (type(iter([])), type(iter(()))):  # an iterator the candidate returned, passed back

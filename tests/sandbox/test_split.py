@@ -121,8 +121,11 @@ def test_tests_that_pass_functions_run_in_one_process_visibly():
 def test_the_candidate_cannot_choose_the_fallback():
     # Returning what cannot cross (a function, an object) gives a handle, never a one-process rerun.
     candidate = "def add(a, b):\n    return lambda: 3\n"
-    (result,) = _run(Split(candidate, TESTS))
-    assert not result.passed and result.verdict == "split"
+    # ...nor by binding a name the tests pass on to a module (the checker imports it by name)
+    module_trick = Split("import math\ndef f(m):\n    return 1\n", "assert f(math) == 1\n")
+    results = _run(Split(candidate, TESTS), module_trick)
+    assert [(r.passed, r.verdict) for r in results] == [(False, "split"), (False, "split")]
+    assert "cannot be passed" in results[1].output
 
 
 def test_names_the_tests_read_come_from_the_right_side():
