@@ -120,12 +120,13 @@ def build_record(entry: "SuiteEntry", card: "ModelCard", checkpoint: str, lm: An
 
 
 def _sandbox_provenance(benchmark: str) -> dict[str, Any]:
-    """For code benchmarks: which protections the sandbox had on this machine, and which it lacked."""
+    """For code benchmarks: which protections the sandbox had on this machine, which it lacked,
+    and how many of this benchmark's programs had their verdict taken split or in one process."""
     if benchmark not in CODE_BENCHMARKS:
         return {}
-    from .sandbox.code_exec import protections
+    from .sandbox.code_exec import protections, take_verdict_counts
 
-    return {"sandbox": protections()}
+    return {"sandbox": protections(), "sandbox_verdicts": take_verdict_counts()}
 
 
 def _model_dtype(lm: Any, options: Any) -> str:

