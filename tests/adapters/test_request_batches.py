@@ -22,6 +22,7 @@ FAMILIES = [
     ("evo", {"mc_num": 3, "batch": 2}, False),
     ("bd3lm", {"mc_num": 4, "batch": 2}, False),
     ("ard", {"mc_num": 4, "batch": 2}, False),
+    ("fast_dllm_v2", {}, False),
 ]
 IDS = [f"{f}-{'-'.join(f'{k}{v}' for k, v in s.items())}" for f, s, _ in FAMILIES]
 
@@ -132,6 +133,9 @@ GENERATORS = [
     ("dream", {"alg": "origin"}, True),
     ("mdlm", {}, False),
     ("evo", {}, False),
+    ("bd3lm", {}, False),
+    ("ard", {}, False),
+    ("fast_dllm_v2", {}, False),
 ]
 GEN_IDS = [f"{f}-{'-'.join(f'{k}{v}' for k, v in s.items()) or 'default'}" for f, s, _ in GENERATORS]
 
