@@ -64,13 +64,18 @@ def score_requests(lm: Any, items: Sequence[Encoded], group: bool = True,
     results: list[tuple[float, bool] | None] = [None] * len(items)
     groups = shared_context_groups(items, lm.max_length) if group else [[i] for i in range(len(items))]
     for members in tqdm(groups, disable=disable_tqdm or lm.rank != 0, desc=f"{lm.family} loglikelihood"):
-        if len(members) > 1:
-            shared = lm._score_group([items[i] for i in members])
-            if shared is not None:
-                for i, result in zip(members, shared):
-                    results[i] = result
-                continue
-        for i in members:
-            item = items[i]
-            results[i] = lm._score_one(item.context_ids, item.continuation_ids, item.key, item.request)
+        answer_group(lm, items, members, results)
     return results  # type: ignore[return-value]
+
+
+def answer_group(lm: Any, items: Sequence[Encoded], members: list[int], results: list) -> None:
+    """One group's results into ``results``: one shared forward where the scorer can, else one by one."""
+    if len(members) > 1:
+        shared = lm._score_group([items[i] for i in members])
+        if shared is not None:
+            for i, result in zip(members, shared):
+                results[i] = result
+            return
+    for i in members:
+        item = items[i]
+        results[i] = lm._score_one(item.context_ids, item.continuation_ids, item.key, item.request)

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import UserError
-from .batching import Encoded, shared_context_groups, truncate
+from .batching import Encoded, answer_group, shared_context_groups, truncate
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +137,7 @@ def answer_in_batches(lm: Any, items: Sequence[Encoded], group: bool = True) -> 
             else:
                 _answer_singles(lm, items, [u[0] for u in chunk], results)
     for members in alone:
-        if len(members) > 1:
-            shared = lm._score_group([items[i] for i in members])
-            if shared is not None:
-                for i, result in zip(members, shared):
-                    results[i] = result
-                continue
-        for i in members:
-            item = items[i]
-            results[i] = lm._score_one(item.context_ids, item.continuation_ids, item.key, item.request)
+        answer_group(lm, items, members, results)
     return results  # type: ignore[return-value]
 
 

@@ -45,6 +45,15 @@ def normal_fill(std: float, *, ones: tuple[str, ...], zeros: tuple[str, ...] = (
     return fill
 
 
+def hf_random_model(model_cls: type, config: Any, *, dtype: torch.dtype, device: torch.device | str, seed: int) -> Any:
+    """A transformers model of ``config`` initialised by its own ``_init_weights`` under ``seed`` (the Qwen2
+    layouts, Dream and Fast-dLLM v2, keep their authors' init), then cast to ``dtype``."""
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = model_cls(config)
+    return model.to(dtype).eval()
+
+
 def random_weights(make: Callable[[], nn.Module], *, dtype: torch.dtype, device: torch.device | str, seed: int,
                    fill: Fill) -> Any:
     """``make()`` with seeded random weights, allocated on ``device`` in ``dtype`` directly."""

@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModel, Qwen2Config, Qwen2ForCausalLM
 
 from ..errors import CheckpointError
-from .building import register_auto
+from .building import hf_random_model, register_auto
 from .checkpoints import first_line
 
 MASK_TOKEN_ID = 151666
@@ -90,10 +90,8 @@ register_auto(DreamConfig, DreamModel, AutoModel)
 
 def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str, seed: int = 0) -> DreamModel:
     """A DreamModel of ``shape`` (config keys; a card's ``architecture`` key is ignored) with seeded random weights."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = DreamModel(DreamConfig(**{k: v for k, v in shape.items() if k != "architecture"}))
-    return model.to(dtype).eval()
+    config = DreamConfig(**{k: v for k, v in shape.items() if k != "architecture"})
+    return hf_random_model(DreamModel, config, dtype=dtype, device=device, seed=seed)
 
 
 def load_dream(checkpoint: str | Path, *, revision: str | None = None, device: torch.device | str = "cpu",

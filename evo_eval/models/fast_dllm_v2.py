@@ -42,7 +42,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 from ..errors import CheckpointError
-from .building import register_auto
+from .building import hf_random_model, register_auto
 from .checkpoints import first_line
 
 MASK_TOKEN_ID = 151665
@@ -119,10 +119,8 @@ register_auto(FastDLLMv2Config, FastDLLMv2Model, AutoModelForCausalLM)
 def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str,
                  seed: int = 0) -> FastDLLMv2Model:
     """A FastDLLMv2Model of ``shape`` (config keys; a card's ``architecture`` key is ignored), seeded random weights."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = FastDLLMv2Model(FastDLLMv2Config(**{k: v for k, v in shape.items() if k != "architecture"}))
-    return model.to(dtype).eval()
+    config = FastDLLMv2Config(**{k: v for k, v in shape.items() if k != "architecture"})
+    return hf_random_model(FastDLLMv2Model, config, dtype=dtype, device=device, seed=seed)
 
 
 def load_fast_dllm_v2(checkpoint: str | Path, *, revision: str | None = None, device: torch.device | str = "cpu",
