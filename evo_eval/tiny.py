@@ -144,18 +144,24 @@ def build_dit_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path 
     return out
 
 
-
-def build_dream_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
-                           seed: int = 0) -> Path:
-    """A random-weight Dream-v0 at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask and its
-    special ids in the config), with the published config's auto_map and architecture name."""
-    out = Path(out_dir)
+def _qwen2_layout_model(module, out: Path, tokenizer_dir: str | Path | None, seed: int):
+    """A Qwen2-layout stand-in (Dream-v0, Fast-dLLM v2) at TINY_SHAPE sized to the tiny tokenizer, whose
+    <|mask|>, EOS, BOS and pad ids its config carries, with the published config's auto_map."""
     tokenizer = tiny_tokenizer(out, tokenizer_dir)
     shape = dict(module.TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
                  eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                  pad_token_id=tokenizer.pad_token_id)
     model = module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
     model.config.auto_map = dict(module.AUTO_MAP)
+    return model, tokenizer
+
+
+def build_dream_checkpoint(module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                           seed: int = 0) -> Path:
+    """A random-weight Dream-v0 at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask and its
+    special ids in the config), with the published config's auto_map and architecture name."""
+    out = Path(out_dir)
+    model, tokenizer = _qwen2_layout_model(module, out, tokenizer_dir, seed)
     model.config.architectures = [module.ARCHITECTURE]
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -167,12 +173,7 @@ def build_fast_dllm_v2_checkpoint(module, out_dir: str | Path, tokenizer_dir: st
     """A random-weight Fast-dLLM v2 at TINY_SHAPE with the tiny tokenizer (its <|mask|> as mask, its EOS as
     the stop token), with the published config's model_type, architecture name and auto_map."""
     out = Path(out_dir)
-    tokenizer = tiny_tokenizer(out, tokenizer_dir)
-    shape = dict(module.TINY_SHAPE, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-                 pad_token_id=tokenizer.pad_token_id)
-    model = module.random_model(shape, dtype=torch.float32, device="cpu", seed=seed)
-    model.config.auto_map = dict(module.AUTO_MAP)
+    model, tokenizer = _qwen2_layout_model(module, out, tokenizer_dir, seed)
     model.save_pretrained(out)
     path = out / "config.json"  # save_pretrained names our class; the published file names the authors'
     config = json.loads(path.read_text(encoding="utf-8"))

@@ -433,6 +433,15 @@ def load_tokenizer(name: str, revision: str | None, *fallbacks: Any) -> Any:
                           "save the tokenizer into the checkpoint folder, or pass tokenizer=DIR (model_args)") from None
 
 
+
+def qwen2_tokenizer(name: str, revision: str | None) -> Any:
+    """The Qwen2-layout stand-ins' tokenizers (Dream-v0, Fast-dLLM v2): their tokenizer_config names a
+    remote-code class (DreamTokenizer, a Qwen2 BPE over vocab.json and merges.txt); where AutoTokenizer
+    cannot load it without that code, Qwen2's fast class reads the same files."""
+    from transformers import Qwen2TokenizerFast
+
+    return load_tokenizer(name, revision, Qwen2TokenizerFast)
+
 def cut_at_stop(text: str, until: list[str]) -> str:
     """The text before the earliest stop string, as lm-eval's backends return it."""
     cut = len(text)

@@ -9,28 +9,19 @@ every context starts with the tokenizer's BOS (for generation and for likelihood
 
 from __future__ import annotations
 
-from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 from lm_eval.api.registry import register_model
 
 from ..models.dream import load_for_card
-from .base import FolderAdapter, load_tokenizer
-
-
-def _tokenizer(name: str, revision: str | None) -> Any:
-    """Dream's tokenizer names a remote-code class (DreamTokenizer, a Qwen2 BPE over vocab.json and
-    merges.txt): where AutoTokenizer cannot load it without that code, Qwen2's fast class reads the files."""
-    from transformers import Qwen2TokenizerFast
-
-    return load_tokenizer(name, revision, Qwen2TokenizerFast)
+from .base import FolderAdapter, qwen2_tokenizer
 
 
 @register_model("dream")
 class DreamAdapter(FolderAdapter):
     family = "dream"
     load_model = staticmethod(load_for_card)
-    load_tokenizer = staticmethod(_tokenizer)
+    load_tokenizer = staticmethod(qwen2_tokenizer)
     embedding_rows = "vocab_size"
 
     def _bos(self) -> list[int]:

@@ -15,30 +15,20 @@ block-wise parallel decoding (``decoding.fast_dllm_v2``) and scores with their o
 
 from __future__ import annotations
 
-from typing import Any
-
 import lm_eval.models  # noqa: F401  (lm-eval's built-in backends first, see adapters/__init__.py)
 import torch
 from lm_eval.api.registry import register_model
 
 from ..errors import UserError
 from ..models.fast_dllm_v2 import load_for_card
-from .base import FolderAdapter, load_tokenizer
-
-
-def _tokenizer(name: str, revision: str | None) -> Any:
-    """Qwen2.5-Instruct's tokenizer with the [MASK] token added; Qwen2's fast class reads its files
-    where AutoTokenizer cannot."""
-    from transformers import Qwen2TokenizerFast
-
-    return load_tokenizer(name, revision, Qwen2TokenizerFast)
+from .base import FolderAdapter, qwen2_tokenizer
 
 
 @register_model("fast_dllm_v2")
 class FastDLLMv2Adapter(FolderAdapter):
     family = "fast_dllm_v2"
     load_model = staticmethod(load_for_card)
-    load_tokenizer = staticmethod(_tokenizer)
+    load_tokenizer = staticmethod(qwen2_tokenizer)
     embedding_rows = "vocab_size"
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

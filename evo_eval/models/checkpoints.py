@@ -5,7 +5,9 @@
 * ``read_family_config``: the checkpoint's config through ``AutoConfig`` (its ``auto_map`` never
   executed), which must be the family's class and describe something the family implements;
 * ``load_weights``: ``from_pretrained`` onto the device in the dtype, where missing, unexpected or
-  mis-shaped weights are a CheckpointError rather than transformers' warning.
+  mis-shaped weights are a CheckpointError rather than transformers' warning;
+* ``load_qwen2_layout`` / ``check_card_fit``: the same for the public Qwen2-layout models (Dream-v0,
+  Fast-dLLM v2), whose configs are transformers' own Qwen2 classes rather than the project's shape configs.
 """
 
 from __future__ import annotations
@@ -79,3 +81,33 @@ def load_weights(model_cls: Any, where: str, checkpoint: str | Path, *, config: 
         raise CheckpointError(f"{checkpoint} does not fit its config: {len(keys)} {kind.replace('_', ' ')}, "
                               f"e.g. {example}", "check that config.json belongs to these weights")
     return inference_only(model.to(device))
+
+
+def load_qwen2_layout(model_cls: Any, config_cls: Any, checkpoint: str | Path, *, revision: str | None,
+                      device: torch.device | str, dtype: torch.dtype, name: str, source: str,
+                      validate: Any) -> Any:
+    """``model_cls`` from a hub id or local folder in its published layout: ``name`` says whose config or
+    weights could not be read, ``source`` what to pass instead; ``validate(config)`` raises a
+    CheckpointError for a readable config of another model."""
+    try:
+        config = config_cls.from_pretrained(str(checkpoint), revision=revision)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read a {name} config from {checkpoint}: {first_line(exc)}",
+                              f"pass {source} or a folder with its config.json") from None
+    validate(config)
+    try:
+        model = model_cls.from_pretrained(str(checkpoint), config=config, revision=revision, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load the {name} weights of {checkpoint}: {first_line(exc)}",
+                              "pass a checkpoint in the published layout (model.layers.N..., lm_head)") from None
+    return model.to(device).eval()
+
+
+def check_card_fit(config: Any, card: Any, keys: tuple[str, ...], checkpoint: str | Path) -> None:
+    """One line when a loaded config's architecture (``keys`` but the vocabulary size, which the
+    tokenizer check owns) differs from the card's shape."""
+    wrong = [f"{k} {getattr(config, k)} (card: {card.shape[k]})" for k in keys
+             if k in card.shape and k != "vocab_size" and getattr(config, k) != card.shape[k]]
+    if wrong:
+        raise CheckpointError(f"{checkpoint} does not fit model card {card.name}: {'; '.join(wrong)}",
+                              "pass a checkpoint of the card's shape, or the card that matches it")

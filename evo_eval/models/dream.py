@@ -29,7 +29,7 @@ from transformers import AutoModel, Qwen2Config, Qwen2ForCausalLM
 
 from ..errors import CheckpointError
 from .building import hf_random_model, register_auto
-from .checkpoints import first_line
+from .checkpoints import check_card_fit, load_qwen2_layout
 
 MASK_TOKEN_ID = 151666
 ARCHITECTURE = "DreamModel"
@@ -97,20 +97,13 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
 def load_dream(checkpoint: str | Path, *, revision: str | None = None, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.bfloat16) -> DreamModel:
     """Dream-org/Dream-v0-{Base,Instruct}-7B (any revision) or a local folder in that layout."""
-    try:
-        config = DreamConfig.from_pretrained(str(checkpoint), revision=revision)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read a Dream config from {checkpoint}: {first_line(exc)}",
-                              "pass a Dream-org/Dream-v0-* hub id or a folder with its config.json") from None
-    if getattr(config, "mask_token_id", None) is None:
-        raise CheckpointError(f"{checkpoint} has no mask_token_id: not a Dream checkpoint",
-                              "pass a Dream-org/Dream-v0-* checkpoint")
-    try:
-        model = DreamModel.from_pretrained(str(checkpoint), config=config, revision=revision, dtype=dtype)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the Dream weights of {checkpoint}: {first_line(exc)}",
-                              "pass a checkpoint in the published layout (model.layers.N..., lm_head)") from None
-    return model.to(device).eval()
+    def validate(config: DreamConfig) -> None:
+        if getattr(config, "mask_token_id", None) is None:
+            raise CheckpointError(f"{checkpoint} has no mask_token_id: not a Dream checkpoint",
+                                  "pass a Dream-org/Dream-v0-* checkpoint")
+
+    return load_qwen2_layout(DreamModel, DreamConfig, checkpoint, revision=revision, device=device, dtype=dtype,
+                             name="Dream", source="a Dream-org/Dream-v0-* hub id", validate=validate)
 
 
 # ---- the card's shape, and a tiny checkpoint in the published layout ---------------------------------------
@@ -127,9 +120,5 @@ def load_for_card(checkpoint: str | Path, *, revision: str | None = None, card: 
     """``load_dream``, then the checkpoint's shape checked against the card's (one line if they differ)."""
     model = load_dream(checkpoint, revision=revision, device=device, dtype=dtype)
     if card is not None:
-        wrong = [f"{k} {getattr(model.config, k)} (card: {card.shape[k]})" for k in ARCHITECTURE_KEYS
-                 if k in card.shape and k != "vocab_size" and getattr(model.config, k) != card.shape[k]]
-        if wrong:
-            raise CheckpointError(f"{checkpoint} does not fit model card {card.name}: {'; '.join(wrong)}",
-                                  "pass a checkpoint of the card's shape, or the card that matches it")
+        check_card_fit(model.config, card, ARCHITECTURE_KEYS, checkpoint)
     return model

@@ -43,7 +43,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, Qwen2Config, Qwen2F
 
 from ..errors import CheckpointError
 from .building import hf_random_model, register_auto
-from .checkpoints import first_line
+from .checkpoints import check_card_fit, load_qwen2_layout
 
 MASK_TOKEN_ID = 151665
 STOP_TOKEN_ID = 151645  # <|im_end|>: Qwen2.5-Instruct's end of turn, the authors' stop_token
@@ -126,20 +126,14 @@ def random_model(shape: dict[str, Any], *, dtype: torch.dtype, device: torch.dev
 def load_fast_dllm_v2(checkpoint: str | Path, *, revision: str | None = None, device: torch.device | str = "cpu",
                       dtype: torch.dtype = torch.bfloat16) -> FastDLLMv2Model:
     """Efficient-Large-Model/Fast_dLLM_v2_7B (any revision) or a local folder in that layout."""
-    try:
-        config = FastDLLMv2Config.from_pretrained(str(checkpoint), revision=revision)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read a Fast-dLLM v2 config from {checkpoint}: {first_line(exc)}",
-                              "pass Efficient-Large-Model/Fast_dLLM_v2_7B or a folder with its config.json") from None
-    if config.model_type != FastDLLMv2Config.model_type and ARCHITECTURE not in (config.architectures or []):
-        raise CheckpointError(f"{checkpoint} is not a Fast-dLLM v2 checkpoint (no {ARCHITECTURE})",
-                              "pass Efficient-Large-Model/Fast_dLLM_v2_7B or a folder in its layout")
-    try:
-        model = FastDLLMv2Model.from_pretrained(str(checkpoint), config=config, revision=revision, dtype=dtype)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the Fast-dLLM v2 weights of {checkpoint}: {first_line(exc)}",
-                              "pass a checkpoint in the published layout (model.layers.N..., lm_head)") from None
-    return model.to(device).eval()
+    def validate(config: FastDLLMv2Config) -> None:
+        if config.model_type != FastDLLMv2Config.model_type and ARCHITECTURE not in (config.architectures or []):
+            raise CheckpointError(f"{checkpoint} is not a Fast-dLLM v2 checkpoint (no {ARCHITECTURE})",
+                                  "pass Efficient-Large-Model/Fast_dLLM_v2_7B or a folder in its layout")
+
+    return load_qwen2_layout(FastDLLMv2Model, FastDLLMv2Config, checkpoint, revision=revision, device=device,
+                             dtype=dtype, name="Fast-dLLM v2", source="Efficient-Large-Model/Fast_dLLM_v2_7B",
+                             validate=validate)
 
 
 # ---- the card's shape, and a tiny checkpoint in the published layout ---------------------------------------
@@ -156,9 +150,5 @@ def load_for_card(checkpoint: str | Path, *, revision: str | None = None, card: 
     """``load_fast_dllm_v2``, then the checkpoint's shape checked against the card's (one line if they differ)."""
     model = load_fast_dllm_v2(checkpoint, revision=revision, device=device, dtype=dtype)
     if card is not None:
-        wrong = [f"{k} {getattr(model.config, k)} (card: {card.shape[k]})" for k in ARCHITECTURE_KEYS
-                 if k in card.shape and k != "vocab_size" and getattr(model.config, k) != card.shape[k]]
-        if wrong:
-            raise CheckpointError(f"{checkpoint} does not fit model card {card.name}: {'; '.join(wrong)}",
-                                  "pass a checkpoint of the card's shape, or the card that matches it")
+        check_card_fit(model.config, card, ARCHITECTURE_KEYS, checkpoint)
     return model
