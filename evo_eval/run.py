@@ -195,12 +195,10 @@ def evaluate_benchmark(lm: Any, entry: SuiteEntry, card: ModelCard, options: Run
     # "auto" sizes have no such guarantee. Our adapters seed every request from itself; at batch 1 they
     # are given exactly the missing requests, batched they get fixed chunks too, so what shares a
     # forward never depends on what a killed run left (adapters/request_batches.py).
-    chunk = options.batch_size * BATCHES_PER_CHUNK if card.is_hf and isinstance(options.batch_size, int) else None
-    if not card.is_hf:
-        from .adapters.request_batches import resolve_batch_size
-
-        size = resolve_batch_size(options.batch_size)
-        chunk = size * BATCHES_PER_CHUNK if size > 1 else None
+    if card.is_hf:
+        chunk = options.batch_size * BATCHES_PER_CHUNK if isinstance(options.batch_size, int) else None
+    else:  # the size our adapter resolved when it was built ("auto" included)
+        chunk = lm.batch_size * BATCHES_PER_CHUNK if lm.batch_size > 1 else None
     wrapped = JournalLM(lm, journal, quiet=options.quiet, chunk_size=chunk, progress=progress)
     started = time.time()
     with per_document_shots(FEWSHOT_SEED), quiet_git_describe():  # same prompts on 1 or N processes (fewshot.py)

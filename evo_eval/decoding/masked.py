@@ -234,29 +234,13 @@ class LLaDASampler(Sampler):
 
     def _sample(self, model, prompt_ids: torch.Tensor, config: LLaDASamplerConfig, stats: DecodeStats,
                 generator: torch.Generator | None, stop: StopFn | None) -> torch.Tensor:
-        canvas = config.canvas()
-        mask = mask_id_for(model, config)
-        prompt_ids = self._fit(model, prompt_ids, canvas, stats)
-        p = int(prompt_ids.numel())
-        x = torch.full((1, p + canvas.length), mask, dtype=torch.long, device=prompt_ids.device)
-        x[0, :p] = prompt_ids
-        cap = canvas.length if config.answer_length == "canvas" else min(int(config.max_new_tokens), canvas.length)
-        run = _Run(model, x, p, mask, config, canvas, stats, generator)
-        done = 0
-        for b in range(canvas.blocks):
-            run.block(b)
-            done = (b + 1) * canvas.block
-            if b + 1 < canvas.blocks and self._finished(x[0, p:p + done], done, cap, config, stop):
-                break
-        stats.extra.update(canvas=canvas.length, block_length=canvas.block, steps_per_block=canvas.steps_per_block,
-                           blocks_decoded=done // canvas.block, cache=run.cache_mode)
-        return x[0, p:p + min(done, cap)]
+        return self._sample_batch(model, [prompt_ids], config, [stats], [generator], [stop])[0]
 
     def _sample_batch(self, model, prompts, config: LLaDASamplerConfig, stats, generators, stops) -> list[torch.Tensor]:
-        """The reference decoding of several canvases of one prompt length: each step one forward over
-        the canvases still decoding, then each canvas commits its own tokens from its own generator;
-        a canvas that is finished after a block (its EOS, stop string or length) leaves the batch,
-        exactly where ``_sample`` stops it."""
+        """Canvases of one prompt length, block by block: a canvas decoding alone runs the block as
+        ``_Run.block`` does (every option: caches, threshold); several (the reference decoding only, see
+        ``batch_key``) take each step as one forward over them all, then each commits its own tokens from
+        its own generator. A canvas finished after a block (its EOS, stop string or length) leaves."""
         canvas = config.canvas()
         mask = mask_id_for(model, config)
         prompts = [self._fit(model, prompt, canvas, st) for prompt, st in zip(prompts, stats)]
@@ -270,11 +254,14 @@ class LLaDASampler(Sampler):
         done = [0] * len(runs)
         active = list(range(len(runs)))
         for b in range(canvas.blocks):
-            s = p + b * canvas.block
-            e = s + canvas.block
-            for k in canvas.schedule():
-                for r, logits in zip(active, _stacked_logits([runs[r] for r in active], s, e)):
-                    runs[r].commit(s, e, logits, (0, runs[r].x.shape[1]), k=k)
+            if len(active) == 1:
+                runs[active[0]].block(b)
+            else:
+                s = p + b * canvas.block
+                e = s + canvas.block
+                for k in canvas.schedule():
+                    for r, logits in zip(active, _stacked_logits([runs[r] for r in active], s, e)):
+                        runs[r].commit(s, e, logits, (0, runs[r].x.shape[1]), k=k)
             for r in active:
                 done[r] = (b + 1) * canvas.block
             if b + 1 < canvas.blocks:
@@ -413,8 +400,6 @@ def _stacked_logits(runs: list["_Run"], s: int, e: int) -> list[torch.Tensor]:
     """Each run's block logits, as ``_Run.logits`` (no cache) computes them, from one forward over all
     the canvases (with CFG each canvas's unconditional twin right after it); the head runs per canvas,
     so its GEMM has the shape it has for one canvas alone."""
-    if len(runs) == 1:
-        return [runs[0].logits(s, e, first=True)[0]]
     first = runs[0]
     model, config, n = first.model, first.config, first.x.shape[1]
     if config.cfg_scale > 0:
